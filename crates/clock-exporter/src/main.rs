@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    exporter_core::run(exporter_core::Tier::new(include_str!("../schema.toml")))
+}
