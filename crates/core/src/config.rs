@@ -1,0 +1,521 @@
+//! Configuration: embedded defaults → optional `--config.file` (TOML or YAML) → environment
+//! (`TX_EXPORTER__WEB__LISTEN_ADDRESS`) → command-line flags, each layer overriding the last.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{EventRule, TierInfo};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub web: WebConfig,
+    pub log: LogConfig,
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Event rules added to (or replacing) the tier's built-in ones.
+    #[serde(default)]
+    pub events: Vec<EventRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub olap: Option<OlapConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    pub listen_address: String,
+    pub telemetry_path: String,
+    /// TLS and basic auth, exporter-toolkit format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Logfmt,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level or tracing directives, e.g. `info,ingest=debug`.
+    pub level: String,
+    pub format: LogFormat,
+    /// Written as `server_id` on every log line when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// UDP address for StatsD; empty disables the listener.
+    pub statsd_udp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statsd_unixgram: Option<PathBuf>,
+    /// Globs of JSON event logs to follow.
+    #[serde(default)]
+    pub log_path: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions_file: Option<PathBuf>,
+    /// Files present at start-up without a stored position: read from the beginning
+    /// instead of the end.
+    pub read_from_start: bool,
+    /// Maximum series per labelled metric.
+    pub series_limit: usize,
+    /// Remove labelled series not updated for this many seconds (0 keeps them forever).
+    pub series_ttl_seconds: u64,
+    /// Event-log lines longer than this are skipped and counted.
+    pub max_line_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OlapConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    /// chronyd command socket: HOST:PORT or unix:///PATH; empty disables.
+    pub chrony_address: String,
+    #[serde(default)]
+    pub ntp_server: Vec<String>,
+    #[serde(default)]
+    pub ptp_device: Vec<String>,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig {
+            chrony_address: "127.0.0.1:323".into(),
+            ntp_server: Vec::new(),
+            ptp_device: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The embedded defaults of a tier: everything works with no file, env or flag.
+    pub fn defaults(tier: &TierInfo) -> Config {
+        Config {
+            web: WebConfig {
+                listen_address: tier.web_listen_address.clone(),
+                telemetry_path: "/metrics".into(),
+                config_file: None,
+            },
+            log: LogConfig {
+                level: "info".into(),
+                format: LogFormat::Json,
+                server_id: None,
+            },
+            ingest: IngestConfig {
+                statsd_udp: tier.statsd_udp.clone(),
+                statsd_unixgram: None,
+                log_path: Vec::new(),
+                positions_file: None,
+                read_from_start: false,
+                series_limit: 1000,
+                series_ttl_seconds: 0,
+                max_line_bytes: 64 * 1024,
+            },
+            engine: EngineConfig::default(),
+            events: Vec::new(),
+            olap: (tier.name == "olap").then(OlapConfig::default),
+            clock: (tier.name == "clock").then(ClockConfig::default),
+        }
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_listen_addr(&self.web.listen_address)
+            .map_err(|e| ConfigError::invalid("web.listen_address", e))
+    }
+
+    pub fn statsd_udp_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let addr = self.ingest.statsd_udp.trim();
+        if addr.is_empty() {
+            return Ok(None);
+        }
+        parse_listen_addr(addr)
+            .map(Some)
+            .map_err(|e| ConfigError::invalid("ingest.statsd_udp", e))
+    }
+
+    fn validate(&self, tier: &TierInfo) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.statsd_udp_addr()?;
+        let path = &self.web.telemetry_path;
+        if !path.starts_with('/') || path == "/" || path == "/health" {
+            return Err(ConfigError::invalid(
+                "web.telemetry_path",
+                format!("{path:?} must be a path like /metrics, other than / and /health"),
+            ));
+        }
+        if let Some(addr) = &self.engine.address {
+            parse_listen_addr(addr).map_err(|e| ConfigError::invalid("engine.address", e))?;
+        }
+        if self.ingest.series_limit == 0 {
+            return Err(ConfigError::invalid(
+                "ingest.series_limit",
+                "must be at least 1",
+            ));
+        }
+        if self.ingest.max_line_bytes < 256 {
+            return Err(ConfigError::invalid(
+                "ingest.max_line_bytes",
+                "must be at least 256",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::invalid("log.level", e))?;
+        for glob in &self.ingest.log_path {
+            if glob.trim().is_empty() {
+                return Err(ConfigError::invalid("ingest.log_path", "empty glob"));
+            }
+        }
+        if self.olap.is_some() && tier.name != "olap" {
+            return Err(ConfigError::Invalid(format!(
+                "the [olap] section applies only to olap-exporter, not {}",
+                tier.binary
+            )));
+        }
+        if self.clock.is_some() && tier.name != "clock" {
+            return Err(ConfigError::Invalid(format!(
+                "the [clock] section applies only to clock-exporter, not {}",
+                tier.binary
+            )));
+        }
+        if let Some(clock) = &self.clock {
+            for server in &clock.ntp_server {
+                if !server.contains(':') {
+                    return Err(ConfigError::invalid(
+                        "clock.ntp_server",
+                        format!("{server:?} must be HOST:PORT"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `:9090` means all interfaces, as in Prometheus' own flags.
+pub fn parse_listen_addr(addr: &str) -> Result<SocketAddr, String> {
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_owned()
+    };
+    full.parse()
+        .map_err(|_| format!("{addr:?} is not an IP:PORT address"))
+}
+
+#[derive(Debug)]
+pub enum ConfigError {
+    /// `--help` or `--version` output: print and exit 0.
+    Display(String),
+    Invalid(String),
+}
+
+impl ConfigError {
+    fn invalid(key: &str, why: impl std::fmt::Display) -> ConfigError {
+        ConfigError::Invalid(format!("{key}: {why}"))
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Display(s) | ConfigError::Invalid(s) => f.write_str(s),
+        }
+    }
+}
+
+/// What the command line asked for beyond the configuration itself.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub check_only: bool,
+    pub config_file: Option<PathBuf>,
+}
+
+/// (flag, config key, repeatable, only for tier) — one table so flags, keys and docs agree.
+pub const FLAGS: &[(&str, &str, bool, Option<&str>)] = &[
+    ("web.listen-address", "web.listen_address", false, None),
+    ("web.telemetry-path", "web.telemetry_path", false, None),
+    ("web.config.file", "web.config_file", false, None),
+    ("log.level", "log.level", false, None),
+    ("log.format", "log.format", false, None),
+    ("ingest.statsd-udp", "ingest.statsd_udp", false, None),
+    (
+        "ingest.statsd-unixgram",
+        "ingest.statsd_unixgram",
+        false,
+        None,
+    ),
+    ("ingest.log-path", "ingest.log_path", true, None),
+    (
+        "ingest.positions-file",
+        "ingest.positions_file",
+        false,
+        None,
+    ),
+    ("engine.pid-file", "engine.pid_file", false, None),
+    ("engine.process-name", "engine.process_name", false, None),
+    ("engine.address", "engine.address", false, None),
+    ("olap.data-dir", "olap.data_dir", false, Some("olap")),
+    (
+        "clock.chrony-address",
+        "clock.chrony_address",
+        false,
+        Some("clock"),
+    ),
+    ("clock.ntp-server", "clock.ntp_server", true, Some("clock")),
+    ("clock.ptp-device", "clock.ptp_device", true, Some("clock")),
+];
+
+fn command(tier: &TierInfo) -> Command {
+    let mut cmd = Command::new(tier.binary.clone())
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(format!(
+            "Prometheus sidecar exporter for the {} tier. Settings: embedded defaults, then \
+             --config.file, then {}__SECTION__KEY environment variables, then flags.",
+            tier.name,
+            env_prefix(tier)
+        ))
+        .arg(
+            Arg::new("config.file")
+                .long("config.file")
+                .value_name("PATH")
+                .help("Configuration file, TOML or YAML by extension"),
+        )
+        .arg(
+            Arg::new("check-config")
+                .long("check-config")
+                .action(ArgAction::SetTrue)
+                .help("Validate the configuration, print the effective one and exit"),
+        );
+    for (flag, key, repeatable, only) in FLAGS {
+        if only.is_some_and(|t| t != tier.name) {
+            continue;
+        }
+        let mut arg = Arg::new(*flag)
+            .long(*flag)
+            .value_name("VALUE")
+            .help(format!("Sets {key}"));
+        if *repeatable {
+            arg = arg
+                .action(ArgAction::Append)
+                .help(format!("Adds to {key} (repeatable)"));
+        }
+        cmd = cmd.arg(arg);
+    }
+    cmd
+}
+
+pub fn env_prefix(tier: &TierInfo) -> String {
+    tier.binary.replace('-', "_").to_uppercase()
+}
+
+/// Parses the command line and layers all configuration sources.
+pub fn load<I, T>(tier: &TierInfo, args: I) -> Result<Loaded, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = command(tier).try_get_matches_from(args).map_err(|e| {
+        use clap::error::ErrorKind;
+        match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                ConfigError::Display(e.to_string())
+            }
+            _ => ConfigError::Invalid(e.to_string()),
+        }
+    })?;
+    let config_file = matches.get_one::<String>("config.file").map(PathBuf::from);
+    let config = layer(
+        tier,
+        config_file.as_deref(),
+        std::env::vars().collect(),
+        &matches,
+    )?;
+    Ok(Loaded {
+        config,
+        check_only: matches.get_flag("check-config"),
+        config_file,
+    })
+}
+
+fn layer(
+    tier: &TierInfo,
+    file: Option<&Path>,
+    env: std::collections::HashMap<String, String>,
+    matches: &ArgMatches,
+) -> Result<Config, ConfigError> {
+    let defaults = config::Config::try_from(&Config::defaults(tier))
+        .map_err(|e| ConfigError::Invalid(format!("embedded defaults: {e}")))?;
+    let mut builder = config::Config::builder().add_source(defaults);
+    if let Some(path) = file {
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => config::FileFormat::Toml,
+            Some("yaml" | "yml") => config::FileFormat::Yaml,
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "--config.file {}: extension must be .toml, .yaml or .yml",
+                    path.display()
+                )))
+            }
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Invalid(format!("--config.file {}: {e}", path.display())))?;
+        builder = builder.add_source(config::File::from_str(&text, format));
+    }
+    let list_keys = FLAGS.iter().filter(|f| f.2).map(|f| f.1);
+    let mut environment = config::Environment::with_prefix(&env_prefix(tier))
+        .prefix_separator("__")
+        .separator("__")
+        .list_separator(",")
+        .try_parsing(true)
+        .source(Some(env));
+    for key in list_keys {
+        environment = environment.with_list_parse_key(key);
+    }
+    builder = builder.add_source(environment);
+    for (flag, key, repeatable, _) in FLAGS {
+        let Ok(Some(values)) = matches.try_get_many::<String>(flag) else {
+            continue;
+        };
+        let values: Vec<String> = values.cloned().collect();
+        builder = if *repeatable {
+            builder.set_override(*key, values)
+        } else {
+            builder.set_override(*key, values.last().cloned().unwrap_or_default())
+        }
+        .map_err(|e| ConfigError::Invalid(format!("--{flag}: {e}")))?;
+    }
+    let source = if file.is_some() {
+        "configuration"
+    } else {
+        "environment or flags"
+    };
+    let config: Config = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigError::Invalid(format!("invalid {source}: {e}")))?;
+    config.validate(tier)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn tier() -> TierInfo {
+        TierInfo {
+            name: "tx".into(),
+            binary: "tx-exporter".into(),
+            metric_prefix: "tx_engine_".into(),
+            self_prefix: "tx_exporter_".into(),
+            web_listen_address: "0.0.0.0:9090".into(),
+            statsd_udp: "127.0.0.1:8125".into(),
+        }
+    }
+
+    fn run(
+        args: &[&str],
+        env: &[(&str, &str)],
+        file: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let t = tier();
+        let mut argv = vec!["tx-exporter"];
+        argv.extend_from_slice(args);
+        let matches = command(&t)
+            .try_get_matches_from(argv)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>();
+        layer(&t, file, env, &matches)
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = run(&[], &[], None).expect("defaults are valid");
+        assert_eq!(c, Config::defaults(&tier()));
+        assert_eq!(c.web.listen_address, "0.0.0.0:9090");
+        assert_eq!(c.ingest.statsd_udp, "127.0.0.1:8125");
+    }
+
+    #[test]
+    fn flags_override_env_override_file() {
+        let dir = std::env::temp_dir().join(format!("cfg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("c.yaml");
+        std::fs::write(
+            &file,
+            "web:\n  listen_address: 127.0.0.1:1000\nlog:\n  level: debug\n",
+        )
+        .expect("write");
+        let c = run(&[], &[], Some(&file)).expect("file");
+        assert_eq!(c.web.listen_address, "127.0.0.1:1000");
+        assert_eq!(c.log.level, "debug");
+        let env = [("TX_EXPORTER__WEB__LISTEN_ADDRESS", "127.0.0.1:2000")];
+        let c = run(&[], &env, Some(&file)).expect("env");
+        assert_eq!(c.web.listen_address, "127.0.0.1:2000");
+        let c = run(&["--web.listen-address=127.0.0.1:3000"], &env, Some(&file)).expect("flag");
+        assert_eq!(c.web.listen_address, "127.0.0.1:3000");
+        let env = [("TX_EXPORTER__INGEST__LOG_PATH", "/a/*.log,/b/*.log")];
+        let c = run(&[], &env, None).expect("env list");
+        assert_eq!(c.ingest.log_path, vec!["/a/*.log", "/b/*.log"]);
+        let c = run(&["--ingest.log-path=/x", "--ingest.log-path=/y"], &[], None).expect("list");
+        assert_eq!(c.ingest.log_path, vec!["/x", "/y"]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+            (&["--web.listen-address=nope"], &[], "web.listen_address"),
+            (&["--ingest.statsd-udp=1.2.3.4"], &[], "ingest.statsd_udp"),
+            (&["--log.format=xml"], &[], "log.format"),
+            (&[], &[("TX_EXPORTER__WEB__NOPE", "1")], "unknown field"),
+            (&["--olap.data-dir=/x"], &[], "unexpected argument"),
+            (&["--web.telemetry-path=/"], &[], "web.telemetry_path"),
+        ];
+        for (args, env, expected) in cases {
+            let err = run(args, env, None).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn empty_statsd_address_disables_listener() {
+        let c = run(&["--ingest.statsd-udp="], &[], None).expect("valid");
+        assert_eq!(c.statsd_udp_addr().expect("valid"), None);
+        assert_eq!(parse_listen_addr(":9090").expect("ok").port(), 9090);
+    }
+}

@@ -1,0 +1,132 @@
+//! docs/metrics.md, generated from the schemas so the reference cannot drift from the code.
+
+use std::fmt::Write;
+
+use crate::process::PROCESS_METRICS;
+use crate::schema::{Effect, MetricType, Schema, Source};
+
+/// Renders the metric reference for all tiers.
+pub fn metrics_markdown(schemas: &[Schema]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# Metric reference\n\n\
+         Generated from `crates/*-exporter/schema.toml` and `crates/core/self_schema.toml` by\n\
+         `UPDATE_DOCS=1 cargo test -p exporter-core --test docs`; a test fails when this file\n\
+         drifts from the schemas. Do not edit by hand.\n\n\
+         Source: **engine** = pushed by the engine (StatsD or JSON event log), **probe** =\n\
+         measured by the sidecar, **derived** = computed by the sidecar from its own counters,\n\
+         **self** = the exporter's own health. Every unlabelled series is present from the\n\
+         first scrape; labelled ones appear with their first label values.\n",
+    );
+    for schema in schemas {
+        let t = &schema.tier;
+        let _ = write!(
+            out,
+            "\n## {} (`{}`, port {})\n\n\
+             Metric prefix `{}`, self-metric prefix `{}`, StatsD on `{}` by default.\n\n\
+             | name | type | unit | labels | source | help | seed name |\n\
+             |---|---|---|---|---|---|---|\n",
+            t.name,
+            t.binary,
+            t.web_listen_address.rsplit(':').next().unwrap_or(""),
+            t.metric_prefix,
+            t.self_prefix,
+            t.statsd_udp,
+        );
+        for m in &schema.metrics {
+            let mut help = m.help.clone();
+            if m.kind == MetricType::Histogram {
+                let buckets: Vec<String> = m.buckets.iter().map(|b| b.to_string()).collect();
+                let _ = write!(help, " (buckets: {})", buckets.join(", "));
+            }
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} | {} | {} |",
+                m.name,
+                m.kind.as_str(),
+                m.unit.as_deref().unwrap_or(""),
+                m.labels
+                    .iter()
+                    .map(|l| format!("`{l}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                m.source.as_str(),
+                help,
+                m.seed
+                    .as_deref()
+                    .map(|s| format!("`{s}`"))
+                    .unwrap_or_default(),
+            );
+        }
+        if !schema.events.is_empty() {
+            out.push_str("\nEvent rules (JSON event log):\n\n| event | effects |\n|---|---|\n");
+            for rule in &schema.events {
+                let effects: Vec<String> = rule.effects.iter().map(describe_effect).collect();
+                let _ = writeln!(out, "| `{}` | {} |", rule.event, effects.join("; "));
+            }
+        }
+        let engine_fed = schema
+            .metrics
+            .iter()
+            .filter(|m| m.source == Source::Engine)
+            .count();
+        let _ = writeln!(
+            out,
+            "\n{} metrics in all, {} of them fed by the engine.",
+            schema.metrics.len(),
+            engine_fed
+        );
+    }
+    out.push_str(
+        "\n## Process metrics (every exporter)\n\n\
+         Read from /proc at scrape time; standard client-library names, unprefixed.\n\n\
+         | name | type | help |\n|---|---|---|\n",
+    );
+    for (name, kind, help) in PROCESS_METRICS {
+        let _ = writeln!(out, "| `{name}` | {kind} | {help} |");
+    }
+    out
+}
+
+fn describe_effect(effect: &Effect) -> String {
+    let labels = effect.labels();
+    let labels = if labels.is_empty() {
+        String::new()
+    } else {
+        let pairs: Vec<String> = labels.iter().map(|(l, f)| format!("{l}←{f}")).collect();
+        format!("{{{}}}", pairs.join(","))
+    };
+    let optional = |o: bool| if o { " (if present)" } else { "" };
+    match effect {
+        Effect::Inc { metric, .. } => format!("`{metric}`{labels} +1"),
+        Effect::Add {
+            metric,
+            field,
+            optional: o,
+            ..
+        } => format!("`{metric}`{labels} += `{field}`{}", optional(*o)),
+        Effect::Set {
+            metric,
+            field,
+            optional: o,
+            ..
+        } => format!("`{metric}`{labels} = `{field}`{}", optional(*o)),
+        Effect::SetTimestamp { metric, .. } => format!("`{metric}`{labels} = event `timestamp`"),
+        Effect::Observe {
+            metric,
+            field,
+            optional: o,
+            ..
+        } => {
+            let conv = if field.ends_with("_ms") {
+                " / 1000"
+            } else {
+                ""
+            };
+            format!(
+                "observe `{field}`{conv} into `{metric}`{labels}{}",
+                optional(*o)
+            )
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Log lines in the database's own structured-log shape (timestamp, level, component, event,
+//! host, server_id, then the event's fields), as JSON or logfmt. The component is the tracing
+//! target, so `--log.level=info,ingest=debug` filters per component.
+
+use std::fmt::{self, Write as _};
+use std::time::SystemTime;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+pub struct LineFormat {
+    format: LogFormat,
+    host: String,
+    server_id: Option<String>,
+}
+
+impl LineFormat {
+    pub fn new(format: LogFormat, server_id: Option<String>) -> LineFormat {
+        LineFormat {
+            format,
+            host: hostname(),
+            server_id,
+        }
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Installs the global subscriber. Safe to call once; later calls are ignored.
+pub fn init(config: &LogConfig) {
+    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .event_format(LineFormat::new(config.format, config.server_id.clone()))
+        .try_init();
+}
+
+#[derive(Default)]
+struct Fields {
+    message: Option<String>,
+    event: Option<String>,
+    rest: Vec<(&'static str, FieldValue)>,
+}
+
+enum FieldValue {
+    Str(String),
+    Num(String),
+    Bool(bool),
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.message = Some(value.to_owned()),
+            "event" => self.event = Some(value.to_owned()),
+            name => self.rest.push((name, FieldValue::Str(value.to_owned()))),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.rest
+            .push((field.name(), FieldValue::Num(value.to_string())));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.rest
+            .push((field.name(), FieldValue::Num(value.to_string())));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        let v = if value.is_finite() {
+            FieldValue::Num(value.to_string())
+        } else {
+            FieldValue::Str(value.to_string())
+        };
+        self.rest.push((field.name(), v));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.rest.push((field.name(), FieldValue::Bool(value)));
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        // `event` is the short machine name; a free-text message is kept beside it.
+        let (name, message) = match (fields.event.take(), fields.message.take()) {
+            (Some(e), m) => (e, m),
+            (None, Some(m)) => (m, None),
+            (None, None) => (String::new(), None),
+        };
+        let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let level = meta.level().as_str();
+        let mut pairs: Vec<(&str, FieldValue)> = vec![
+            ("timestamp", FieldValue::Str(timestamp)),
+            ("level", FieldValue::Str(level.to_owned())),
+            ("component", FieldValue::Str(meta.target().to_owned())),
+            ("event", FieldValue::Str(name)),
+            ("host", FieldValue::Str(self.host.clone())),
+        ];
+        if let Some(id) = &self.server_id {
+            pairs.push(("server_id", FieldValue::Str(id.clone())));
+        }
+        if let Some(m) = message {
+            pairs.push(("message", FieldValue::Str(m)));
+        }
+        pairs.extend(fields.rest);
+        let mut line = String::with_capacity(256);
+        match self.format {
+            LogFormat::Json => write_json(&mut line, &pairs),
+            LogFormat::Logfmt => write_logfmt(&mut line, &pairs),
+        }
+        writeln!(writer, "{line}")
+    }
+}
+
+fn write_json(out: &mut String, pairs: &[(&str, FieldValue)]) {
+    out.push('{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, k);
+        out.push(':');
+        match v {
+            FieldValue::Str(s) => push_json_str(out, s),
+            FieldValue::Num(n) => out.push_str(n),
+            FieldValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        }
+    }
+    out.push('}');
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_logfmt(out: &mut String, pairs: &[(&str, FieldValue)]) {
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(k);
+        out.push('=');
+        match v {
+            FieldValue::Str(s) if s.is_empty() || s.contains([' ', '"', '=', '\n', '\\']) => {
+                push_json_str(out, s)
+            }
+            FieldValue::Str(s) | FieldValue::Num(s) => out.push_str(s),
+            FieldValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_logfmt_escape_values() {
+        let pairs = vec![
+            ("event", FieldValue::Str("a \"b\"\n".into())),
+            ("n", FieldValue::Num("3".into())),
+            ("ok", FieldValue::Bool(true)),
+        ];
+        let mut json = String::new();
+        write_json(&mut json, &pairs);
+        assert_eq!(json, r#"{"event":"a \"b\"\n","n":3,"ok":true}"#);
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(parsed["event"], "a \"b\"\n");
+        let mut logfmt = String::new();
+        write_logfmt(&mut logfmt, &pairs);
+        assert_eq!(logfmt, r#"event="a \"b\"\n" n=3 ok=true"#);
+    }
+}

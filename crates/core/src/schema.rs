@@ -1,0 +1,498 @@
+//! The metric schema of a tier, loaded from its `schema.toml` and checked once at start-up.
+//!
+//! The schema is the one source of truth: the registry is built from it, ingest validates
+//! samples and events against it, and docs/metrics.md is generated from it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Self-metrics shared by every tier; names omit the tier's self prefix.
+pub const SELF_SCHEMA: &str = include_str!("../self_schema.toml");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl MetricType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+        }
+    }
+}
+
+/// Who produces a metric's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Pushed by the engine: StatsD samples or JSON events.
+    #[default]
+    Engine,
+    /// Measured by the sidecar itself (process, filesystem, clock).
+    Probe,
+    /// Computed by the sidecar from its own counters.
+    Derived,
+    /// The exporter's own health and bookkeeping.
+    #[serde(rename = "self")]
+    Exporter,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Engine => "engine",
+            Source::Probe => "probe",
+            Source::Derived => "derived",
+            Source::Exporter => "self",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: MetricType,
+    pub help: String,
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub buckets: Vec<f64>,
+    /// The seed design's name when the exposed name differs.
+    #[serde(default)]
+    pub seed: Option<String>,
+    #[serde(default)]
+    pub source: Source,
+}
+
+impl MetricDef {
+    /// The name to register with prometheus-client, which appends `_total` to counters and
+    /// the unit itself.
+    pub fn base_name(&self) -> &str {
+        let name = self.name.as_str();
+        let name = match self.kind {
+            MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        match &self.unit {
+            Some(unit) => name
+                .strip_suffix(unit.as_str())
+                .and_then(|n| n.strip_suffix('_'))
+                .unwrap_or(name),
+            None => name,
+        }
+    }
+}
+
+/// What an event does to one metric.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Effect {
+    /// Counter +1.
+    Inc {
+        metric: String,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    },
+    /// Counter + the value of a numeric field.
+    Add {
+        metric: String,
+        field: String,
+        #[serde(default)]
+        optional: bool,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    },
+    /// Gauge = the value of a numeric field.
+    Set {
+        metric: String,
+        field: String,
+        #[serde(default)]
+        optional: bool,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    },
+    /// Gauge = the event's `timestamp` as Unix seconds.
+    SetTimestamp {
+        metric: String,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    },
+    /// Histogram observation of a numeric field; `_ms` fields are converted to seconds.
+    Observe {
+        metric: String,
+        field: String,
+        #[serde(default)]
+        optional: bool,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    },
+}
+
+impl Effect {
+    pub fn metric(&self) -> &str {
+        match self {
+            Effect::Inc { metric, .. }
+            | Effect::Add { metric, .. }
+            | Effect::Set { metric, .. }
+            | Effect::SetTimestamp { metric, .. }
+            | Effect::Observe { metric, .. } => metric,
+        }
+    }
+
+    /// Label name → event field that supplies its value.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        match self {
+            Effect::Inc { labels, .. }
+            | Effect::Add { labels, .. }
+            | Effect::Set { labels, .. }
+            | Effect::SetTimestamp { labels, .. }
+            | Effect::Observe { labels, .. } => labels,
+        }
+    }
+
+    fn required_kind(&self) -> MetricType {
+        match self {
+            Effect::Inc { .. } | Effect::Add { .. } => MetricType::Counter,
+            Effect::Set { .. } | Effect::SetTimestamp { .. } => MetricType::Gauge,
+            Effect::Observe { .. } => MetricType::Histogram,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventRule {
+    pub event: String,
+    pub effects: Vec<Effect>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierInfo {
+    pub name: String,
+    pub binary: String,
+    pub metric_prefix: String,
+    pub self_prefix: String,
+    pub web_listen_address: String,
+    pub statsd_udp: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierFile {
+    tier: TierInfo,
+    #[serde(default)]
+    metrics: Vec<MetricDef>,
+    #[serde(default)]
+    events: Vec<EventRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelfFile {
+    metrics: Vec<MetricDef>,
+}
+
+/// A tier's complete, validated schema: its own metrics, the self-metrics under its self
+/// prefix, and its event rules.
+#[derive(Debug, Clone)]
+pub struct Schema {
+    pub tier: TierInfo,
+    pub metrics: Vec<MetricDef>,
+    pub events: Vec<EventRule>,
+    index: HashMap<String, usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaError(pub String);
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SchemaError {}
+
+macro_rules! bail {
+    ($($arg:tt)*) => { return Err(SchemaError(format!($($arg)*))) };
+}
+
+impl Schema {
+    /// Parses a tier's schema.toml and merges in the shared self-metrics.
+    pub fn parse(tier_toml: &str) -> Result<Schema, SchemaError> {
+        let file: TierFile =
+            toml::from_str(tier_toml).map_err(|e| SchemaError(format!("tier schema: {e}")))?;
+        let own: SelfFile =
+            toml::from_str(SELF_SCHEMA).map_err(|e| SchemaError(format!("self schema: {e}")))?;
+        let mut metrics = file.metrics;
+        for mut def in own.metrics {
+            def.name = format!("{}{}", file.tier.self_prefix, def.name);
+            metrics.push(def);
+        }
+        let mut schema = Schema {
+            tier: file.tier,
+            metrics,
+            events: Vec::new(),
+            index: HashMap::new(),
+        };
+        for (i, def) in schema.metrics.iter().enumerate() {
+            schema.check_metric(def)?;
+            if schema.index.insert(def.name.clone(), i).is_some() {
+                bail!("metric {} is declared twice", def.name);
+            }
+        }
+        schema.add_event_rules(file.events)?;
+        Ok(schema)
+    }
+
+    pub fn metric(&self, name: &str) -> Option<&MetricDef> {
+        self.index.get(name).map(|&i| &self.metrics[i])
+    }
+
+    pub fn event(&self, name: &str) -> Option<&EventRule> {
+        self.events.iter().find(|r| r.event == name)
+    }
+
+    /// Adds event rules (from the schema or the config file) after checking each effect
+    /// against the metrics. A rule for an event that already has one replaces it.
+    pub fn add_event_rules(&mut self, rules: Vec<EventRule>) -> Result<(), SchemaError> {
+        for rule in rules {
+            if rule.event.is_empty() {
+                bail!("an event rule has an empty event name");
+            }
+            for effect in &rule.effects {
+                self.check_effect(&rule.event, effect)?;
+            }
+            match self.events.iter_mut().find(|r| r.event == rule.event) {
+                Some(existing) => *existing = rule,
+                None => self.events.push(rule),
+            }
+        }
+        Ok(())
+    }
+
+    fn check_metric(&self, def: &MetricDef) -> Result<(), SchemaError> {
+        let name = &def.name;
+        if !valid_name(name) {
+            bail!("{name}: not a valid Prometheus metric name");
+        }
+        let tier = &self.tier;
+        if !name.starts_with(&tier.metric_prefix) && !name.starts_with(&tier.self_prefix) {
+            bail!(
+                "{name}: must start with {} or {}",
+                tier.metric_prefix,
+                tier.self_prefix
+            );
+        }
+        match def.kind {
+            MetricType::Counter if !name.ends_with("_total") => {
+                bail!("{name}: a counter's name must end in _total")
+            }
+            MetricType::Gauge | MetricType::Histogram if name.ends_with("_total") => {
+                bail!("{name}: only counters may end in _total")
+            }
+            _ => {}
+        }
+        if name.contains("nanoseconds") || name.contains("milliseconds") {
+            bail!("{name}: use base units (_seconds)");
+        }
+        if let Some(unit) = &def.unit {
+            let stem = name.strip_suffix("_total").unwrap_or(name);
+            if !stem.ends_with(&format!("_{unit}")) {
+                bail!("{name}: name must end in its unit _{unit}");
+            }
+        }
+        if def.help.trim().is_empty() || def.help.contains(['\n', '\\', '"']) {
+            bail!("{name}: help must be one line without backslashes or quotes");
+        }
+        for label in &def.labels {
+            if !valid_label(label) || label == "le" || label == "quantile" {
+                bail!("{name}: invalid label name {label:?}");
+            }
+        }
+        let buckets_ok = def.buckets.windows(2).all(|w| w[0] < w[1])
+            && def.buckets.iter().all(|b| b.is_finite());
+        match def.kind {
+            MetricType::Histogram if def.buckets.is_empty() || !buckets_ok => {
+                bail!("{name}: a histogram needs finite, strictly increasing buckets")
+            }
+            MetricType::Counter | MetricType::Gauge if !def.buckets.is_empty() => {
+                bail!("{name}: only histograms have buckets")
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn check_effect(&self, event: &str, effect: &Effect) -> Result<(), SchemaError> {
+        let name = effect.metric();
+        let Some(def) = self.metric(name) else {
+            bail!("event {event}: unknown metric {name}");
+        };
+        if def.kind != effect.required_kind() {
+            bail!(
+                "event {event}: {name} is a {}, which this op cannot update",
+                def.kind.as_str()
+            );
+        }
+        if def.source != Source::Engine {
+            bail!("event {event}: {name} is measured by the sidecar, events cannot set it");
+        }
+        let mut declared: Vec<&String> = def.labels.iter().collect();
+        let mut mapped: Vec<&String> = effect.labels().keys().collect();
+        declared.sort();
+        mapped.sort();
+        if declared != mapped {
+            bail!("event {event}: {name} needs labels {declared:?}, the rule maps {mapped:?}");
+        }
+        Ok(())
+    }
+
+    /// Resolves a StatsD name: the exposed name, or for counters the name without `_total`
+    /// or the seed's spelling.
+    pub fn resolve_statsd_name(&self, name: &str) -> Option<&MetricDef> {
+        if let Some(def) = self.metric(name) {
+            return Some(def);
+        }
+        if let Some(def) = self.metric(&format!("{name}_total")) {
+            if def.kind == MetricType::Counter {
+                return Some(def);
+            }
+        }
+        self.metrics
+            .iter()
+            .find(|d| d.kind == MetricType::Counter && d.seed.as_deref() == Some(name))
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn valid_label(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINI: &str = r#"
+[tier]
+name = "tx"
+binary = "tx-exporter"
+metric_prefix = "tx_engine_"
+self_prefix = "tx_exporter_"
+web_listen_address = "0.0.0.0:9090"
+statsd_udp = "127.0.0.1:8125"
+
+[[metrics]]
+name = "tx_engine_commits_total"
+type = "counter"
+help = "Commits"
+seed = "tx_engine_commits"
+"#;
+
+    #[test]
+    fn parses_and_adds_self_metrics() {
+        let schema = Schema::parse(MINI).expect("valid schema");
+        assert!(schema.metric("tx_engine_commits_total").is_some());
+        assert!(schema.metric("tx_exporter_engine_up").is_some());
+        assert!(schema.metric("tx_exporter_build_info").is_some());
+    }
+
+    #[test]
+    fn statsd_names_accept_counter_aliases() {
+        let schema = Schema::parse(MINI).expect("valid schema");
+        for alias in ["tx_engine_commits_total", "tx_engine_commits"] {
+            let def = schema.resolve_statsd_name(alias).expect(alias);
+            assert_eq!(def.name, "tx_engine_commits_total");
+        }
+        assert!(schema.resolve_statsd_name("tx_engine_nope").is_none());
+    }
+
+    #[test]
+    fn rejects_bad_definitions() {
+        let cases = [
+            (
+                "name = \"tx_engine_x\"\ntype = \"counter\"",
+                "end in _total",
+            ),
+            (
+                "name = \"tx_engine_x_total\"\ntype = \"gauge\"",
+                "only counters",
+            ),
+            ("name = \"other_x\"\ntype = \"gauge\"", "must start with"),
+            (
+                "name = \"tx_engine_x_seconds\"\ntype = \"histogram\"\nbuckets = [2.0, 1.0]",
+                "strictly increasing",
+            ),
+            (
+                "name = \"tx_engine_x\"\ntype = \"gauge\"\nunit = \"seconds\"",
+                "end in its unit",
+            ),
+        ];
+        for (body, expected) in cases {
+            let text = format!("{MINI}\n[[metrics]]\n{body}\nhelp = \"h\"\n");
+            let err = Schema::parse(&text).expect_err(body);
+            assert!(err.0.contains(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn event_rules_are_checked_against_metrics() {
+        let mut schema = Schema::parse(MINI).expect("valid schema");
+        let bad = EventRule {
+            event: "e".into(),
+            effects: vec![Effect::Observe {
+                metric: "tx_engine_commits_total".into(),
+                field: "duration_ms".into(),
+                optional: false,
+                labels: BTreeMap::new(),
+            }],
+        };
+        assert!(schema.add_event_rules(vec![bad]).is_err());
+        let good = EventRule {
+            event: "e".into(),
+            effects: vec![Effect::Inc {
+                metric: "tx_engine_commits_total".into(),
+                labels: BTreeMap::new(),
+            }],
+        };
+        schema.add_event_rules(vec![good]).expect("valid rule");
+        assert!(schema.event("e").is_some());
+    }
+
+    #[test]
+    fn base_name_strips_total_and_unit() {
+        let def = MetricDef {
+            name: "olap_read_bytes_total".into(),
+            kind: MetricType::Counter,
+            help: "h".into(),
+            unit: Some("bytes".into()),
+            labels: vec![],
+            buckets: vec![],
+            seed: None,
+            source: Source::Engine,
+        };
+        assert_eq!(def.base_name(), "olap_read");
+    }
+}

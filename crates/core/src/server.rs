@@ -1,0 +1,128 @@
+//! The HTTP side: `/metrics` (content-negotiated, gzip on request), `/health`, and a landing
+//! page, optionally behind TLS and basic auth.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+use tower_http::compression::CompressionLayer;
+
+use crate::exposition::{self, Format};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::web_config::BasicAuth;
+
+pub type ScrapeHook = Box<dyn Fn(&Metrics) + Send + Sync>;
+
+pub struct AppState {
+    pub metrics: Arc<Metrics>,
+    pub health: Health,
+    pub scrape_hooks: Vec<ScrapeHook>,
+    pub binary: String,
+    pub tier: String,
+    pub telemetry_path: String,
+    pub scrape_duration_metric: String,
+}
+
+pub fn router(state: Arc<AppState>, auth: Option<Arc<BasicAuth>>) -> Router {
+    let router = Router::new()
+        .route("/", get(landing))
+        .route("/health", get(health))
+        .route(&state.telemetry_path, get(metrics))
+        .with_state(state);
+    let router = match auth {
+        Some(auth) => router.layer(middleware::from_fn(move |req: Request, next: Next| {
+            let auth = auth.clone();
+            async move { require_auth(auth, req, next).await }
+        })),
+        None => router,
+    };
+    router.layer(CompressionLayer::new().gzip(true))
+}
+
+async fn require_auth(auth: Arc<BasicAuth>, req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // bcrypt takes milliseconds: keep it off the async workers.
+    let ok = tokio::task::spawn_blocking(move || auth.check(header.as_deref()))
+        .await
+        .unwrap_or(false);
+    if ok {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"exporter\"")],
+            "Unauthorized\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let started = Instant::now();
+    for hook in &app.scrape_hooks {
+        hook(&app.metrics);
+    }
+    let rendered = exposition::render(app.metrics.registry(), format);
+    if let Some(m) = app.metrics.get(&app.scrape_duration_metric) {
+        let _ = m.observe(&[], started.elapsed().as_secs_f64(), None);
+    }
+    match rendered {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => {
+            tracing::error!(target: "http", event = "render_failed", "could not render metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, "render failed\n").into_response()
+        }
+    }
+}
+
+async fn health(State(app): State<Arc<AppState>>) -> Response {
+    let (healthy, sources) = app.health.snapshot();
+    let body = json!({
+        "status": if healthy { "ok" } else { "unhealthy" },
+        "binary": app.binary,
+        "tier": app.tier,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": app.health.uptime_seconds(),
+        "sources": sources,
+    });
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn landing(State(app): State<Arc<AppState>>) -> Html<String> {
+    Html(format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{bin}</title></head>\n\
+         <body>\n<h1>{bin}</h1>\n<p>Prometheus sidecar exporter for the {tier} tier, version {ver}.</p>\n\
+         <ul>\n<li><a href=\"{path}\">{path}</a>: metrics (OpenMetrics or Prometheus text)</li>\n\
+         <li><a href=\"/health\">/health</a>: exporter and source status (JSON)</li>\n</ul>\n\
+         </body></html>\n",
+        bin = app.binary,
+        tier = app.tier,
+        ver = env!("CARGO_PKG_VERSION"),
+        path = app.telemetry_path,
+    ))
+}
