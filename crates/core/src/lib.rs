@@ -34,6 +34,7 @@ pub const REVISION: &str = env!("EXPORTER_REVISION");
 /// factory and the shutdown signal.
 #[derive(Clone)]
 pub struct TaskContext {
+    pub schema: Arc<Schema>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     pub health: Health,
@@ -200,7 +201,9 @@ async fn serve(
     let config = Arc::new(config);
     let health = Health::default();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let schema = Arc::new(schema);
     let ctx = TaskContext {
+        schema: schema.clone(),
         metrics: metrics.clone(),
         config: config.clone(),
         health: health.clone(),
