@@ -1,0 +1,822 @@
+//! Background refresh of every clock source and the scrape-time view of the results.
+//!
+//! Each target (kernel, chronyd, each NTP server, each PTP device) has its own tokio task, so a
+//! slow or dead one delays nobody else; every network exchange is bounded by a timeout. A
+//! scrape only copies the cached results ([`ClockProbes::samples`]) and reads the system
+//! clock for `clock_master_current_timestamp_seconds`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{chrony, ntp, ptp, timex};
+
+/// Source label values. Kinds are prefixes so one `source` label covers all of them.
+pub const KERNEL: &str = "kernel";
+pub const CHRONYD: &str = "chronyd";
+
+pub fn chrony_source_label(name: &str) -> String {
+    format!("chrony:{name}")
+}
+pub fn ntp_source_label(server: &str) -> String {
+    format!("ntp:{server}")
+}
+pub fn ptp_source_label(device: &str) -> String {
+    format!("ptp:{device}")
+}
+
+/// Error scale of the quality score: a source whose error bound equals this scores half.
+pub const QUALITY_ERROR_SCALE_SECONDS: f64 = 0.010;
+
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// chronyd command address (`HOST:PORT` or `unix:///path`); None disables chrony.
+    pub chrony_address: Option<String>,
+    /// Directory for the client socket when talking to chronyd over its Unix socket.
+    pub chrony_client_dir: Option<PathBuf>,
+    pub ntp_servers: Vec<String>,
+    pub ptp_devices: Vec<String>,
+    /// Refresh period of kernel, chronyd and PTP readings (cheap, local).
+    pub interval: Duration,
+    /// Refresh period of direct NTP queries; RFC 4330 forbids polling a server faster than 15 s.
+    pub ntp_interval: Duration,
+    /// Per-request timeout (chrony: per attempt).
+    pub timeout: Duration,
+    /// chrony request attempts (first send + resends).
+    pub chrony_attempts: u16,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            chrony_address: Some(chrony::DEFAULT_ADDRESS.to_string()),
+            chrony_client_dir: None,
+            ntp_servers: Vec::new(),
+            ptp_devices: Vec::new(),
+            interval: Duration::from_secs(5),
+            ntp_interval: Duration::from_secs(64),
+            timeout: Duration::from_millis(500),
+            chrony_attempts: 2,
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// From the core config's clock section: an empty chrony address disables chrony.
+    pub fn from_parts(
+        chrony_address: &str,
+        ntp_servers: &[String],
+        ptp_devices: &[String],
+    ) -> Self {
+        let chrony_address = chrony_address.trim();
+        ProbeConfig {
+            chrony_address: (!chrony_address.is_empty()).then(|| chrony_address.to_string()),
+            ntp_servers: ntp_servers
+                .iter()
+                .map(|s| ntp::normalize_server(s))
+                .collect(),
+            ptp_devices: ptp_devices.to_vec(),
+            ..ProbeConfig::default()
+        }
+    }
+
+    /// Bounded time one chrony refresh can take: tracking + n_sources + each source.
+    pub fn chrony_budget(&self, n_sources: usize) -> Duration {
+        self.timeout * u32::from(self.chrony_attempts.max(1)) * (2 + n_sources as u32)
+    }
+}
+
+/// One value to expose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    /// A cumulative total: exposed as a counter.
+    Counter,
+}
+
+/// Health of one probe target, for `/health`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetStatus {
+    pub up: bool,
+    pub detail: String,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct TargetState {
+    /// None until the first attempt finished.
+    up: Option<bool>,
+    last_error: Option<String>,
+    last_success_unix: Option<f64>,
+    detail: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    kernel: Option<timex::Timex>,
+    chrony: Option<chrony::Report>,
+    /// chrony sources seen before: reported down (not dropped) while chronyd is unreachable.
+    chrony_known: BTreeSet<String>,
+    ntp: BTreeMap<String, ntp::Sample>,
+    ptp: BTreeMap<String, ptp::Sample>,
+    targets: BTreeMap<String, TargetState>,
+    errors: BTreeMap<(String, &'static str), u64>,
+}
+
+impl State {
+    fn success(&mut self, target: &str, detail: String) {
+        let t = self.targets.entry(target.to_string()).or_default();
+        t.up = Some(true);
+        t.detail = detail;
+        t.last_success_unix = Some(unix_now());
+    }
+    fn failure(&mut self, target: &str, reason: &'static str, error: String) {
+        let t = self.targets.entry(target.to_string()).or_default();
+        t.up = Some(false);
+        t.detail = format!("unreachable: {error}");
+        t.last_error = Some(error);
+        *self.errors.entry((target.to_string(), reason)).or_default() += 1;
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Handle on the running probes; clone freely.
+#[derive(Clone)]
+pub struct ClockProbes {
+    state: Arc<Mutex<State>>,
+    config: Arc<ProbeConfig>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panicking probe task must not take the scrape down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts one background task per target on the current tokio runtime. Every configured
+/// target is registered at once, so its `source_up` series exists (as 0) before the first
+/// refresh has answered.
+pub fn spawn_clock_probes(config: ProbeConfig) -> ClockProbes {
+    let probes = ClockProbes::new(config);
+    probes.spawn();
+    probes
+}
+
+impl ClockProbes {
+    /// Probes with no tasks running; [`ClockProbes::refresh_once`] drives them (tests).
+    pub fn new(config: ProbeConfig) -> Self {
+        let mut state = State::default();
+        let mut register = |t: String| {
+            state.targets.insert(
+                t,
+                TargetState {
+                    up: None,
+                    detail: "starting".into(),
+                    ..TargetState::default()
+                },
+            );
+        };
+        register(KERNEL.to_string());
+        if config.chrony_address.is_some() {
+            register(CHRONYD.to_string());
+        }
+        for s in &config.ntp_servers {
+            register(ntp_source_label(s));
+        }
+        for d in &config.ptp_devices {
+            register(ptp_source_label(d));
+        }
+        ClockProbes {
+            state: Arc::new(Mutex::new(state)),
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn config(&self) -> &ProbeConfig {
+        &self.config
+    }
+
+    fn spawn(&self) {
+        let me = self.clone();
+        let interval = self.config.interval;
+        tokio::spawn(async move {
+            loop {
+                me.refresh_kernel();
+                me.refresh_ptp();
+                tokio::time::sleep(interval).await;
+            }
+        });
+        if self.config.chrony_address.is_some() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    me.refresh_chrony().await;
+                    tokio::time::sleep(interval).await;
+                }
+            });
+        }
+        for server in self.config.ntp_servers.clone() {
+            let me = self.clone();
+            let interval = self.config.ntp_interval;
+            tokio::spawn(async move {
+                loop {
+                    me.refresh_ntp(&server).await;
+                    tokio::time::sleep(interval).await;
+                }
+            });
+        }
+    }
+
+    /// Refreshes every target once, concurrently (tests and one-shot use).
+    pub async fn refresh_once(&self) {
+        self.refresh_kernel();
+        self.refresh_ptp();
+        let ntp = async {
+            for s in &self.config.ntp_servers {
+                self.refresh_ntp(s).await;
+            }
+        };
+        tokio::join!(self.refresh_chrony(), ntp);
+    }
+
+    fn refresh_kernel(&self) {
+        let r = timex::read();
+        let mut st = lock(&self.state);
+        match r {
+            Ok(t) => {
+                let detail = format!(
+                    "adjtimex: {}, maxerror {:.6} s",
+                    if t.synchronised() {
+                        "synchronised"
+                    } else {
+                        "unsynchronised"
+                    },
+                    t.maxerror_seconds
+                );
+                st.kernel = Some(t);
+                st.success(KERNEL, detail);
+            }
+            Err(e) => {
+                st.kernel = None;
+                st.failure(KERNEL, "syscall", format!("adjtimex: {e}"));
+            }
+        }
+    }
+
+    fn refresh_ptp(&self) {
+        for dev in &self.config.ptp_devices {
+            let r = ptp::measure(std::path::Path::new(dev));
+            let label = ptp_source_label(dev);
+            let mut st = lock(&self.state);
+            match r {
+                Ok(s) => {
+                    let detail = format!("offset {:.9} s", s.offset_seconds);
+                    st.ptp.insert(dev.clone(), s);
+                    st.success(&label, detail);
+                }
+                Err(e) => {
+                    st.ptp.remove(dev);
+                    st.failure(&label, e.reason(), e.to_string());
+                }
+            }
+        }
+    }
+
+    pub async fn refresh_chrony(&self) {
+        let Some(addr) = &self.config.chrony_address else {
+            return;
+        };
+        let result = match chrony::Address::parse(addr) {
+            Ok(a) => {
+                // Hard cap on the whole exchange in case a server trickles stray packets.
+                let cap = self.config.chrony_budget(32);
+                tokio::time::timeout(
+                    cap,
+                    chrony::query(
+                        &a,
+                        self.config.timeout,
+                        self.config.chrony_attempts,
+                        self.config.chrony_client_dir.as_deref(),
+                    ),
+                )
+                .await
+                .unwrap_or(Err(chrony::Error::Timeout))
+            }
+            Err(e) => Err(e),
+        };
+        let mut st = lock(&self.state);
+        match result {
+            Ok(report) => {
+                let detail = format!(
+                    "reference {} stratum {}, {} sources",
+                    report.tracking.ref_name(),
+                    report.tracking.stratum,
+                    report.sources.len()
+                );
+                st.chrony_known = report
+                    .sources
+                    .iter()
+                    .map(|s| chrony_source_label(&s.name))
+                    .collect();
+                st.chrony = Some(report);
+                st.success(CHRONYD, detail);
+            }
+            Err(e) => {
+                st.chrony = None;
+                st.failure(CHRONYD, e.reason(), format!("chronyd at {addr}: {e}"));
+            }
+        }
+    }
+
+    pub async fn refresh_ntp(&self, server: &str) {
+        let r = ntp::query(server, self.config.timeout).await;
+        let label = ntp_source_label(server);
+        let mut st = lock(&self.state);
+        match r {
+            Ok(s) => {
+                let detail = format!(
+                    "stratum {}, offset {:.9} s, delay {:.6} s",
+                    s.stratum, s.offset_seconds, s.delay_seconds
+                );
+                st.ntp.insert(server.to_string(), s);
+                st.success(&label, detail);
+            }
+            Err(e) => {
+                st.ntp.remove(server);
+                st.failure(&label, e.reason(), e.to_string());
+            }
+        }
+    }
+
+    /// Per-target status for `/health`: every configured target, up or not.
+    pub fn status(&self) -> BTreeMap<String, TargetStatus> {
+        let st = lock(&self.state);
+        st.targets
+            .iter()
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    TargetStatus {
+                        up: t.up == Some(true),
+                        detail: t.detail.clone(),
+                        last_error: t.last_error.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Everything to expose right now. Cheap: copies cached values under a short lock.
+    pub fn samples(&self) -> Vec<Sample> {
+        let st = lock(&self.state);
+        build_samples(&st, unix_now())
+    }
+}
+
+/// The quality score of a chrony source, 0..1 (see docs/clock.md):
+/// state weight x fraction of the last 8 polls answered x error factor.
+pub fn chrony_source_quality(s: &chrony::SourceData) -> f64 {
+    use chrony::SourceState as S;
+    let state = match s.state {
+        S::Selected => 1.0,
+        S::Selectable => 0.9,
+        S::Unselected => 0.6,
+        S::Jittery => 0.4,
+        S::Falseticker => 0.1,
+        S::NonSelectable | S::Unknown(_) => 0.0,
+    };
+    let reach = f64::from((s.reachability & 0xff).count_ones()) / 8.0;
+    state * reach * error_factor(s.latest_meas_err.abs())
+}
+
+/// 1 for a perfect source, 0.5 when the error bound equals [`QUALITY_ERROR_SCALE_SECONDS`].
+pub fn error_factor(error_seconds: f64) -> f64 {
+    if !error_seconds.is_finite() || error_seconds < 0.0 {
+        return 0.0;
+    }
+    1.0 / (1.0 + error_seconds / QUALITY_ERROR_SCALE_SECONDS)
+}
+
+fn g(out: &mut Vec<Sample>, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+    if value.is_finite() {
+        out.push(Sample {
+            name,
+            labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
+            value,
+            kind: Kind::Gauge,
+        });
+    }
+}
+
+fn build_samples(st: &State, now: f64) -> Vec<Sample> {
+    let mut out = Vec::with_capacity(64);
+    let o = &mut out;
+    g(o, "clock_master_current_timestamp_seconds", &[], now);
+
+    // Kernel clock discipline.
+    if let Some(k) = &st.kernel {
+        g(
+            o,
+            "clock_master_kernel_offset_seconds",
+            &[],
+            k.offset_seconds,
+        );
+        g(o, "clock_master_kernel_frequency_ppm", &[], k.frequency_ppm);
+        g(
+            o,
+            "clock_master_kernel_max_error_seconds",
+            &[],
+            k.maxerror_seconds,
+        );
+        g(
+            o,
+            "clock_master_kernel_estimated_error_seconds",
+            &[],
+            k.esterror_seconds,
+        );
+        g(
+            o,
+            "clock_master_kernel_sync_status",
+            &[],
+            if k.synchronised() { 1.0 } else { 0.0 },
+        );
+        g(
+            o,
+            "clock_master_kernel_status_flags",
+            &[],
+            f64::from(k.status),
+        );
+        g(
+            o,
+            "clock_master_kernel_tai_offset_seconds",
+            &[],
+            k.tai_offset_seconds as f64,
+        );
+        g(o, "clock_master_kernel_tick_seconds", &[], k.tick_seconds);
+        g(
+            o,
+            "clock_master_kernel_time_constant",
+            &[],
+            k.constant as f64,
+        );
+    }
+
+    // chronyd: tracking, then each of its sources.
+    if let Some(r) = &st.chrony {
+        let t = &r.tracking;
+        // chrony's "System time" correction is positive when the clock is slow: negate it so
+        // every offset here reads "this host minus the reference".
+        g(
+            o,
+            "clock_master_chrony_system_time_offset_seconds",
+            &[],
+            -t.current_correction,
+        );
+        g(
+            o,
+            "clock_master_chrony_last_offset_seconds",
+            &[],
+            t.last_offset,
+        );
+        g(
+            o,
+            "clock_master_chrony_rms_offset_seconds",
+            &[],
+            t.rms_offset,
+        );
+        g(o, "clock_master_chrony_frequency_ppm", &[], t.freq_ppm);
+        g(
+            o,
+            "clock_master_chrony_residual_frequency_ppm",
+            &[],
+            t.resid_freq_ppm,
+        );
+        g(o, "clock_master_chrony_skew_ppm", &[], t.skew_ppm);
+        g(
+            o,
+            "clock_master_chrony_root_delay_seconds",
+            &[],
+            t.root_delay,
+        );
+        g(
+            o,
+            "clock_master_chrony_root_dispersion_seconds",
+            &[],
+            t.root_dispersion,
+        );
+        g(o, "clock_master_chrony_stratum", &[], f64::from(t.stratum));
+        g(
+            o,
+            "clock_master_chrony_leap_status",
+            &[],
+            f64::from(t.leap_status.code()),
+        );
+        g(
+            o,
+            "clock_master_chrony_update_interval_seconds",
+            &[],
+            t.last_update_interval,
+        );
+        g(
+            o,
+            "clock_master_chrony_reference_timestamp_seconds",
+            &[],
+            t.ref_time,
+        );
+        let ref_id = format!("{:08X}", t.ref_id);
+        let ref_name = t.ref_name();
+        g(
+            o,
+            "clock_master_chrony_tracking_info",
+            &[("reference_id", &ref_id), ("reference_name", &ref_name)],
+            1.0,
+        );
+        for s in &r.sources {
+            let label = chrony_source_label(&s.name);
+            let l: &[(&'static str, &str)] = &[("source", &label)];
+            g(o, "clock_master_source_offset_seconds", l, s.latest_meas);
+            g(
+                o,
+                "clock_master_source_quality",
+                l,
+                chrony_source_quality(s),
+            );
+            g(
+                o,
+                "clock_master_chrony_source_error_seconds",
+                l,
+                s.latest_meas_err,
+            );
+            g(
+                o,
+                "clock_master_chrony_source_stratum",
+                l,
+                f64::from(s.stratum),
+            );
+            g(
+                o,
+                "clock_master_chrony_source_reachability",
+                l,
+                f64::from(s.reachability),
+            );
+            g(
+                o,
+                "clock_master_chrony_source_poll_interval_seconds",
+                l,
+                2f64.powi(i32::from(s.poll)),
+            );
+            if s.since_sample != u32::MAX {
+                g(
+                    o,
+                    "clock_master_chrony_source_last_sample_age_seconds",
+                    l,
+                    f64::from(s.since_sample),
+                );
+            }
+            for state in chrony::SourceState::ALL {
+                let v = if state == s.state { 1.0 } else { 0.0 };
+                g(
+                    o,
+                    "clock_master_chrony_source_state",
+                    &[("source", &label), ("state", state.as_str())],
+                    v,
+                );
+            }
+            // A chrony source is up when its last poll was answered (lowest reach bit).
+            g(
+                o,
+                "clock_exporter_source_up",
+                l,
+                f64::from(s.reachability & 1),
+            );
+        }
+    } else {
+        // chronyd unreachable: its known sources are down, not missing.
+        for label in &st.chrony_known {
+            g(o, "clock_exporter_source_up", &[("source", label)], 0.0);
+            g(o, "clock_master_source_quality", &[("source", label)], 0.0);
+        }
+    }
+
+    // Direct NTP queries.
+    for (server, s) in &st.ntp {
+        let label = ntp_source_label(server);
+        let l: &[(&'static str, &str)] = &[("source", &label)];
+        g(o, "clock_master_source_offset_seconds", l, s.offset_seconds);
+        g(
+            o,
+            "clock_master_source_quality",
+            l,
+            error_factor(s.error_bound_seconds()),
+        );
+        g(o, "clock_master_ntp_rtt_seconds", l, s.delay_seconds);
+        g(o, "clock_master_ntp_stratum", l, f64::from(s.stratum));
+        g(o, "clock_master_ntp_leap", l, f64::from(s.leap));
+        g(
+            o,
+            "clock_master_ntp_root_distance_seconds",
+            l,
+            s.root_delay_seconds / 2.0 + s.root_dispersion_seconds,
+        );
+    }
+
+    // PTP hardware clocks.
+    for (dev, s) in &st.ptp {
+        let label = ptp_source_label(dev);
+        let l: &[(&'static str, &str)] = &[("source", &label)];
+        g(o, "clock_master_source_offset_seconds", l, s.offset_seconds);
+        g(
+            o,
+            "clock_master_source_quality",
+            l,
+            error_factor(s.delay_seconds),
+        );
+        g(o, "clock_master_ptp_read_delay_seconds", l, s.delay_seconds);
+    }
+
+    // Configured targets that are down get quality 0 (their offset is unknown, so absent).
+    for (target, t) in &st.targets {
+        let l: &[(&'static str, &str)] = &[("source", target)];
+        let up = t.up == Some(true);
+        g(o, "clock_exporter_source_up", l, if up { 1.0 } else { 0.0 });
+        if let Some(ts) = t.last_success_unix {
+            g(
+                o,
+                "clock_exporter_source_last_success_timestamp_seconds",
+                l,
+                ts,
+            );
+        }
+        let is_source = target.starts_with("ntp:") || target.starts_with("ptp:");
+        if is_source && !up {
+            g(o, "clock_master_source_quality", l, 0.0);
+        }
+    }
+
+    // Summary gauges: chrony when reachable, else the kernel.
+    let (uncertainty, jitter, drift) = match (&st.chrony, &st.kernel) {
+        (Some(r), _) => (
+            Some(r.tracking.root_distance()),
+            Some(r.tracking.rms_offset),
+            Some(r.tracking.freq_ppm),
+        ),
+        // The kernel's freq is the correction applied, so the oscillator's own error is minus it.
+        (None, Some(k)) => (
+            Some(k.maxerror_seconds),
+            Some(k.esterror_seconds),
+            Some(-k.frequency_ppm),
+        ),
+        (None, None) => (None, None, None),
+    };
+    if let Some(v) = uncertainty {
+        g(o, "clock_master_uncertainty_seconds", &[], v);
+    }
+    if let Some(v) = jitter {
+        g(o, "clock_master_jitter_seconds", &[], v);
+    }
+    if let Some(v) = drift {
+        g(o, "clock_master_drift_ppm", &[], v);
+    }
+
+    for ((target, reason), n) in &st.errors {
+        out.push(Sample {
+            name: "clock_exporter_source_errors_total",
+            labels: vec![
+                ("source", target.clone()),
+                ("reason", (*reason).to_string()),
+            ],
+            value: *n as f64,
+            kind: Kind::Counter,
+        });
+    }
+    out
+}
+
+/// Renders samples in the Prometheus text format (debugging and tests without the core server).
+pub fn render_text(samples: &[Sample]) -> String {
+    let mut s = String::new();
+    for x in samples {
+        s.push_str(x.name);
+        if !x.labels.is_empty() {
+            s.push('{');
+            for (i, (k, v)) in x.labels.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(k);
+                s.push_str("=\"");
+                s.push_str(
+                    &v.replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n"),
+                );
+                s.push('"');
+            }
+            s.push('}');
+        }
+        s.push(' ');
+        s.push_str(&x.value.to_string());
+        s.push('\n');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(state: chrony::SourceState, reach: u16, err: f64) -> chrony::SourceData {
+        chrony::SourceData {
+            name: "192.0.2.1".into(),
+            poll: 6,
+            stratum: 2,
+            state,
+            mode: chrony::SourceMode::Server,
+            flags: 0,
+            reachability: reach,
+            since_sample: 10,
+            orig_latest_meas: 1e-4,
+            latest_meas: 1e-4,
+            latest_meas_err: err,
+        }
+    }
+
+    #[test]
+    fn quality_scoring() {
+        use chrony::SourceState as S;
+        let q = chrony_source_quality(&source(S::Selected, 0o377, 0.0));
+        assert_eq!(q, 1.0);
+        let q = chrony_source_quality(&source(S::Selected, 0o377, 0.010));
+        assert!((q - 0.5).abs() < 1e-12);
+        let q = chrony_source_quality(&source(S::Selected, 0o17, 0.0));
+        assert!((q - 0.5).abs() < 1e-12, "half the polls answered");
+        assert_eq!(
+            chrony_source_quality(&source(S::NonSelectable, 0o377, 0.0)),
+            0.0
+        );
+        assert_eq!(chrony_source_quality(&source(S::Selected, 0, 0.0)), 0.0);
+        assert!(chrony_source_quality(&source(S::Falseticker, 0o377, 0.0)) < 0.2);
+        assert_eq!(error_factor(f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn unreachable_targets_are_reported_not_missing() {
+        let cfg = ProbeConfig {
+            chrony_address: Some("127.0.0.1:1".into()),
+            ntp_servers: vec!["127.0.0.1:9".into()],
+            ptp_devices: vec!["/dev/ptp-none".into()],
+            ..ProbeConfig::default()
+        };
+        let p = ClockProbes::new(cfg);
+        let samples = p.samples();
+        let up: Vec<_> = samples
+            .iter()
+            .filter(|s| s.name == "clock_exporter_source_up")
+            .map(|s| (s.labels[0].1.clone(), s.value))
+            .collect();
+        assert!(up.contains(&("chronyd".into(), 0.0)), "{up:?}");
+        assert!(up.contains(&("ntp:127.0.0.1:9".into(), 0.0)));
+        assert!(up.contains(&("ptp:/dev/ptp-none".into(), 0.0)));
+        p.refresh_ptp();
+        let text = render_text(&p.samples());
+        assert!(
+            text.contains("clock_exporter_source_errors_total{source=\"ptp:/dev/ptp-none\",reason=\"not_found\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("clock_master_source_quality{source=\"ptp:/dev/ptp-none\"} 0"));
+    }
+
+    #[test]
+    fn kernel_is_the_fallback_for_summary_gauges() {
+        let p = ClockProbes::new(ProbeConfig {
+            chrony_address: None,
+            ..ProbeConfig::default()
+        });
+        p.refresh_kernel();
+        let s = p.samples();
+        let get = |n: &str| s.iter().find(|x| x.name == n).map(|x| x.value);
+        let k = timex::read().expect("adjtimex");
+        let u = get("clock_master_uncertainty_seconds").expect("uncertainty");
+        assert!(
+            (u - k.maxerror_seconds).abs() < 0.01,
+            "{u} vs {}",
+            k.maxerror_seconds
+        );
+        assert!(get("clock_master_kernel_sync_status").is_some());
+        assert!(get("clock_master_current_timestamp_seconds").is_some_and(|t| t > 1.7e9));
+    }
+}

@@ -1,0 +1,211 @@
+//! Offset of a PTP hardware clock (/dev/ptpN) against the system clock.
+//!
+//! Uses the PTP_SYS_OFFSET ioctl (the driver interleaves system and PHC readings, we keep the
+//! tightest pair), and falls back to clock_gettime on the device's dynamic clock id when the
+//! ioctl is not supported. The device is opened read-only; nothing is adjusted.
+
+use std::fmt;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+const PTP_MAX_SAMPLES: usize = 25;
+const SAMPLES: u32 = 9;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PtpClockTime {
+    sec: i64,
+    nsec: u32,
+    reserved: u32,
+}
+
+#[repr(C)]
+struct PtpSysOffset {
+    n_samples: u32,
+    rsv: [u32; 3],
+    ts: [PtpClockTime; 2 * PTP_MAX_SAMPLES + 1],
+}
+
+/// _IOW('=', 5, struct ptp_sys_offset), from linux/ptp_clock.h.
+const PTP_SYS_OFFSET: libc::c_ulong = (1 << 30)
+    | ((std::mem::size_of::<PtpSysOffset>() as libc::c_ulong) << 16)
+    | ((b'=' as libc::c_ulong) << 8)
+    | 5;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// System clock (CLOCK_REALTIME) minus the PHC, seconds. A PHC running on TAI while the
+    /// system clock is UTC shows the TAI-UTC difference (37 s in 2026) here.
+    pub offset_seconds: f64,
+    /// Width of the system-clock window around the PHC read: the measurement's error bound.
+    pub delay_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    NotFound(String),
+    Open(String),
+    Read(String),
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::NotFound(_) => "not_found",
+            Error::Open(_) => "open",
+            Error::Read(_) => "read",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound(p) => write!(f, "PTP device {p} does not exist"),
+            Error::Open(s) => write!(f, "open: {s}"),
+            Error::Read(s) => write!(f, "read: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Picks the tightest (system, PHC, system) triple.
+fn best_of(ts: &[PtpClockTime], n: usize) -> Option<Sample> {
+    (0..n)
+        .filter_map(|i| {
+            let (s1, p, s2) = (ts.get(2 * i)?, ts.get(2 * i + 1)?, ts.get(2 * i + 2)?);
+            // Work in nanosecond integers relative to the PHC read to keep precision.
+            let sys1 = s1.sec.checked_mul(1_000_000_000)? + i64::from(s1.nsec);
+            let sys2 = s2.sec.checked_mul(1_000_000_000)? + i64::from(s2.nsec);
+            let phc = p.sec.checked_mul(1_000_000_000)? + i64::from(p.nsec);
+            let width = sys2.checked_sub(sys1)?;
+            if width < 0 {
+                return None;
+            }
+            let mid = sys1 + width / 2;
+            Some(Sample {
+                offset_seconds: mid.checked_sub(phc)? as f64 * 1e-9,
+                delay_seconds: width as f64 * 1e-9,
+            })
+        })
+        .min_by(|a, b| a.delay_seconds.total_cmp(&b.delay_seconds))
+}
+
+fn sys_offset_ioctl(f: &File) -> std::io::Result<Sample> {
+    let mut req = PtpSysOffset {
+        n_samples: SAMPLES,
+        rsv: [0; 3],
+        ts: [PtpClockTime::default(); 2 * PTP_MAX_SAMPLES + 1],
+    };
+    // SAFETY: req is a valid, writable ptp_sys_offset that outlives the call; the request
+    // number encodes its exact size.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), PTP_SYS_OFFSET as _, &mut req) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    best_of(&req.ts, SAMPLES as usize)
+        .ok_or_else(|| std::io::Error::other("no usable PTP_SYS_OFFSET sample"))
+}
+
+fn clock_secs(id: libc::clockid_t) -> std::io::Result<(i64, i64)> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    if unsafe { libc::clock_gettime(id, &mut ts) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((ts.tv_sec as i64, ts.tv_nsec as i64))
+}
+
+fn dynamic_clock(f: &File) -> std::io::Result<Sample> {
+    // FD_TO_CLOCKID from the kernel's posix-timers: ((~fd) << 3) | CLOCKFD.
+    let id = ((!f.as_raw_fd()) << 3) | 3;
+    let mut ts = [PtpClockTime::default(); 3];
+    for (i, clk) in [libc::CLOCK_REALTIME, id, libc::CLOCK_REALTIME]
+        .iter()
+        .enumerate()
+    {
+        let (s, n) = clock_secs(*clk)?;
+        ts[i] = PtpClockTime {
+            sec: s,
+            nsec: n as u32,
+            reserved: 0,
+        };
+    }
+    best_of(&ts, 1).ok_or_else(|| std::io::Error::other("clock went backwards"))
+}
+
+/// Measures `device` once.
+pub fn measure(device: &Path) -> Result<Sample, Error> {
+    if !device.exists() {
+        return Err(Error::NotFound(device.display().to_string()));
+    }
+    let f = File::open(device).map_err(|e| Error::Open(format!("{}: {e}", device.display())))?;
+    match sys_offset_ioctl(&f) {
+        Ok(s) => Ok(s),
+        Err(ioctl_err) => dynamic_clock(&f).map_err(|e| {
+            Error::Read(format!(
+                "{}: PTP_SYS_OFFSET: {ioctl_err}; clock_gettime: {e}",
+                device.display()
+            ))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(sec: i64, nsec: u32) -> PtpClockTime {
+        PtpClockTime {
+            sec,
+            nsec,
+            reserved: 0,
+        }
+    }
+
+    #[test]
+    fn ioctl_struct_layout() {
+        assert_eq!(std::mem::size_of::<PtpClockTime>(), 16);
+        assert_eq!(std::mem::size_of::<PtpSysOffset>(), 832);
+        assert_eq!(PTP_SYS_OFFSET, 0x4340_3d05);
+    }
+
+    #[test]
+    fn picks_tightest_sample() {
+        // PHC 37 s ahead (TAI); second triple is tighter.
+        // Layout: sys, phc, sys, phc, sys (neighbouring samples share a system reading).
+        let ts = [
+            t(100, 0),
+            t(137, 500),
+            t(100, 2_000),
+            t(137, 2_300),
+            t(100, 2_400),
+        ];
+        let s = best_of(&ts, 2).expect("sample");
+        assert!((s.delay_seconds - 400e-9).abs() < 1e-12);
+        assert!(
+            (s.offset_seconds - (-37.0 - 100e-9)).abs() < 1e-9,
+            "{}",
+            s.offset_seconds
+        );
+        // Backwards system clock and short arrays are skipped, not panics.
+        assert!(best_of(&[t(5, 0), t(5, 0), t(4, 0)], 1).is_none());
+        assert!(best_of(&ts[..2], 1).is_none());
+        assert!(best_of(&ts, 3).is_some(), "missing third triple is skipped");
+    }
+
+    #[test]
+    fn missing_device_is_a_clean_error() {
+        let e = measure(Path::new("/dev/ptp-does-not-exist")).expect_err("no such device");
+        assert_eq!(e.reason(), "not_found");
+        assert!(e.to_string().contains("/dev/ptp-does-not-exist"));
+        // A file that is not a PHC fails to read, with a reason.
+        let e = measure(Path::new("/dev/null")).expect_err("not a PHC");
+        assert_eq!(e.reason(), "read");
+    }
+}
