@@ -1,0 +1,141 @@
+//! The check every tier must pass: its real binary serves its whole schema, in both formats,
+//! parseable by the official parsers and clean under `promtool check metrics`.
+
+use serde_json::Value;
+
+use exporter_core::schema::{MetricType, Schema, Source};
+
+use crate::{
+    gunzip, parse_with_python, promtool_check_metrics, require_python, require_tool, Exporter,
+};
+
+/// Family name as parsers report it: counters without `_total`.
+fn family_name(name: &str, kind: MetricType) -> &str {
+    match kind {
+        MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    }
+}
+
+fn check_families(schema: &Schema, parsed: &Value, format: &str) {
+    let families = parsed.as_object().expect("families object");
+    for def in &schema.metrics {
+        let fam_name = family_name(&def.name, def.kind);
+        // A labelled family has no series until its first label values arrive, and
+        // prometheus-client writes no HELP/TYPE for an empty family.
+        let Some(fam) = families.get(fam_name) else {
+            assert!(
+                !def.labels.is_empty(),
+                "{format}: family {fam_name} missing"
+            );
+            continue;
+        };
+        assert_eq!(
+            fam["type"],
+            def.kind.as_str(),
+            "{format}: type of {fam_name}"
+        );
+        let samples = fam["samples"].as_array().expect("samples");
+        if !def.labels.is_empty() {
+            continue;
+        }
+        match def.kind {
+            MetricType::Counter => {
+                let s = samples
+                    .iter()
+                    .find(|s| s[0] == def.name.as_str())
+                    .unwrap_or_else(|| panic!("{format}: no sample {}", def.name));
+                if def.source == Source::Engine {
+                    assert_eq!(s[2], 0.0, "{format}: {} starts at 0", def.name);
+                }
+            }
+            MetricType::Gauge => {
+                assert!(
+                    samples.iter().any(|s| s[0] == def.name.as_str()),
+                    "{format}: no sample {}",
+                    def.name
+                );
+            }
+            MetricType::Histogram => {
+                let bucket = format!("{}_bucket", def.name);
+                let buckets = samples.iter().filter(|s| s[0] == bucket.as_str()).count();
+                assert_eq!(
+                    buckets,
+                    def.buckets.len() + 1,
+                    "{format}: buckets of {}",
+                    def.name
+                );
+                let count = format!("{}_count", def.name);
+                assert!(
+                    samples.iter().any(|s| s[0] == count.as_str()),
+                    "{format}: {count}"
+                );
+            }
+        }
+    }
+}
+
+/// Starts `bin` with no configuration and checks it serves every metric of its schema.
+pub fn check_tier(bin: &str, schema_toml: &str) {
+    let schema = Schema::parse(schema_toml).expect("schema");
+    let exporter = Exporter::start(bin, &[]);
+
+    let health = exporter.get("/health", &[]);
+    assert_eq!(health.status, 200, "{}", health.text());
+    let health: Value = serde_json::from_slice(&health.body).expect("/health is JSON");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["tier"], schema.tier.name.as_str());
+    let landing = exporter.get("/", &[]).text();
+    assert!(landing.contains("href=\"/metrics\"") && landing.contains("href=\"/health\""));
+
+    let om = exporter.get(
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    );
+    assert_eq!(
+        om.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let om = om.text();
+    assert!(om.ends_with("# EOF\n"), "OpenMetrics must end with # EOF");
+
+    let text = exporter.get("/metrics", &[("Accept", "text/plain")]);
+    assert_eq!(
+        text.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = text.text();
+    assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+
+    let gz = exporter.get("/metrics", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let unzipped = gunzip(&gz.body);
+    assert!(unzipped.contains(&format!(
+        "# TYPE {}build_info gauge",
+        schema.tier.self_prefix
+    )));
+
+    if require_python(&["prometheus_client"]) {
+        check_families(
+            &schema,
+            &parse_with_python(&om, "openmetrics"),
+            "openmetrics",
+        );
+        check_families(&schema, &parse_with_python(&text, "text"), "text");
+        let parsed = parse_with_python(&text, "text");
+        for name in [
+            "process_cpu_seconds",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert!(parsed.get(name).is_some(), "{name} missing");
+        }
+    }
+    if require_tool("promtool") {
+        let (ok, output) = promtool_check_metrics(&text);
+        assert!(
+            ok && output.trim().is_empty(),
+            "promtool check metrics: {output}"
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! Test support shared by the exporters' integration tests: start the real binary on free
+//! loopback ports, scrape it over HTTP, and parse what it serves with real parsers
+//! (Python prometheus_client, promtool).
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+pub mod conformance;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Set by CI: a missing tool is then a failure, not a skip.
+pub const REQUIRE_TOOLS_ENV: &str = "EXPORTER_TEST_REQUIRE_TOOLS";
+
+/// True when `tool` can be run; otherwise skips loudly (or panics under CI).
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    found || skip(&format!("{tool} not found"))
+}
+
+/// True when python3 can import every module; otherwise skips loudly (or panics under CI).
+pub fn require_python(modules: &[&str]) -> bool {
+    let script = modules
+        .iter()
+        .map(|m| format!("import {m}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let ok = Command::new("python3")
+        .args(["-c", &script])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok || skip(&format!(
+        "python3 modules {modules:?} not importable (pip install them)"
+    ))
+}
+
+fn skip(why: &str) -> bool {
+    if std::env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| v == "1") {
+        panic!("{why}, and {REQUIRE_TOOLS_ENV}=1 forbids skipping");
+    }
+    eprintln!("\n*** SKIPPED: {why} ***\n");
+    false
+}
+
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("exporter-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running exporter binary, killed on drop.
+pub struct Exporter {
+    child: Child,
+    pub addr: SocketAddr,
+    pub statsd: SocketAddr,
+    stderr_path: PathBuf,
+    _dir: TempDir,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8 body")
+    }
+}
+
+impl Exporter {
+    /// Starts `bin` on free loopback ports (HTTP and StatsD UDP) with extra `args`.
+    pub fn start(bin: &str, args: &[&str]) -> Exporter {
+        Self::start_with_env(bin, args, &[])
+    }
+
+    pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Exporter {
+        let port = free_tcp_port();
+        let statsd_port = free_udp_port();
+        let dir = TempDir::new("run");
+        let stderr_path = dir.join("stderr.log");
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--ingest.statsd-udp=127.0.0.1:{statsd_port}"))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let mut exporter = Exporter {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            statsd: SocketAddr::from(([127, 0, 0, 1], statsd_port)),
+            stderr_path,
+            _dir: dir,
+        };
+        exporter.wait_ready();
+        exporter
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("exporter exited early ({status}): {}", self.logs());
+            }
+            if std::net::TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "exporter not listening on {} after 15 s: {}",
+            self.addr,
+            self.logs()
+        );
+    }
+
+    /// What the exporter wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        get(&self.url(path), headers)
+    }
+
+    /// Scrapes /metrics in the 0.0.4 text format.
+    pub fn scrape_text(&self) -> String {
+        let r = self.get("/metrics", &[("Accept", "text/plain")]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.text()
+    }
+
+    /// Scrapes /metrics in OpenMetrics.
+    pub fn scrape_openmetrics(&self) -> String {
+        let r = self.get(
+            "/metrics",
+            &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.text()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "exporter ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Plain HTTP GET; any status is returned, not turned into an error.
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Response {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let mut req = agent.get(url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|k| {
+            let v = resp.header(&k).unwrap_or("").to_owned();
+            (k, v)
+        })
+        .collect();
+    let mut body = Vec::new();
+    resp.into_reader()
+        .take(64 << 20)
+        .read_to_end(&mut body)
+        .unwrap();
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn gunzip(data: &[u8]) -> String {
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_string(&mut out)
+        .expect("valid gzip");
+    out
+}
+
+/// Parses an exposition with Python prometheus_client ("openmetrics" or "text").
+/// Returns family name → {type, unit, samples: [[name, labels, value, exemplar]]}.
+pub fn parse_with_python(exposition: &str, format: &str) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/parse_exposition.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(format)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python {format} parser rejected the exposition: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs `promtool check metrics`; returns (success, combined output).
+pub fn promtool_check_metrics(text: &str) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut all = String::from_utf8_lossy(&out.stdout).into_owned();
+    all.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), all)
+}
+
+/// Finds a sample value in 0.0.4/OpenMetrics text by exact series (`name{labels}` as printed).
+pub fn sample_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = rest.strip_prefix(' ')?.split(' ').next()?;
+        value.parse().ok()
+    })
+}
+
+/// Waits until `f` returns Some or the timeout passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
