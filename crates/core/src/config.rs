@@ -299,6 +299,8 @@ pub const FLAGS: &[(&str, &str, bool, Option<&str>)] = &[
 fn command(tier: &TierInfo) -> Command {
     let mut cmd = Command::new(tier.binary.clone())
         .version(env!("CARGO_PKG_VERSION"))
+        // The last occurrence of a flag wins, so wrappers can append overrides.
+        .args_override_self(true)
         .about(format!(
             "Prometheus sidecar exporter for the {} tier. Settings: embedded defaults, then \
              --config.file, then {}__SECTION__KEY environment variables, then flags.",
@@ -390,7 +392,13 @@ fn layer(
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Invalid(format!("--config.file {}: {e}", path.display())))?;
-        builder = builder.add_source(config::File::from_str(&text, format));
+        let file_source = config::File::from_str(&text, format);
+        // Parse the file on its own first so syntax errors name it.
+        config::Config::builder()
+            .add_source(file_source.clone())
+            .build()
+            .map_err(|e| ConfigError::Invalid(format!("--config.file {}: {e}", path.display())))?;
+        builder = builder.add_source(file_source);
     }
     let list_keys = FLAGS.iter().filter(|f| f.2).map(|f| f.1);
     let mut environment = config::Environment::with_prefix(&env_prefix(tier))

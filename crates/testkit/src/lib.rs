@@ -129,14 +129,24 @@ impl Exporter {
         Self::start_with_env(bin, args, &[])
     }
 
+    /// An explicit `--web.listen-address=` or `--ingest.statsd-udp=` in `args` is used
+    /// instead of a free port.
     pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Exporter {
-        let port = free_tcp_port();
-        let statsd_port = free_udp_port();
+        let given = |flag: &str| {
+            args.iter()
+                .rev()
+                .find_map(|a| a.strip_prefix(flag))
+                .and_then(|v| v.parse::<SocketAddr>().ok())
+        };
+        let addr = given("--web.listen-address=")
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], free_tcp_port())));
+        let statsd = given("--ingest.statsd-udp=")
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], free_udp_port())));
         let dir = TempDir::new("run");
         let stderr_path = dir.join("stderr.log");
         let mut cmd = Command::new(bin);
-        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--ingest.statsd-udp=127.0.0.1:{statsd_port}"))
+        cmd.arg(format!("--web.listen-address={addr}"))
+            .arg(format!("--ingest.statsd-udp={statsd}"))
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -146,8 +156,8 @@ impl Exporter {
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let mut exporter = Exporter {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            statsd: SocketAddr::from(([127, 0, 0, 1], statsd_port)),
+            addr,
+            statsd,
             stderr_path,
             _dir: dir,
         };

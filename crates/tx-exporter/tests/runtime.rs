@@ -1,0 +1,259 @@
+//! Runtime behaviour shared by every tier, exercised through the real tx-exporter binary:
+//! configuration layering and checking, TLS with basic auth, clean shutdown.
+
+use std::process::Command;
+
+use testkit::{free_tcp_port, require_tool, Exporter, TempDir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tx-exporter");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_a_good_file_and_prints_the_effective_config() {
+    let dir = TempDir::new("cfg-good");
+    let file = dir.join("tx.yaml");
+    std::fs::write(
+        &file,
+        "web:\n  listen_address: 127.0.0.1:9999\ningest:\n  log_path: [/var/log/db/*.log]\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(
+        &["--config.file", file.to_str().unwrap(), "--check-config"],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    let effective: toml_lite::Doc = toml_lite::parse(&stdout);
+    assert_eq!(
+        effective.get("web", "listen_address"),
+        Some("\"127.0.0.1:9999\"")
+    );
+    assert_eq!(
+        effective.get("ingest", "statsd_udp"),
+        Some("\"127.0.0.1:8125\"")
+    );
+}
+
+#[test]
+fn check_config_rejects_bad_files_with_a_clear_message() {
+    let dir = TempDir::new("cfg-bad");
+    let cases = [
+        ("unknown.toml", "[web]\nlisten_addres = \"127.0.0.1:1\"\n", "unknown field `listen_addres`"),
+        ("addr.toml", "[web]\nlisten_address = \"localhost\"\n", "web.listen_address"),
+        ("syntax.yaml", "web: [unclosed\n", "tx.yaml"),
+        ("section.toml", "[olap]\ndata_dir = \"/x\"\n", "only to olap-exporter"),
+        ("rule.toml", "[[events]]\nevent = \"x\"\neffects = [{ op = \"inc\", metric = \"tx_engine_nope_total\" }]\n", "unknown metric"),
+    ];
+    for (name, body, expected) in cases {
+        let file = dir.join(name);
+        std::fs::write(&file, body).unwrap();
+        let (code, _, stderr) = run(
+            &["--config.file", file.to_str().unwrap(), "--check-config"],
+            &[],
+        );
+        assert_eq!(code, 2, "{name}: {stderr}");
+        let expected = if expected == "tx.yaml" {
+            name
+        } else {
+            expected
+        };
+        assert!(
+            stderr.contains(expected),
+            "{name}: expected {expected:?} in {stderr}"
+        );
+    }
+    let (code, _, stderr) = run(
+        &["--config.file", "/nonexistent/x.toml", "--check-config"],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/x.toml"), "{stderr}");
+    let (code, _, stderr) = run(&["--no-such-flag"], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+}
+
+#[test]
+fn env_overrides_file_and_flags_override_env() {
+    let dir = TempDir::new("cfg-env");
+    let file = dir.join("tx.toml");
+    std::fs::write(
+        &file,
+        "[web]\ntelemetry_path = \"/from-file\"\n[log]\nlevel = \"warn\"\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let env = [("TX_EXPORTER__WEB__TELEMETRY_PATH", "/from-env")];
+    let (code, stdout, stderr) = run(&["--config.file", f, "--check-config"], &env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("telemetry_path = \"/from-env\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("level = \"warn\""), "{stdout}");
+    let (_, stdout, _) = run(
+        &[
+            "--config.file",
+            f,
+            "--check-config",
+            "--web.telemetry-path=/from-flag",
+        ],
+        &env,
+    );
+    assert!(
+        stdout.contains("telemetry_path = \"/from-flag\""),
+        "{stdout}"
+    );
+
+    // And the running binary really serves where env says.
+    let exporter = Exporter::start_with_env(BIN, &["--config.file", f], &env);
+    assert_eq!(exporter.get("/from-env", &[]).status, 200);
+    assert_eq!(exporter.get("/metrics", &[]).status, 404);
+}
+
+#[test]
+fn sigterm_stops_cleanly() {
+    let exporter = Exporter::start(BIN, &["--log.format=logfmt"]);
+    let logs_before = exporter.logs();
+    assert!(logs_before.contains("event=listening"), "{logs_before}");
+    let status = exporter.terminate();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn json_logs_carry_the_seed_fields() {
+    let exporter = Exporter::start(BIN, &[]);
+    let logs = exporter.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("\"listening\""))
+        .expect("listening line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+    for field in ["timestamp", "level", "component", "event", "host"] {
+        assert!(v.get(field).is_some(), "{field} missing in {line}");
+    }
+    assert_eq!(v["event"], "listening");
+}
+
+/// Writes a self-signed certificate and a web config with one bcrypt user.
+fn tls_web_config(dir: &TempDir) -> std::path::PathBuf {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("certificate");
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let hash = bcrypt::hash("s3cret", 5).unwrap();
+    let web = dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n\
+             basic_auth_users:\n  Alice: '{hash}'\n"
+        ),
+    )
+    .unwrap();
+    web
+}
+
+#[test]
+fn tls_with_basic_auth_refuses_anonymous_and_serves_users() {
+    if !require_tool("curl") {
+        return;
+    }
+    let dir = TempDir::new("tls");
+    let web = tls_web_config(&dir);
+    let port = free_tcp_port();
+    let exporter = Exporter::start(
+        BIN,
+        &[
+            &format!("--web.config.file={}", web.display()),
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+    );
+    assert_eq!(exporter.addr.port(), port);
+    let curl = |extra: &[&str]| -> String {
+        let url = format!("https://localhost:{port}/metrics");
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(dir.join("cert.pem"))
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(&[]), "401");
+    assert_eq!(curl(&["-u", "Alice:wrong"]), "401");
+    assert_eq!(
+        curl(&["-u", "alice:s3cret"]),
+        "401",
+        "user names are case sensitive"
+    );
+    assert_eq!(curl(&["-u", "Alice:s3cret"]), "200");
+    // Plain HTTP on the TLS port does not get metrics.
+    let plain = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .expect("curl");
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+    drop(exporter);
+}
+
+#[test]
+fn web_config_errors_stop_start_up() {
+    let dir = TempDir::new("tls-bad");
+    let web = dir.join("web.yml");
+    std::fs::write(&web, "basic_auth_users:\n  bob: plaintext\n").unwrap();
+    let (code, _, stderr) = run(&[&format!("--web.config.file={}", web.display())], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not a bcrypt hash"), "{stderr}");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: missing.pem\n  key_file: k.pem\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&[&format!("--web.config.file={}", web.display())], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("missing.pem"), "{stderr}");
+}
+
+/// Just enough TOML reading to look up `key` in `[section]` of --check-config output.
+mod toml_lite {
+    pub struct Doc(Vec<(String, String, String)>);
+
+    pub fn parse(text: &str) -> Doc {
+        let mut section = String::new();
+        let mut entries = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = s.to_owned();
+            } else if let Some((k, v)) = line.split_once(" = ") {
+                entries.push((section.clone(), k.to_owned(), v.to_owned()));
+            }
+        }
+        Doc(entries)
+    }
+
+    impl Doc {
+        pub fn get(&self, section: &str, key: &str) -> Option<&str> {
+            self.0
+                .iter()
+                .find(|(s, k, _)| s == section && k == key)
+                .map(|(_, _, v)| v.as_str())
+        }
+    }
+}
