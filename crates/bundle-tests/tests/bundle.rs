@@ -1,0 +1,983 @@
+//! Checks of the monitoring bundle with the real tools and against the exporter schemas.
+//!
+//! - `promtool check rules` / `promtool test rules` on alerts/;
+//! - `promtool check config` on every Prometheus config of deploy/, `amtool check-config` on the
+//!   Alertmanager config;
+//! - conventions of alerts (labels, annotations, runbooks, unit-test coverage) and dashboards
+//!   (timeseries only, variables, units, descriptions, exemplars, `$__rate_interval`);
+//! - a cross-check that every metric name used by rules and dashboards is exposed by an exporter
+//!   (per the schema TOML files) or is a known external series, and that every dashboard expression
+//!   parses as PromQL (through promtool, on a generated rules file).
+//!
+//! A missing tool skips the test that needs it with a loud `SKIPPED:` line on stderr, unless
+//! `EXPORTER_TEST_REQUIRE_TOOLS=1` is set, in which case the test fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// Every `runbook_url` is this base followed by `<AlertName>.md` (documented in alerts/README.md).
+const RUNBOOK_BASE: &str = "https://github.com/example/db-observability/blob/main/docs/runbooks/";
+
+/// Metric names used by the bundle that an exporter is about to expose but whose schema entry has
+/// not landed yet. Keep this list empty whenever possible.
+const EXPECTED_SOON: &[&str] = &[];
+
+/// Series that do not come from our exporters: Prometheus' own, node_exporter's, the Kafka JMX
+/// exporter's (names produced by deploy/kafka/jmx-exporter.yml) and the standard process metrics
+/// every exporter exposes unprefixed.
+const EXTERNAL_NAMES: &[&str] = &[
+    "up",
+    "ALERTS",
+    "ALERTS_FOR_STATE",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+];
+const EXTERNAL_PREFIXES: &[&str] = &["node_", "kafka_"];
+
+const SEVERITIES: &[&str] = &["critical", "warning", "info"];
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.is_file() && p.to_string_lossy().ends_with(suffix))
+        .collect();
+    out.sort();
+    out
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+fn yaml(p: &Path) -> Yaml {
+    let mut docs = YamlLoader::load_from_str(&read(p))
+        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", p.display()));
+    assert!(!docs.is_empty(), "{} is empty", p.display());
+    docs.swap_remove(0)
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&read(p))
+        .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", p.display()))
+}
+
+/// Finds `name` on PATH. `None` means the caller must skip: this prints the skip notice, or
+/// panics when EXPORTER_TEST_REQUIRE_TOOLS=1.
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("EXPORTER_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{name} not found on PATH and EXPORTER_TEST_REQUIRE_TOOLS=1");
+        }
+        eprintln!("SKIPPED: {name} not found (install it, or set EXPORTER_TEST_REQUIRE_TOOLS=1 to fail instead)");
+    }
+    found
+}
+
+fn run(mut cmd: Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {shown}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{shown} failed:\n{text}");
+    text
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bundle-tests-{}-{tag}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).expect("create temp dir");
+    d
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read dir") {
+        let p = e.expect("entry").path();
+        let dst = to.join(p.file_name().expect("file name"));
+        if p.is_dir() {
+            copy_dir(&p, &dst);
+        } else {
+            fs::copy(&p, &dst).expect("copy");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rules
+
+struct Rule {
+    file: String,
+    group: String,
+    alert: Option<String>,
+    record: Option<String>,
+    expr: String,
+    node: Yaml,
+}
+
+fn rule_files() -> Vec<PathBuf> {
+    files(&root().join("alerts"), ".rules.yml")
+}
+
+fn rules() -> Vec<Rule> {
+    let mut out = Vec::new();
+    for f in rule_files() {
+        let doc = yaml(&f);
+        let groups = doc["groups"].as_vec().expect("groups list");
+        for g in groups {
+            let group = g["name"].as_str().expect("group name").to_string();
+            for r in g["rules"].as_vec().expect("rules list") {
+                out.push(Rule {
+                    file: f.file_name().expect("name").to_string_lossy().into_owned(),
+                    group: group.clone(),
+                    alert: r["alert"].as_str().map(str::to_string),
+                    record: r["record"].as_str().map(str::to_string),
+                    expr: r["expr"].as_str().expect("expr").to_string(),
+                    node: r.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn alerts() -> Vec<Rule> {
+    rules().into_iter().filter(|r| r.alert.is_some()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// schema
+
+/// Every series name the four exporters expose, from the schema TOML files.
+fn schema_names() -> BTreeSet<String> {
+    let root = root();
+    let self_schema: toml::Value =
+        toml::from_str(&read(&root.join("crates/core/self_schema.toml"))).expect("self schema");
+    let mut names = BTreeSet::new();
+    let mut tiers = 0;
+    for dir in fs::read_dir(root.join("crates")).expect("crates") {
+        let p = dir.expect("entry").path().join("schema.toml");
+        if !p.is_file() {
+            continue;
+        }
+        tiers += 1;
+        let schema: toml::Value =
+            toml::from_str(&read(&p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let prefix = schema["tier"]["self_prefix"].as_str().expect("self_prefix");
+        for (metrics, prefix) in [(&schema, ""), (&self_schema, prefix)] {
+            for m in metrics["metrics"].as_array().expect("metrics") {
+                let name = format!("{prefix}{}", m["name"].as_str().expect("metric name"));
+                if m["type"].as_str() == Some("histogram") {
+                    // A histogram's base name is not a series.
+                    for s in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{s}"));
+                    }
+                } else {
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    assert_eq!(tiers, 4, "expected the schema.toml of four tiers");
+    names
+}
+
+/// Returns the names in `used` that are neither exposed, recorded, nor known external series.
+fn unknown_names(used: &BTreeSet<String>, recorded: &BTreeSet<String>) -> Vec<String> {
+    let known = schema_names();
+    used.iter()
+        .filter(|n| {
+            !known.contains(*n)
+                && !recorded.contains(*n)
+                && !EXTERNAL_NAMES.contains(&n.as_str())
+                && !EXTERNAL_PREFIXES.iter().any(|p| n.starts_with(p))
+                && !EXPECTED_SOON.contains(&n.as_str())
+        })
+        .cloned()
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// a small PromQL lexer: the metric names an expression selects
+
+const KEYWORDS_WITH_LABEL_LIST: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
+const KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "offset", "inf", "nan"];
+/// Aggregation operators: followed by `(` or by a `by`/`without` clause, never metric names here.
+const AGGREGATIONS: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+];
+
+fn is_ident_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_' || c == ':'
+}
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == ':'
+}
+
+/// Skips a quoted string starting at `i` (the quote); returns the index after it.
+fn skip_string(s: &[char], i: usize) -> usize {
+    let q = s[i];
+    let mut j = i + 1;
+    while j < s.len() && s[j] != q {
+        if s[j] == '\\' && q != '`' {
+            j += 1;
+        }
+        j += 1;
+    }
+    j + 1
+}
+
+/// Skips a bracketed group (`{..}`, `[..]`, `(..)`) starting at `i`, minding strings.
+fn skip_group(s: &[char], i: usize) -> usize {
+    let (open, close) = (s[i], matching(s[i]));
+    let mut depth = 0;
+    let mut j = i;
+    while j < s.len() {
+        match s[j] {
+            '"' | '\'' | '`' => {
+                j = skip_string(s, j);
+                continue;
+            }
+            c if c == open => depth += 1,
+            c if c == close => {
+                depth -= 1;
+                if depth == 0 {
+                    return j + 1;
+                }
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    j
+}
+
+fn matching(c: char) -> char {
+    match c {
+        '{' => '}',
+        '[' => ']',
+        _ => ')',
+    }
+}
+
+/// The metric names selected by a PromQL expression: identifiers that are not functions,
+/// aggregations, keywords, label names of grouping clauses, or inside strings, label matchers and
+/// range brackets. `{__name__="x"}` selectors are not supported (the bundle does not use them).
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let s: Vec<char> = expr.chars().collect();
+    let mut out = BTreeSet::new();
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        match c {
+            '"' | '\'' | '`' => i = skip_string(&s, i),
+            '{' | '[' => i = skip_group(&s, i),
+            '#' => {
+                while i < s.len() && s[i] != '\n' {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_digit()
+                || (c == '.' && s.get(i + 1).is_some_and(char::is_ascii_digit)) =>
+            {
+                // numbers, durations (5m), hex, exponents (1e-3)
+                while i < s.len() && (s[i].is_ascii_alphanumeric() || s[i] == '.') {
+                    let exp = s[i] == 'e' || s[i] == 'E';
+                    i += 1;
+                    if exp && i < s.len() && (s[i] == '+' || s[i] == '-') {
+                        i += 1;
+                    }
+                }
+            }
+            c if is_ident_start(c) => {
+                let start = i;
+                while i < s.len() && is_ident(s[i]) {
+                    i += 1;
+                }
+                let word: String = s[start..i].iter().collect();
+                let mut j = i;
+                while j < s.len() && s[j].is_whitespace() {
+                    j += 1;
+                }
+                let next = s.get(j).copied();
+                let lower = word.to_ascii_lowercase();
+                if KEYWORDS_WITH_LABEL_LIST.contains(&lower.as_str()) {
+                    if next == Some('(') {
+                        i = skip_group(&s, j);
+                    }
+                } else if KEYWORDS.contains(&lower.as_str())
+                    || AGGREGATIONS.contains(&lower.as_str())
+                    || next == Some('(')
+                {
+                    // keyword, or a function / aggregation call
+                } else {
+                    out.insert(word);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+#[test]
+fn lexer_finds_metric_names_and_nothing_else() {
+    let e = r#"histogram_quantile(0.99, sum by (le, instance) (rate(a_bucket{job=~"x|y", le!="1"}[5m])))
+        > 1e-3 and on (job) b_total offset 5m or sum(c:rec:rate5m) without (path) / ignoring(x) group_left(y) d
+        unless label_replace(e, "dst", "$1", "src", "(.*)") > bool Inf"#;
+    let got: Vec<String> = metric_names(e).into_iter().collect();
+    assert_eq!(got, ["a_bucket", "b_total", "c:rec:rate5m", "d", "e"]);
+}
+
+#[test]
+fn cross_check_rejects_unknown_and_histogram_base_names() {
+    // The seed's bugs: a histogram's base name and a metric that is not exposed.
+    let used = metric_names(
+        "histogram_quantile(0.99, tx_engine_transaction_duration_seconds) + olap_last_compaction_timestamp + up",
+    );
+    let unknown = unknown_names(&used, &BTreeSet::new());
+    assert_eq!(
+        unknown,
+        [
+            "olap_last_compaction_timestamp",
+            "tx_engine_transaction_duration_seconds"
+        ]
+    );
+    let ok = metric_names("tx_exporter_engine_up + clock_master_drift_ppm + olap_exporter_scrape_duration_seconds_bucket");
+    assert!(unknown_names(&ok, &BTreeSet::new()).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// alerts
+
+#[test]
+fn promtool_check_rules() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let mut cmd = Command::new(promtool);
+    cmd.arg("check").arg("rules").args(rule_files());
+    let out = run(cmd);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn promtool_test_rules() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let dir = root().join("alerts/tests");
+    let tests = files(&dir, ".test.yml");
+    assert!(
+        tests.len() >= 5,
+        "expected the unit test files in alerts/tests"
+    );
+    let mut cmd = Command::new(promtool);
+    cmd.current_dir(&dir).arg("test").arg("rules").args(&tests);
+    let out = run(cmd);
+    assert!(!out.contains("FAILED"), "{out}");
+}
+
+#[test]
+fn alerts_follow_the_conventions() {
+    let root = root();
+    let mut seen = BTreeSet::new();
+    for r in alerts() {
+        let name = r.alert.as_deref().expect("alert");
+        let at = format!("{name} ({}/{})", r.file, r.group);
+        assert!(seen.insert(name.to_string()), "duplicate alert {at}");
+        let labels = &r.node["labels"];
+        let sev = labels["severity"].as_str().unwrap_or_default();
+        assert!(SEVERITIES.contains(&sev), "{at}: severity {sev:?}");
+        assert!(
+            labels["component"].as_str().is_some(),
+            "{at}: no component label"
+        );
+        let ann = &r.node["annotations"];
+        let summary = ann["summary"].as_str().unwrap_or_default();
+        assert!(
+            !summary.is_empty() && !summary.contains("{{"),
+            "{at}: summary must be static text"
+        );
+        let desc = ann["description"].as_str().unwrap_or_default();
+        assert!(desc.contains("{{"), "{at}: description must be templated");
+        let url = ann["runbook_url"].as_str().unwrap_or_default();
+        assert_eq!(url, format!("{RUNBOOK_BASE}{name}.md"), "{at}: runbook_url");
+        let page = root.join(format!("docs/runbooks/{name}.md"));
+        let text = read(&page);
+        for section in ["## Meaning", "## Impact", "## Diagnosis", "## Mitigation"] {
+            assert!(
+                text.contains(section),
+                "{}: no {section} section",
+                page.display()
+            );
+        }
+        assert!(
+            text.contains(name),
+            "{}: does not name the alert",
+            page.display()
+        );
+    }
+    assert!(seen.len() >= 20, "only {} alerts", seen.len());
+    // Every alert of the monitoring design (seed 000) is kept under its name.
+    for seed in [
+        "HighTransactionLatency",
+        "LowCacheHitRate",
+        "HighReplicationLag",
+        "ClockSyncDegraded",
+        "ClockSyncLost",
+        "HighConflictRate",
+        "OLAPPushLagHigh",
+        "MergeQueueBackup",
+        "SlowOLAPQueries",
+        "StorageHighUtilization",
+        "CompactionLag",
+        "ClusterReplicationLagHigh",
+        "InsufficientTXEngines",
+    ] {
+        assert!(seen.contains(seed), "seed alert {seed} is missing");
+    }
+    // No runbook page for an alert that does not exist.
+    for page in files(&root.join("docs/runbooks"), ".md") {
+        let stem = page
+            .file_stem()
+            .expect("stem")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            stem == "README" || seen.contains(&stem),
+            "{} has no alert",
+            page.display()
+        );
+    }
+}
+
+#[test]
+fn every_alert_has_firing_and_silent_unit_tests() {
+    let dir = root().join("alerts/tests");
+    let mut firing = BTreeSet::new();
+    let mut silent = BTreeSet::new();
+    for f in files(&dir, ".test.yml") {
+        let doc = yaml(&f);
+        // promtool orders groups that group_eval_order does not list arbitrarily, which makes
+        // `for:` boundaries flaky; require the full list, recording rules first.
+        let mut groups = Vec::new();
+        for rf in doc["rule_files"].as_vec().expect("rule_files") {
+            let rf = dir.join(rf.as_str().expect("rule file"));
+            for g in yaml(&rf)["groups"].as_vec().expect("groups") {
+                groups.push(g["name"].as_str().expect("name").to_string());
+            }
+        }
+        let order: Vec<String> = doc["group_eval_order"]
+            .as_vec()
+            .unwrap_or_else(|| panic!("{}: no group_eval_order", f.display()))
+            .iter()
+            .map(|g| g.as_str().expect("group").to_string())
+            .collect();
+        let (mut a, mut b) = (order.clone(), groups.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(
+            a,
+            b,
+            "{}: group_eval_order must list every group",
+            f.display()
+        );
+        if groups.iter().any(|g| g == "db-recording") {
+            assert_eq!(
+                order[0],
+                "db-recording",
+                "{}: recording rules first",
+                f.display()
+            );
+        }
+        for t in doc["tests"].as_vec().expect("tests") {
+            for case in t["alert_rule_test"].as_vec().into_iter().flatten() {
+                let name = case["alertname"].as_str().expect("alertname").to_string();
+                let n = case["exp_alerts"].as_vec().map_or(0, Vec::len);
+                if n > 0 {
+                    firing.insert(name);
+                } else {
+                    silent.insert(name);
+                }
+            }
+        }
+    }
+    for r in alerts() {
+        let name = r.alert.expect("alert");
+        assert!(
+            firing.contains(&name),
+            "{name}: no unit test where it fires"
+        );
+        assert!(
+            silent.contains(&name),
+            "{name}: no unit test where it stays silent"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dashboards
+
+struct Panel {
+    dashboard: String,
+    node: serde_json::Value,
+}
+
+fn dashboard_files() -> Vec<PathBuf> {
+    files(&root().join("dashboards"), ".json")
+}
+
+fn panels_of(v: &serde_json::Value, dashboard: &str, out: &mut Vec<Panel>) {
+    for p in v["panels"].as_array().into_iter().flatten() {
+        if p["type"] == "row" {
+            panels_of(p, dashboard, out);
+        } else {
+            out.push(Panel {
+                dashboard: dashboard.to_string(),
+                node: p.clone(),
+            });
+        }
+    }
+}
+
+fn panels() -> Vec<Panel> {
+    let mut out = Vec::new();
+    for f in dashboard_files() {
+        let d = json(&f);
+        panels_of(
+            &d,
+            &f.file_name().expect("name").to_string_lossy(),
+            &mut out,
+        );
+    }
+    out
+}
+
+/// Replaces Grafana variables by values that keep the expression valid PromQL.
+fn substitute_variables(expr: &str) -> String {
+    let s: Vec<char> = expr.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] != '$' {
+            out.push(s[i]);
+            i += 1;
+            continue;
+        }
+        let (name, end) = if s.get(i + 1) == Some(&'{') {
+            let close = (i..s.len()).find(|&k| s[k] == '}').expect("closing }");
+            let inner: String = s[i + 2..close].iter().collect();
+            (
+                inner.split(':').next().unwrap_or_default().to_string(),
+                close + 1,
+            )
+        } else {
+            let mut k = i + 1;
+            while k < s.len() && (s[k].is_ascii_alphanumeric() || s[k] == '_') {
+                k += 1;
+            }
+            (s[i + 1..k].iter().collect(), k)
+        };
+        out.push_str(match name.as_str() {
+            "__rate_interval" | "__interval" => "5m",
+            "__range" => "1h",
+            _ => "value",
+        });
+        i = end;
+    }
+    out
+}
+
+/// The PromQL of every dashboard target, and the selectors of `label_values()` variable queries.
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in panels() {
+        for t in p.node["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().expect("target expr");
+            out.push((
+                format!("{}: {}", p.dashboard, p.node["title"]),
+                expr.to_string(),
+            ));
+        }
+    }
+    for f in dashboard_files() {
+        let d = json(&f);
+        for v in d["templating"]["list"].as_array().into_iter().flatten() {
+            if v["type"] != "query" {
+                continue;
+            }
+            let q = v["query"]["query"]
+                .as_str()
+                .or(v["query"].as_str())
+                .expect("variable query");
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.rsplit_once(','))
+                .map(|(sel, _)| sel.to_string())
+                .unwrap_or_else(|| q.to_string());
+            out.push((format!("{} variable {}", f.display(), v["name"]), inner));
+        }
+    }
+    out
+}
+
+#[test]
+fn dashboards_follow_the_conventions() {
+    let mut uids = BTreeSet::new();
+    let files = dashboard_files();
+    assert!(files.len() >= 6, "expected at least 6 dashboards");
+    for f in &files {
+        let d = json(f);
+        let at = f.display();
+        let uid = d["uid"].as_str().unwrap_or_default();
+        assert!(
+            !uid.is_empty() && uid.len() <= 40,
+            "{at}: stable uid required"
+        );
+        assert!(uids.insert(uid.to_string()), "{at}: duplicate uid {uid}");
+        let vars: BTreeMap<String, serde_json::Value> = d["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap_or_default().to_string(),
+                    v.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            vars.get("datasource").map(|v| &v["type"]),
+            Some(&"datasource".into()),
+            "{at}: datasource variable"
+        );
+        for v in ["job", "instance"] {
+            assert!(vars.contains_key(v), "{at}: no {v} variable");
+        }
+        for v in vars.values().filter(|v| v["type"] == "query") {
+            assert_eq!(
+                v["datasource"]["uid"], "${datasource}",
+                "{at}: variable {} datasource",
+                v["name"]
+            );
+        }
+    }
+    let all = panels();
+    for p in &all {
+        let at = format!("{}: panel {}", p.dashboard, p.node["title"]);
+        assert_eq!(p.node["type"], "timeseries", "{at}: only timeseries panels");
+        assert_eq!(
+            p.node["datasource"]["uid"], "${datasource}",
+            "{at}: datasource variable"
+        );
+        let unit = p.node["fieldConfig"]["defaults"]["unit"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(!unit.is_empty(), "{at}: no unit");
+        let desc = p.node["description"].as_str().unwrap_or_default();
+        assert!(desc.len() > 10, "{at}: no description");
+        let targets = p.node["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{at}: no targets");
+        for t in targets {
+            let expr = t["expr"].as_str().expect("expr");
+            // Raw ranges use $__rate_interval; fixed windows only through recording rules.
+            let mut rest = expr;
+            while let Some(k) = rest.find('[') {
+                let close = rest[k..].find(']').expect("]") + k;
+                assert_eq!(
+                    &rest[k..=close],
+                    "[$__rate_interval]",
+                    "{at}: range in {expr}"
+                );
+                rest = &rest[close..];
+            }
+            if expr.contains("histogram_quantile") && expr.contains("_bucket{") {
+                assert_eq!(t["exemplar"], true, "{at}: latency panels enable exemplars");
+            }
+        }
+    }
+    // Every dashboard's panels follow its job and instance variables.
+    for f in &files {
+        let text = read(f);
+        for v in [r#"=~\"$job\""#, r#"=~\"$instance\""#] {
+            let used = text.matches(v).count();
+            assert!(used >= 3, "{}: {v} used {used} times", f.display());
+        }
+    }
+    assert!(all.len() >= 30, "only {} panels", all.len());
+}
+
+#[test]
+fn metric_names_exist_in_the_schemas() {
+    let all_rules = rules();
+    let recorded: BTreeSet<String> = all_rules.iter().filter_map(|r| r.record.clone()).collect();
+    let mut used = BTreeMap::<String, String>::new();
+    for r in &all_rules {
+        let at = r.alert.clone().or(r.record.clone()).expect("rule name");
+        for n in metric_names(&r.expr) {
+            used.entry(n).or_insert_with(|| format!("{}: {at}", r.file));
+        }
+    }
+    for (at, expr) in dashboard_exprs() {
+        for n in metric_names(&substitute_variables(&expr)) {
+            used.entry(n).or_insert_with(|| at.clone());
+        }
+    }
+    let names: BTreeSet<String> = used.keys().cloned().collect();
+    let unknown: Vec<String> = unknown_names(&names, &recorded)
+        .into_iter()
+        .map(|n| format!("{n} (used by {})", used[&n]))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "names not exposed by any exporter:\n{}",
+        unknown.join("\n")
+    );
+    // Every recording rule is used by an alert or a dashboard.
+    for r in &recorded {
+        assert!(
+            all_rules
+                .iter()
+                .any(|x| x.alert.is_some() && x.expr.contains(r.as_str()))
+                || dashboard_exprs()
+                    .iter()
+                    .any(|(_, e)| e.contains(r.as_str()))
+                || all_rules
+                    .iter()
+                    .any(|x| x.record.as_deref() != Some(r) && x.expr.contains(r.as_str())),
+            "recording rule {r} is unused"
+        );
+    }
+    for n in EXPECTED_SOON {
+        assert!(
+            !schema_names().contains(*n),
+            "{n} is in the schema now: remove it from EXPECTED_SOON"
+        );
+    }
+}
+
+#[test]
+fn dashboard_exprs_parse_as_promql() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let dir = tmpdir("dashboards");
+    let mut text = String::from("groups:\n  - name: dashboard-exprs\n    rules:\n");
+    for (i, (at, expr)) in dashboard_exprs().iter().enumerate() {
+        text.push_str(&format!(
+            "      # {}\n      - record: dashboard_expr_{i}\n        expr: |\n",
+            at.replace('\n', " ")
+        ));
+        for line in substitute_variables(expr).lines() {
+            text.push_str(&format!("          {line}\n"));
+        }
+    }
+    let file = dir.join("dashboards.rules.yml");
+    fs::write(&file, text).expect("write");
+    let mut cmd = Command::new(promtool);
+    cmd.arg("check").arg("rules").arg(&file);
+    run(cmd);
+    let _ = fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy
+
+/// Lays out a Prometheus config the way it is installed (/etc/prometheus/{prometheus.yml, rules/,
+/// file_sd/}) so that promtool also loads the rule files and checks the file_sd files.
+fn check_prometheus_config(promtool: &Path, config: &Path) {
+    let root = root();
+    let dir = tmpdir(&config.file_stem().expect("stem").to_string_lossy());
+    fs::copy(config, dir.join("prometheus.yml")).expect("copy config");
+    copy_dir(&root.join("alerts"), &dir.join("rules"));
+    copy_dir(
+        &root.join("deploy/prometheus/file_sd"),
+        &dir.join("file_sd"),
+    );
+    let mut cmd = Command::new(promtool);
+    cmd.current_dir(&dir)
+        .arg("check")
+        .arg("config")
+        .arg("prometheus.yml");
+    let out = run(cmd);
+    assert!(out.contains("SUCCESS"), "{}:\n{out}", config.display());
+    let _ = fs::remove_dir_all(dir);
+}
+
+fn prometheus_configs() -> Vec<PathBuf> {
+    let root = root();
+    let mut all = files(&root.join("deploy/prometheus"), ".yml");
+    all.extend(
+        files(&root.join("deploy/scale-out"), ".yml")
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("prometheus"))
+            }),
+    );
+    all
+}
+
+#[test]
+fn promtool_check_config() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let configs = prometheus_configs();
+    assert!(
+        configs.len() >= 3,
+        "expected the static, ec2 and shard configs: {configs:?}"
+    );
+    for c in configs {
+        check_prometheus_config(&promtool, &c);
+    }
+}
+
+#[test]
+fn prometheus_configs_scrape_every_tier_on_its_port() {
+    let root = root();
+    let mut ports = BTreeMap::new();
+    for (job, tier) in [
+        ("tx-engines", "tx"),
+        ("ingestion-engines", "ingestion"),
+        ("olap-shards", "olap"),
+        ("clock-masters", "clock"),
+    ] {
+        let schema: toml::Value = toml::from_str(&read(
+            &root.join(format!("crates/{tier}-exporter/schema.toml")),
+        ))
+        .expect("schema");
+        let addr = schema["tier"]["web_listen_address"]
+            .as_str()
+            .expect("address");
+        ports.insert(job, addr.rsplit(':').next().expect("port").to_string());
+    }
+    for c in prometheus_configs() {
+        let text = read(&c);
+        let doc = yaml(&c);
+        let jobs: Vec<&str> = doc["scrape_configs"]
+            .as_vec()
+            .expect("scrape_configs")
+            .iter()
+            .filter_map(|j| j["job_name"].as_str())
+            .collect();
+        for (job, port) in &ports {
+            assert!(jobs.contains(job), "{}: no job {job}", c.display());
+            assert!(
+                text.contains(&format!(":{port}")) || text.contains(&format!("port: {port}")),
+                "{}: port {port} of {job} not found",
+                c.display()
+            );
+        }
+    }
+    // file_sd targets use the schema ports too.
+    for f in files(&root.join("deploy/prometheus/file_sd"), ".json") {
+        let v = json(&f);
+        for group in v.as_array().expect("file_sd list") {
+            let job = group["labels"]["job"].as_str().expect("job label");
+            let port = &ports[job];
+            for t in group["targets"].as_array().expect("targets") {
+                assert!(
+                    t.as_str().expect("target").ends_with(&format!(":{port}")),
+                    "{}: {t}",
+                    f.display()
+                );
+            }
+        }
+    }
+    // systemd units listen where Prometheus scrapes.
+    for (job, port) in &ports {
+        let tier = job.split('-').next().expect("tier");
+        let unit = read(&root.join(format!("deploy/systemd/{tier}-exporter.service")));
+        assert!(
+            unit.contains(&format!("--web.listen-address=0.0.0.0:{port}")),
+            "{tier}-exporter.service port"
+        );
+    }
+}
+
+#[test]
+fn amtool_check_config() {
+    let Some(amtool) = tool("amtool") else {
+        return;
+    };
+    let mut cmd = Command::new(amtool);
+    cmd.arg("check-config")
+        .arg(root().join("deploy/alertmanager/alertmanager.yml"));
+    let out = run(cmd);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn deploy_files_parse() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(dir).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk(&root().join("deploy"), &mut all);
+    let mut n = 0;
+    for p in all {
+        let name = p.to_string_lossy().into_owned();
+        if name.ends_with(".yml") || name.ends_with(".yaml") {
+            YamlLoader::load_from_str(&read(&p)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            n += 1;
+        } else if name.ends_with(".json") {
+            json(&p);
+            n += 1;
+        }
+    }
+    assert!(n >= 12, "only {n} YAML/JSON files in deploy/");
+}

@@ -1,0 +1,517 @@
+#!/usr/bin/env python3
+"""Generates the Grafana dashboards of the bundle (dashboards/*.json).
+
+The JSON files are committed; edit this script and run it again (python3 dashboards/generate.py)
+rather than editing the JSON by hand. Conventions, checked by crates/bundle-tests:
+timeseries panels only, a `datasource` variable used by every panel and variable, `job` and
+`instance` variables, `$__rate_interval` in every rate()/increase() (fixed 5m windows only through
+the recording rules of alerts/recording.rules.yml, the same series the alerts read), a unit and a
+description on every panel, exemplars on latency panels, stable uids.
+"""
+import json
+import os
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'job=~"$job", instance=~"$instance"'
+TIERS = ["tx", "ingestion", "olap", "clock"]
+TIER_JOBS = "tx-engines|ingestion-engines|olap-shards|clock-masters"
+
+
+def rate(metric, by="instance", sel=SEL, fn="rate"):
+    return f"sum by ({by}) ({fn}({metric}{{{sel}}}[$__rate_interval]))"
+
+
+def quantile(q, metric, by="instance", sel=SEL):
+    return f"histogram_quantile({q}, sum by ({by}, le) (rate({metric}_bucket{{{sel}}}[$__rate_interval])))"
+
+
+def latency(metric, by="instance", qs=(0.5, 0.95, 0.99), sel=SEL):
+    return [(quantile(q, metric, by, sel), f"p{int(q * 100)} {{{{{by}}}}}") for q in qs]
+
+
+def each_tier(template, joiner=" or "):
+    """An expression over the self-metrics of all four exporters (their prefixes differ)."""
+    return joiner.join(template.format(p=f"{t}_exporter_") for t in TIERS)
+
+
+class Dashboard:
+    def __init__(self, uid, title, description, var_metric, tags, job_regex=None):
+        self.uid, self.title, self.description = uid, title, description
+        self.var_metric, self.tags, self.job_regex = var_metric, tags, job_regex
+        self.panels = []
+
+    def row(self, title):
+        self.panels.append(("row", title))
+
+    def panel(self, title, description, unit, targets, exemplar=False, stack=False, width=12):
+        self.panels.append(("panel", dict(title=title, description=description, unit=unit,
+                                          targets=targets, exemplar=exemplar, stack=stack,
+                                          width=width)))
+
+    def render(self):
+        panels, x, y, pid = [], 0, 0, 1
+        for kind, p in self.panels:
+            if kind == "row":
+                if x:
+                    x, y = 0, y + 8
+                panels.append({"id": pid, "type": "row", "title": p, "collapsed": False,
+                               "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+                pid, y = pid + 1, y + 1
+                continue
+            w = p["width"]
+            if x + w > 24:
+                x, y = 0, y + 8
+            targets = []
+            for i, (expr, legend) in enumerate(p["targets"]):
+                t = {"datasource": DS, "refId": chr(ord("A") + i), "expr": expr,
+                     "legendFormat": legend, "range": True, "editorMode": "code"}
+                if p["exemplar"]:
+                    t["exemplar"] = True
+                targets.append(t)
+            panels.append({
+                "id": pid,
+                "type": "timeseries",
+                "title": p["title"],
+                "description": p["description"],
+                "datasource": DS,
+                "gridPos": {"h": 8, "w": w, "x": x, "y": y},
+                "fieldConfig": {
+                    "defaults": {
+                        "unit": p["unit"],
+                        "custom": {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10,
+                                   "showPoints": "never", "spanNulls": False,
+                                   "stacking": {"mode": "normal" if p["stack"] else "none",
+                                                "group": "A"}},
+                    },
+                    "overrides": [],
+                },
+                "options": {"legend": {"displayMode": "table", "placement": "bottom",
+                                       "calcs": ["mean", "max", "lastNotNull"]},
+                            "tooltip": {"mode": "multi", "sort": "desc"}},
+                "targets": targets,
+            })
+            pid += 1
+            x += w
+        job_query = f"label_values({self.var_metric}, job)"
+        variables = [
+            {"name": "datasource", "label": "Data source", "type": "datasource",
+             "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": ""},
+            {"name": "job", "label": "Job", "type": "query", "datasource": DS,
+             "query": {"query": job_query, "refId": "job"}, "definition": job_query,
+             "regex": self.job_regex or "", "refresh": 2, "includeAll": True, "multi": True,
+             "allValue": ".+", "current": {}, "hide": 0, "sort": 1},
+            {"name": "instance", "label": "Instance", "type": "query", "datasource": DS,
+             "query": {"query": f'label_values({self.var_metric}{{job=~"$job"}}, instance)',
+                       "refId": "instance"},
+             "definition": f'label_values({self.var_metric}{{job=~"$job"}}, instance)',
+             "regex": "", "refresh": 2, "includeAll": True, "multi": True, "allValue": ".+",
+             "current": {}, "hide": 0, "sort": 1},
+        ]
+        return {
+            "uid": self.uid,
+            "title": self.title,
+            "description": self.description,
+            "tags": ["db-observability"] + self.tags,
+            "editable": True,
+            "graphTooltip": 1,
+            "schemaVersion": 39,
+            "version": 1,
+            "refresh": "30s",
+            "time": {"from": "now-6h", "to": "now"},
+            "timezone": "",
+            "annotations": {"list": [{
+                "name": "Firing alerts", "datasource": DS, "enable": True,
+                "iconColor": "red", "expr": 'ALERTS{alertstate="firing", job=~"$job"}',
+                "titleFormat": "{{alertname}}", "textFormat": "{{instance}}",
+                "step": "60s"}]},
+            "links": [{"title": "Database dashboards", "type": "dashboards",
+                       "tags": ["db-observability"], "asDropdown": True}],
+            "templating": {"list": variables},
+            "panels": panels,
+        }
+
+
+def cluster_overview():
+    d = Dashboard("db-cluster-overview", "Database / Cluster overview",
+                  "Health of the whole database cluster: tiers, throughput, latency, lag, clocks, storage.",
+                  "up", ["overview"], job_regex=f"/^({TIER_JOBS}|kafka|node)$/")
+    d.row("Health")
+    d.panel("Healthy TX engines",
+            "TX engines whose sidecar is scraped and reports the engine alive (recording rule "
+            "cluster:tx_engine_healthy:sum, as InsufficientTXEngines uses); the alert fires below 2.",
+            "short", [("cluster:tx_engine_healthy:sum", "healthy TX engines")])
+    d.panel("Targets up per job",
+            "Scrape targets answering, per job (sum of up). A drop means a sidecar or exporter cannot be scraped.",
+            "short", [(f'sum by (job) (up{{{SEL}}})', "{{job}}")])
+    d.panel("Firing alerts by severity",
+            "Alerts currently firing in Prometheus, by severity label.",
+            "short", [('sum by (severity) (ALERTS{alertstate="firing"})', "{{severity}}")], stack=True)
+    d.panel("Engines reported down",
+            "Sidecars reporting engine_up == 0: the engine process is gone or its address refuses connections.",
+            "short", [(each_tier("count by (job) ({p}engine_up{{" + SEL + "}} == 0)"), "{{job}}")])
+    d.row("Transactions")
+    d.panel("Transaction throughput",
+            "Transactions per second across the selected TX engines, by outcome.",
+            "ops", [(f"sum({rate('tx_engine_transactions_committed_total', by='job')})", "commits/s"),
+                    (f"sum({rate('tx_engine_transactions_rolled_back_total', by='job')})", "rollbacks/s")],
+            stack=True)
+    d.panel("Transaction latency",
+            "Cluster-wide transaction latency quantiles from the histogram buckets; exemplars link to traces.",
+            "s", latency("tx_engine_transaction_duration_seconds", by="job"), exemplar=True)
+    d.panel("Cache hit ratio (5m)",
+            "Per-engine cache hit ratio over 5m (recording rule, the series LowCacheHitRate alerts on at 70%).",
+            "percentunit", [('instance:tx_engine_cache_hit:ratio_rate5m{instance=~"$instance"}', "{{instance}}")])
+    d.panel("Replication lag",
+            "Age of the oldest change not yet replicated: maximum and average over the TX engines.",
+            "s", [(f"max(tx_engine_replication_lag_seconds{{{SEL}}})", "max"),
+                  (f"avg(tx_engine_replication_lag_seconds{{{SEL}}})", "avg")])
+    d.row("Pipeline")
+    d.panel("Replication lag by source TX engine",
+            "Worst lag seen by any ingestion engine for the changes of each TX engine (server_id).",
+            "s", [("max by (server_id) (ingestion_lag_by_source_seconds)", "server_id {{server_id}}")])
+    d.panel("Clock uncertainty",
+            "Largest clock uncertainty reported by a TX engine; ClockSyncDegraded fires above 100ms.",
+            "s", [(f"max(tx_engine_clock_uncertainty_seconds{{{SEL}}})", "max TX engine"),
+                  (f"max(clock_master_uncertainty_seconds{{{SEL}}})", "max clock master")])
+    d.panel("OLAP queries",
+            "OLAP queries per second across the shards, and the failed ones.",
+            "ops", [(f"sum({rate('olap_queries_total', by='job')})", "queries/s"),
+                    (f"sum({rate('olap_queries_failed_total', by='job')})", "failed/s")])
+    d.panel("Storage compression ratio",
+            "Uncompressed bytes divided by compressed bytes over all shards (higher is better).",
+            "none", [(f"sum(olap_total_bytes_uncompressed{{{SEL}}}) / (sum(olap_total_bytes_compressed{{{SEL}}}) > 0)", "ratio")])
+    d.panel("OLAP data filesystem used",
+            "Share of each shard's data filesystem no longer usable by the engine (recording rule used by the storage alerts).",
+            "percentunit", [('instance:olap_data_filesystem_used:ratio{instance=~"$instance"}', "{{instance}}")])
+    d.panel("Kafka messages in",
+            "Messages per second written to the Kafka brokers (JMX exporter), per broker.",
+            "short", [(rate("kafka_server_brokertopicmetrics_messagesin_total", sel='job="kafka"'), "{{instance}}")])
+    d.panel("Kafka under-replicated partitions",
+            "Partitions whose replicas are not all in sync, per broker; should be 0.",
+            "short", [('sum by (instance) (kafka_server_replicamanager_underreplicatedpartitions{job="kafka"})', "{{instance}}")])
+    return d
+
+
+def tx_detail():
+    d = Dashboard("db-tx-engine", "Database / TX engine detail",
+                  "One or more TX engines in detail: transactions, latency, connections, cache, replication, clock, resources.",
+                  "tx_exporter_build_info", ["tx"])
+    d.row("Transactions")
+    d.panel("Transaction rate",
+            "Transactions per second per engine, committed and rolled back.",
+            "ops", [(rate("tx_engine_transactions_committed_total"), "committed {{instance}}"),
+                    (rate("tx_engine_transactions_rolled_back_total"), "rolled back {{instance}}")])
+    d.panel("Rollback ratio (5m)",
+            "Share of transactions rolled back over 5m (recording rule; HighTransactionErrorRatio fires above 5%).",
+            "percentunit", [('instance:tx_engine_transaction_rollback:ratio_rate5m{job=~"$job", instance=~"$instance"}', "{{instance}}")])
+    d.panel("Transaction latency",
+            "Transaction duration quantiles per engine from the histogram; exemplars link to the traces of slow transactions.",
+            "s", latency("tx_engine_transaction_duration_seconds"), exemplar=True)
+    d.panel("Query latency",
+            "Query duration quantiles per engine from the histogram, with exemplars.",
+            "s", latency("tx_engine_query_duration_seconds", qs=(0.5, 0.99)), exemplar=True)
+    d.row("Connections and cache")
+    d.panel("Connections",
+            "Client connections per engine: executing work (active) and open but idle.",
+            "short", [(f"tx_engine_connections_active{{{SEL}}}", "active {{instance}}"),
+                      (f"tx_engine_connections_idle{{{SEL}}}", "idle {{instance}}")])
+    d.panel("Cache hit ratio",
+            "Hits divided by lookups per engine; no value while the cache sees no lookups.",
+            "percentunit", [(f"{rate('tx_engine_cache_hits_total')} / ({rate('tx_engine_cache_hits_total')} + {rate('tx_engine_cache_misses_total')} > 0)", "{{instance}}")])
+    d.panel("Cache lookups",
+            "Cache hits and misses per second per engine.",
+            "ops", [(rate("tx_engine_cache_hits_total"), "hits {{instance}}"),
+                    (rate("tx_engine_cache_misses_total"), "misses {{instance}}")])
+    d.panel("Cache size",
+            "Current size of the engine cache.",
+            "bytes", [(f"tx_engine_cache_size_bytes{{{SEL}}}", "{{instance}}")])
+    d.row("Replication")
+    d.panel("Replication lag",
+            "Age of the oldest change event not yet replicated; HighReplicationLag fires above 5s.",
+            "s", [(f"tx_engine_replication_lag_seconds{{{SEL}}}", "{{instance}}")])
+    d.panel("Replication queue",
+            "Change events waiting to be sent to replication, and events sent per second.",
+            "short", [(f"tx_engine_replication_queue_depth{{{SEL}}}", "queued {{instance}}"),
+                      (rate("tx_engine_replication_events_sent_total"), "sent/s {{instance}}")])
+    d.row("Clock")
+    d.panel("Clock uncertainty and offset",
+            "Uncertainty bound of the engine clock and its offset from the clock master.",
+            "s", [(f"tx_engine_clock_uncertainty_seconds{{{SEL}}}", "uncertainty {{instance}}"),
+                  (f"tx_engine_clock_offset_seconds{{{SEL}}}", "offset {{instance}}")])
+    d.panel("Missed clock heartbeats",
+            "Clock master heartbeats missed per interval; ClockSyncLost fires above 10 in 5m.",
+            "short", [(rate("tx_engine_clock_heartbeats_missed_total", fn="increase"), "{{instance}}")])
+    d.row("Resources")
+    d.panel("Engine memory",
+            "Resident memory of the engine process, measured by the sidecar.",
+            "bytes", [(f"tx_engine_memory_used_bytes{{{SEL}}}", "{{instance}}")])
+    d.panel("Engine CPU",
+            "CPU used by the engine process, in percent of one core, measured by the sidecar.",
+            "percent", [(f"tx_engine_cpu_usage_percent{{{SEL}}}", "{{instance}}")])
+    return d
+
+
+def ingestion():
+    d = Dashboard("db-ingestion", "Database / Ingestion",
+                  "Ingestion engines: change events, merge queue, conflicts, deduplication, pushes to OLAP, lag per source.",
+                  "ingestion_exporter_build_info", ["ingestion"])
+    d.row("Events")
+    d.panel("Change events",
+            "Change events received, processed and failed per second per ingestion engine.",
+            "ops", [(rate("ingestion_events_received_total"), "received {{instance}}"),
+                    (rate("ingestion_events_processed_total"), "processed {{instance}}"),
+                    (rate("ingestion_events_failed_total"), "failed {{instance}}")])
+    d.panel("Event processing latency",
+            "Time to process one change event, quantiles from the histogram, with exemplars.",
+            "s", latency("ingestion_event_processing_duration_seconds"), exemplar=True)
+    d.panel("Failure ratio (5m)",
+            "Failed share of received events over 5m (recording rule; HighIngestionFailureRatio fires above 1%).",
+            "percentunit", [('instance:ingestion_event_failure:ratio_rate5m{job=~"$job", instance=~"$instance"}', "{{instance}}")])
+    d.panel("Validation failures",
+            "Change events rejected by validation per second.",
+            "ops", [(rate("ingestion_validation_failures_total"), "{{instance}}")])
+    d.row("Merge")
+    d.panel("Queues",
+            "Events waiting in the merge queue and batches waiting to be pushed to OLAP; MergeQueueBackup fires above 100k.",
+            "short", [(f"ingestion_merge_queue_depth{{{SEL}}}", "merge {{instance}}"),
+                      (f"ingestion_olap_push_queue_depth{{{SEL}}}", "OLAP push {{instance}}")])
+    d.panel("Conflict ratio (5m)",
+            "Conflicts detected per received event over 5m (recording rule; HighConflictRate fires above 5%).",
+            "percentunit", [('instance:ingestion_conflict:ratio_rate5m{job=~"$job", instance=~"$instance"}', "{{instance}}")])
+    d.panel("Conflicts",
+            "Write conflicts detected and resolved per second.",
+            "ops", [(rate("ingestion_conflicts_detected_total"), "detected {{instance}}"),
+                    (rate("ingestion_conflicts_resolved_total"), "resolved {{instance}}")])
+    d.panel("Deduplication",
+            "Duplicate change events skipped per second per ingestion engine.",
+            "ops", [(rate("ingestion_duplicates_skipped_total"), "skipped/s {{instance}}")])
+    d.row("OLAP push")
+    d.panel("OLAP batches pushed",
+            "Batches pushed to the OLAP shards per second.",
+            "ops", [(rate("ingestion_olap_batches_pushed_total"), "{{instance}}")])
+    d.panel("OLAP push latency",
+            "Time to push one batch to OLAP, quantiles from the histogram, with exemplars.",
+            "s", latency("ingestion_olap_push_duration_seconds", qs=(0.5, 0.99)), exemplar=True)
+    d.panel("OLAP push lag",
+            "Age of the oldest change not yet pushed to OLAP; OLAPPushLagHigh fires above 10 minutes.",
+            "s", [(f"ingestion_olap_push_lag_seconds{{{SEL}}}", "{{instance}}")])
+    d.row("Sources")
+    d.panel("Lag by source TX engine",
+            "Replication lag per TX engine (server_id) as seen by each ingestion engine; ClusterReplicationLagHigh fires above 10s.",
+            "s", [(f"ingestion_lag_by_source_seconds{{{SEL}}}", "{{instance}} server_id {{server_id}}")])
+    d.panel("Events by source TX engine",
+            "Change events received per second from each TX engine.",
+            "ops", [(rate("ingestion_events_by_source_total", by="server_id"), "server_id {{server_id}}")], stack=True)
+    return d
+
+
+def olap():
+    d = Dashboard("db-olap", "Database / OLAP shards",
+                  "OLAP shards: queries, latency, storage, partitions, I/O, compaction and cache.",
+                  "olap_exporter_build_info", ["olap"])
+    d.row("Queries")
+    d.panel("Queries",
+            "Queries executed and failed per second per shard.",
+            "ops", [(rate("olap_queries_total"), "queries {{instance}}"),
+                    (rate("olap_queries_failed_total"), "failed {{instance}}")])
+    d.panel("Query latency",
+            "Query duration quantiles per shard; 60s is the largest bucket, so a value of 60s means at least 60s. Exemplars link to traces.",
+            "s", latency("olap_query_duration_seconds"), exemplar=True)
+    d.panel("Query failure ratio (5m)",
+            "Failed share of queries over 5m (recording rule; HighOLAPQueryFailureRatio fires above 5%).",
+            "percentunit", [('instance:olap_query_failure:ratio_rate5m{job=~"$job", instance=~"$instance"}', "{{instance}}")])
+    d.panel("Optimizer pruning",
+            "Partitions and columns skipped by the query optimizer per second.",
+            "ops", [(rate("olap_partitions_pruned_total"), "partitions {{instance}}"),
+                    (rate("olap_columns_pruned_total"), "columns {{instance}}")])
+    d.row("Storage")
+    d.panel("Data filesystem used",
+            "Share of the data filesystem the engine can no longer use (recording rule; storage alerts at 85% and 95%).",
+            "percentunit", [('instance:olap_data_filesystem_used:ratio{job=~"$job", instance=~"$instance"}', "{{instance}}")])
+    d.panel("Data filesystem space",
+            "Available bytes of the data filesystem and bytes used by the data directory.",
+            "bytes", [(f"olap_data_filesystem_avail_bytes{{{SEL}}}", "available {{instance}}"),
+                      (f"olap_data_dir_used_bytes{{{SEL}}}", "data dir {{instance}}")])
+    d.panel("Stored bytes",
+            "Bytes stored per shard before and after compression.",
+            "bytes", [(f"olap_total_bytes_uncompressed{{{SEL}}}", "uncompressed {{instance}}"),
+                      (f"olap_total_bytes_compressed{{{SEL}}}", "compressed {{instance}}")])
+    d.panel("Compression ratio",
+            "Uncompressed divided by compressed bytes per shard.",
+            "none", [(f"olap_compression_ratio{{{SEL}}}", "{{instance}}")])
+    d.panel("Rows",
+            "Rows stored per shard.",
+            "short", [(f"olap_total_rows{{{SEL}}}", "{{instance}}")])
+    d.panel("Partitions",
+            "Partitions per shard: all, active and cold.",
+            "short", [(f"olap_partitions{{{SEL}}}", "all {{instance}}"),
+                      (f"olap_partitions_active{{{SEL}}}", "active {{instance}}"),
+                      (f"olap_partitions_cold{{{SEL}}}", "cold {{instance}}")])
+    d.panel("Storage I/O",
+            "Bytes read from and written to storage per second.",
+            "Bps", [(rate("olap_bytes_read_total"), "read {{instance}}"),
+                    (rate("olap_bytes_written_total"), "written {{instance}}")])
+    d.row("Compaction")
+    d.panel("Time since last compaction",
+            "Seconds since the latest compaction completed; CompactionLag fires above 2h when none is running.",
+            "s", [(f"time() - (olap_last_compaction_timestamp_seconds{{{SEL}}} > 0)", "{{instance}}")])
+    d.panel("Compactions",
+            "Compactions running, and completed per second.",
+            "short", [(f"olap_compactions_running{{{SEL}}}", "running {{instance}}"),
+                      (rate("olap_compactions_completed_total"), "completed/s {{instance}}")])
+    d.panel("Compaction duration",
+            "Compaction duration quantiles from the histogram, with exemplars.",
+            "s", latency("olap_compaction_duration_seconds", qs=(0.5, 0.99)), exemplar=True)
+    d.panel("Bytes compacted",
+            "Bytes rewritten by compactions per second.",
+            "Bps", [(rate("olap_bytes_compacted_total"), "{{instance}}")])
+    d.row("Cache")
+    d.panel("Result cache hit ratio",
+            "Query result cache hits divided by lookups; no value without lookups.",
+            "percentunit", [(f"{rate('olap_cache_hits_total')} / ({rate('olap_cache_hits_total')} + {rate('olap_cache_misses_total')} > 0)", "{{instance}}")])
+    d.panel("Result cache size",
+            "Size of the query result cache.",
+            "bytes", [(f"olap_cache_size_bytes{{{SEL}}}", "{{instance}}")])
+    return d
+
+
+def clock():
+    d = Dashboard("db-clock", "Database / Clock",
+                  "Clock masters and time sources: uncertainty, jitter, drift, per-source offsets, heartbeats; TX engine clocks.",
+                  "clock_exporter_build_info", ["clock"])
+    d.row("Clock masters")
+    d.panel("Uncertainty",
+            "Bound on the host clock error of each clock master (chrony root distance, else the kernel's maximum error).",
+            "s", [(f"clock_master_uncertainty_seconds{{{SEL}}}", "{{instance}}")])
+    d.panel("Jitter",
+            "Clock jitter of each clock master (chrony RMS offset, else the kernel's estimated error).",
+            "s", [(f"clock_master_jitter_seconds{{{SEL}}}", "{{instance}}")])
+    d.panel("Frequency drift",
+            "Frequency error of the host clock in parts per million.",
+            "short", [(f"clock_master_drift_ppm{{{SEL}}}", "{{instance}}")])
+    d.panel("Clock versus Prometheus",
+            "Host clock read at scrape time minus the scrape timestamp: a rough cross-check of the host clock against Prometheus' clock.",
+            "s", [(f"clock_master_current_timestamp_seconds{{{SEL}}} - timestamp(clock_master_current_timestamp_seconds{{{SEL}}})", "{{instance}}")])
+    d.row("Time sources")
+    d.panel("Offset per source",
+            "Offset of the host clock from each time source (NTP, PTP, chrony).",
+            "s", [(f"clock_master_source_offset_seconds{{{SEL}}}", "{{instance}} {{source}}")])
+    d.panel("Source quality",
+            "Quality score of each time source, 0 (unusable) to 1 (selected, reachable, low error).",
+            "percentunit", [(f"clock_master_source_quality{{{SEL}}}", "{{instance}} {{source}}")])
+    d.panel("Source reachable",
+            "1 when the exporter could read the time source at the last probe, 0 when not (ClockSourceUnreachable after 5m).",
+            "short", [(f"clock_exporter_source_up{{{SEL}}}", "{{instance}} {{source}}")])
+    d.panel("Source probe errors",
+            "Errors per interval while reading each time source, by kind of error.",
+            "short", [(rate("clock_exporter_source_errors_total", by="instance, source", fn="increase"), "{{instance}} {{source}}")])
+    d.panel("chrony stratum",
+            "Stratum of chronyd on each clock master (1 = directly attached reference, 16 = unsynchronised).",
+            "short", [(f"clock_master_chrony_stratum{{{SEL}}}", "{{instance}}")])
+    d.panel("chrony root delay and dispersion",
+            "chronyd's root delay and root dispersion: together they bound the error to the reference.",
+            "s", [(f"clock_master_chrony_root_delay_seconds{{{SEL}}}", "delay {{instance}}"),
+                  (f"clock_master_chrony_root_dispersion_seconds{{{SEL}}}", "dispersion {{instance}}")])
+    d.row("Heartbeats")
+    d.panel("Heartbeats sent",
+            "Heartbeats sent per second by each clock master; ClockMasterHeartbeatsStopped fires when it drops to 0.",
+            "ops", [(rate("clock_master_heartbeats_sent_total"), "{{instance}}")])
+    d.panel("Clients connected",
+            "Clients connected to each clock master.",
+            "short", [(f"clock_master_clients_connected{{{SEL}}}", "{{instance}}")])
+    d.panel("TX engine clock uncertainty",
+            "Clock uncertainty reported by the TX engines (all TX jobs); ClockSyncDegraded fires above 100ms.",
+            "s", [('tx_engine_clock_uncertainty_seconds{job="tx-engines"}', "{{instance}}")])
+    d.panel("TX engine clock offset",
+            "Offset of each TX engine clock from the clock master; ClockSkewGrowing watches its trend.",
+            "s", [('tx_engine_clock_offset_seconds{job="tx-engines"}', "{{instance}}")])
+    return d
+
+
+def exporter_health():
+    d = Dashboard("db-exporter-health", "Database / Exporter self-health",
+                  "The four sidecar exporters themselves: scrapes, engine detection, ingest, StatsD, log following, resources.",
+                  "up", ["exporters"], job_regex=f"/^({TIER_JOBS})$/")
+    d.row("Scrapes")
+    d.panel("Target up",
+            "1 when Prometheus scraped the sidecar successfully; ExporterTargetDown fires after 5m at 0.",
+            "short", [(f"up{{{SEL}}}", "{{instance}}")])
+    d.panel("Engine up",
+            "engine_up as reported by each sidecar: 1 when its engine process is found (and its address answers).",
+            "short", [(each_tier("{p}engine_up{{" + SEL + "}}"), "{{instance}}")])
+    d.panel("Scrape duration",
+            "How long Prometheus took to scrape each sidecar.",
+            "s", [(f"scrape_duration_seconds{{{SEL}}}", "{{instance}}")])
+    d.panel("/metrics render time",
+            "p99 of the time a sidecar spends rendering one /metrics response, from its own histogram.",
+            "s", [("histogram_quantile(0.99, sum by (instance, le) (" +
+                   each_tier("rate({p}scrape_duration_seconds_bucket{{" + SEL + "}}[$__rate_interval])") +
+                   "))", "p99 {{instance}}")], exemplar=True)
+    d.row("Ingest")
+    d.panel("Samples accepted",
+            "StatsD samples and event-log effects applied per second, by source.",
+            "ops", [("sum by (instance, source) (" + each_tier("rate({p}ingest_samples_accepted_total{{" + SEL + "}}[$__rate_interval])") + ")",
+                     "{{instance}} {{source}}")])
+    d.panel("Inputs rejected",
+            "Samples, lines and effects rejected per second, by source and reason; ExporterIngestRejections fires when they persist.",
+            "ops", [("sum by (instance, source, reason) (" + each_tier("rate({p}ingest_rejected_total{{" + SEL + "}}[$__rate_interval])") + ")",
+                     "{{instance}} {{source}} {{reason}}")])
+    d.panel("Tags dropped and series expired",
+            "DogStatsD tags dropped (not declared labels) and labelled series expired by TTL, per second.",
+            "ops", [("sum by (instance) (" + each_tier("rate({p}ingest_tags_dropped_total{{" + SEL + "}}[$__rate_interval])") + ")", "tags dropped {{instance}}"),
+                    ("sum by (instance) (" + each_tier("rate({p}ingest_series_expired_total{{" + SEL + "}}[$__rate_interval])") + ")", "series expired {{instance}}")])
+    d.row("StatsD")
+    d.panel("StatsD datagrams and lines",
+            "Datagrams and lines received per second, by listener.",
+            "ops", [("sum by (instance, listener) (" + each_tier("rate({p}statsd_datagrams_total{{" + SEL + "}}[$__rate_interval])") + ")", "datagrams {{instance}} {{listener}}"),
+                    ("sum by (instance, listener) (" + each_tier("rate({p}statsd_lines_total{{" + SEL + "}}[$__rate_interval])") + ")", "lines {{instance}} {{listener}}")])
+    d.panel("StatsD bytes",
+            "StatsD payload bytes received per second, by listener.",
+            "Bps", [("sum by (instance, listener) (" + each_tier("rate({p}statsd_received_bytes_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}} {{listener}}")])
+    d.panel("UDP datagrams dropped",
+            "Datagrams the kernel dropped because the sidecar's UDP receive queue was full; ExporterStatsdUdpDrops fires on sustained drops.",
+            "short", [("sum by (instance) (" + each_tier("increase({p}statsd_udp_dropped_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}}")])
+    d.row("Event logs")
+    d.panel("Log follower behind",
+            "Bytes between the follower's position and the end of each event-log file; ExporterLogFollowerBehind fires above 64MiB.",
+            "bytes", [(each_tier("{p}log_behind_bytes{{" + SEL + "}}"), "{{instance}} {{path}}")])
+    d.panel("Log lines read",
+            "Event-log lines read per second, by file.",
+            "ops", [("sum by (instance, path) (" + each_tier("rate({p}log_lines_read_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}} {{path}}")])
+    d.panel("Log bytes read",
+            "Event-log bytes read per second, by file.",
+            "Bps", [("sum by (instance, path) (" + each_tier("rate({p}log_read_bytes_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}} {{path}}")])
+    d.panel("Files followed, rotations and truncations",
+            "Event-log files followed, and rotations and truncations seen per interval.",
+            "short", [(each_tier("{p}log_files_followed{{" + SEL + "}}"), "files {{instance}}"),
+                      ("sum by (instance) (" + each_tier("increase({p}log_rotations_total{{" + SEL + "}}[$__rate_interval])") + ")", "rotations {{instance}}"),
+                      ("sum by (instance) (" + each_tier("increase({p}log_truncations_total{{" + SEL + "}}[$__rate_interval])") + ")", "truncations {{instance}}")])
+    d.row("Process")
+    d.panel("Sidecar CPU",
+            "CPU seconds per second used by each sidecar process.",
+            "percentunit", [(rate("process_cpu_seconds_total"), "{{instance}}")])
+    d.panel("Sidecar memory",
+            "Resident memory of each sidecar process.",
+            "bytes", [(f"process_resident_memory_bytes{{{SEL}}}", "{{instance}}")])
+    d.panel("Open file descriptors",
+            "File descriptors open in each sidecar process.",
+            "short", [(f"process_open_fds{{{SEL}}}", "{{instance}}")])
+    d.panel("Sidecar uptime",
+            "Time since each sidecar process started; a reset means a restart.",
+            "s", [(f"time() - process_start_time_seconds{{{SEL}}}", "{{instance}}")])
+    return d
+
+
+def main():
+    out = os.path.dirname(os.path.abspath(__file__))
+    for build in (cluster_overview, tx_detail, ingestion, olap, clock, exporter_health):
+        d = build()
+        path = os.path.join(out, d.uid.removeprefix("db-") + ".json")
+        with open(path, "w") as f:
+            json.dump(d.render(), f, indent=2)
+            f.write("\n")
+        print(path, sum(1 for k, _ in d.panels if k == "panel"), "panels")
+
+
+if __name__ == "__main__":
+    main()
