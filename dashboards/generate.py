@@ -403,8 +403,8 @@ def clock():
             "1 when the exporter could read the time source at the last probe, 0 when not (ClockSourceUnreachable after 5m).",
             "short", [(f"clock_exporter_source_up{{{SEL}}}", "{{instance}} {{source}}")])
     d.panel("Source probe errors",
-            "Errors per interval while reading each time source, by kind of error.",
-            "short", [(rate("clock_exporter_source_errors_total", by="instance, source", fn="increase"), "{{instance}} {{source}}")])
+            "Failed queries per interval to each time source, by reason (timeout, connect, bad reply, ...).",
+            "short", [(rate("clock_exporter_source_errors_total", by="instance, source, reason", fn="increase"), "{{instance}} {{source}} {{reason}}")])
     d.panel("chrony stratum",
             "Stratum of chronyd on each clock master (1 = directly attached reference, 16 = unsynchronised).",
             "short", [(f"clock_master_chrony_stratum{{{SEL}}}", "{{instance}}")])
