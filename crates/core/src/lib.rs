@@ -6,6 +6,7 @@ pub mod config;
 pub mod docs;
 pub mod exposition;
 pub mod health;
+pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod process;
@@ -222,6 +223,7 @@ async fn serve(
         tracing::debug!(target: "main", event = "task_started", task = name);
         handles.push(tokio::spawn(task(ctx.clone())));
     }
+    handles.extend(ingest::spawn(&ctx));
     if let Some(ttl) = limits.series_ttl {
         handles.push(tokio::spawn(expire_series(ctx.clone(), ttl)));
     }

@@ -1,0 +1,324 @@
+//! Applying an event's rule (the schema's effects) to the registry. Every effect of a line
+//! is checked before any is applied, so a bad line changes nothing.
+
+use std::collections::HashMap;
+use std::time::UNIX_EPOCH;
+
+use serde_json::Value;
+
+use super::parse::{parse_event, Event};
+use crate::ingest::tally::Tally;
+use crate::metrics::{Exemplar, Metric, Metrics};
+use crate::schema::{Effect, EventRule, Schema};
+
+/// What one effect will do, once the whole line has been checked.
+enum Op {
+    Inc(f64),
+    Set(f64),
+    Observe(f64),
+}
+
+pub struct EventMapper {
+    rules: HashMap<String, EventRule>,
+}
+
+impl EventMapper {
+    pub fn new(schema: &Schema) -> EventMapper {
+        EventMapper {
+            rules: schema
+                .events
+                .iter()
+                .map(|r| (r.event.clone(), r.clone()))
+                .collect(),
+        }
+    }
+
+    /// Applies one log line; every outcome lands in `tally`.
+    pub fn apply_line(&self, metrics: &Metrics, line: &[u8], tally: &mut Tally) {
+        let event = match parse_event(line) {
+            Ok(e) => e,
+            Err(e) => {
+                return tally.reject_with(e.reason(), || {
+                    format!(
+                        "{}: {}",
+                        e.reason(),
+                        String::from_utf8_lossy(&line[..line.len().min(120)])
+                    )
+                })
+            }
+        };
+        let Some(rule) = self.rules.get(event.name()) else {
+            return tally.reject_with("unknown_event", || {
+                format!("unknown_event: {}", event.name())
+            });
+        };
+        let mut planned: Vec<(&Metric, Op, Vec<String>)> = Vec::with_capacity(rule.effects.len());
+        for effect in &rule.effects {
+            match plan(metrics, &event, effect) {
+                Ok(Some(p)) => planned.push(p),
+                Ok(None) => {}
+                Err(reason) => {
+                    return tally.reject_with(reason, || {
+                        format!("{reason}: event {} ({})", event.name(), effect.metric())
+                    })
+                }
+            }
+        }
+        let exemplar = event.str_field("trace_id").map(|trace_id| Exemplar {
+            trace_id,
+            span_id: event.str_field("span_id"),
+        });
+        for (metric, op, labels) in planned {
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            let result = match op {
+                Op::Inc(v) => metric.inc_by(&labels, v),
+                Op::Set(v) => metric.set(&labels, v),
+                Op::Observe(v) => metric.observe(&labels, v, exemplar),
+            };
+            match result {
+                Ok(()) => tally.accepted += 1,
+                Err(e) => tally.reject_with(e.reason(), || {
+                    format!("{}: event {} ({})", e.reason(), event.name(), metric.def().name)
+                }),
+            }
+        }
+    }
+}
+
+type Planned<'m> = (&'m Metric, Op, Vec<String>);
+
+/// Checks one effect against the event; Ok(None) when an optional field is absent.
+fn plan<'m>(
+    metrics: &'m Metrics,
+    event: &Event,
+    effect: &Effect,
+) -> Result<Option<Planned<'m>>, &'static str> {
+    // Rules were checked against the schema at start-up; a miss here is a config bug.
+    let metric = metrics.get(effect.metric()).ok_or("unknown_metric")?;
+    let number = |field: &str, optional: bool| -> Result<Option<f64>, &'static str> {
+        match event.field(field) {
+            None if optional => Ok(None),
+            None => Err("missing_field"),
+            Some(v) => v.as_f64().map(Some).ok_or("wrong_field_type"),
+        }
+    };
+    let op = match effect {
+        Effect::Inc { .. } => Op::Inc(1.0),
+        Effect::Add {
+            field, optional, ..
+        } => match number(field, *optional)? {
+            Some(v) => Op::Inc(v),
+            None => return Ok(None),
+        },
+        Effect::Set {
+            field, optional, ..
+        } => match number(field, *optional)? {
+            Some(v) => Op::Set(v),
+            None => return Ok(None),
+        },
+        Effect::SetTimestamp { .. } => {
+            let raw = match event.field("timestamp") {
+                None => return Err("missing_field"),
+                Some(Value::String(s)) => s,
+                Some(_) => return Err("wrong_field_type"),
+            };
+            Op::Set(parse_timestamp(raw).ok_or("invalid_timestamp")?)
+        }
+        Effect::Observe {
+            field, optional, ..
+        } => match number(field, *optional)? {
+            Some(v) => {
+                let scale = unit_scale(field);
+                if scale != 1.0 && v < 0.0 {
+                    // A negative duration is a bug upstream, not a fast operation.
+                    return Err("invalid_value");
+                }
+                Op::Observe(v * scale)
+            }
+            None => return Ok(None),
+        },
+    };
+    if matches!(op, Op::Inc(v) if v < 0.0) {
+        return Err("negative_counter");
+    }
+    let mapping = effect.labels();
+    let mut labels = Vec::with_capacity(mapping.len());
+    for label in &metric.def().labels {
+        let field = mapping.get(label).ok_or("missing_label")?;
+        labels.push(match event.field(field) {
+            None => return Err("missing_label"),
+            Some(Value::String(s)) if s.is_empty() => return Err("missing_label"),
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            Some(_) => return Err("wrong_field_type"),
+        });
+    }
+    Ok(Some((metric, op, labels)))
+}
+
+/// Fields named `*_ms`, `*_us`, `*_ns` hold durations in that unit; histograms are seconds.
+fn unit_scale(field: &str) -> f64 {
+    if field.ends_with("_ms") {
+        1e-3
+    } else if field.ends_with("_us") {
+        1e-6
+    } else if field.ends_with("_ns") {
+        1e-9
+    } else {
+        1.0
+    }
+}
+
+/// RFC 3339 → Unix seconds, with `Z` or a numeric offset (humantime alone only takes `Z`).
+pub fn parse_timestamp(raw: &str) -> Option<f64> {
+    let raw = raw.trim();
+    let (base, offset_secs) = split_offset(raw)?;
+    let t = humantime::parse_rfc3339_weak(base).ok()?;
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
+    Some(secs - offset_secs)
+}
+
+fn split_offset(raw: &str) -> Option<(&str, f64)> {
+    if let Some(base) = raw.strip_suffix(['Z', 'z']) {
+        return Some((base, 0.0));
+    }
+    let bytes = raw.as_bytes();
+    let n = bytes.len();
+    // `...+HH:MM` / `...-HH:MM` after a time part.
+    if n > 6 && matches!(bytes[n - 6], b'+' | b'-') && bytes[n - 3] == b':' && raw.contains('T')
+    {
+        let hours: f64 = raw.get(n - 5..n - 3)?.parse().ok()?;
+        let minutes: f64 = raw.get(n - 2..)?.parse().ok()?;
+        let sign = if bytes[n - 6] == b'-' { -1.0 } else { 1.0 };
+        return Some((raw.get(..n - 6)?, sign * (hours * 3600.0 + minutes * 60.0)));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Limits;
+
+    const SCHEMA: &str = r#"
+[tier]
+name = "olap"
+binary = "olap-exporter"
+metric_prefix = "olap_"
+self_prefix = "olap_exporter_"
+web_listen_address = "0.0.0.0:9092"
+statsd_udp = "127.0.0.1:8127"
+
+[[metrics]]
+name = "olap_queries_total"
+type = "counter"
+help = "q"
+
+[[metrics]]
+name = "olap_read_bytes_total"
+type = "counter"
+unit = "bytes"
+help = "b"
+
+[[metrics]]
+name = "olap_by_source_total"
+type = "counter"
+help = "s"
+labels = ["server_id"]
+
+[[metrics]]
+name = "olap_query_duration_seconds"
+type = "histogram"
+unit = "seconds"
+help = "d"
+buckets = [0.01, 0.1, 1.0]
+
+[[metrics]]
+name = "olap_last_timestamp_seconds"
+type = "gauge"
+unit = "seconds"
+help = "t"
+
+[[events]]
+event = "query_completed"
+effects = [
+  { op = "inc", metric = "olap_queries_total" },
+  { op = "observe", metric = "olap_query_duration_seconds", field = "duration_ms" },
+  { op = "add", metric = "olap_read_bytes_total", field = "bytes_read", optional = true },
+  { op = "set_timestamp", metric = "olap_last_timestamp_seconds" },
+]
+
+[[events]]
+event = "received"
+effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id = "server_id" } }]
+"#;
+
+    fn setup() -> (EventMapper, Metrics) {
+        let schema = Schema::parse(SCHEMA).expect("schema");
+        (EventMapper::new(&schema), Metrics::new(&schema, Limits::default()))
+    }
+
+    fn value(metrics: &Metrics, name: &str, labels: &[&str]) -> Option<f64> {
+        metrics.get(name).and_then(|m| m.value(labels))
+    }
+
+    #[test]
+    fn applies_all_effects() {
+        let (m, metrics) = setup();
+        let mut t = Tally::default();
+        m.apply_line(
+            &metrics,
+            br#"{"event":"query_completed","timestamp":"2026-11-21T10:00:00Z","duration_ms":250,"bytes_read":4096,"trace_id":"abc123","span_id":"def"}"#,
+            &mut t,
+        );
+        m.apply_line(
+            &metrics,
+            br#"{"event":"query_completed","timestamp":"2026-11-21T12:00:00.5+02:00","duration_ms":5}"#,
+            &mut t,
+        );
+        m.apply_line(&metrics, br#"{"event":"received","server_id":17}"#, &mut t);
+        assert_eq!(t.accepted, 4 + 3 + 1);
+        assert_eq!(value(&metrics, "olap_queries_total", &[]), Some(2.0));
+        assert_eq!(value(&metrics, "olap_read_bytes_total", &[]), Some(4096.0));
+        assert_eq!(value(&metrics, "olap_by_source_total", &["17"]), Some(1.0));
+        assert_eq!(
+            value(&metrics, "olap_last_timestamp_seconds", &[]),
+            Some(1_795_255_200.5)
+        );
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, metrics.registry()).expect("encode");
+        assert!(out.contains("olap_query_duration_seconds_sum 0.255"), "{out}");
+        assert!(out.contains("trace_id=\"abc123\""), "{out}");
+    }
+
+    #[test]
+    fn bad_lines_change_nothing_and_are_counted() {
+        let (m, metrics) = setup();
+        let cases: [(&[u8], &str); 9] = [
+            (b"{oops", "malformed_json"),
+            (br#"{"level":"info"}"#, "missing_event"),
+            (br#"{"event":"nope"}"#, "unknown_event"),
+            (br#"{"event":"query_completed","timestamp":"2026-11-21T10:00:00Z"}"#, "missing_field"),
+            (br#"{"event":"query_completed","timestamp":"2026-11-21T10:00:00Z","duration_ms":"5"}"#, "wrong_field_type"),
+            (br#"{"event":"query_completed","timestamp":"2026-11-21T10:00:00Z","duration_ms":-5}"#, "invalid_value"),
+            (br#"{"event":"query_completed","timestamp":"yesterday","duration_ms":5}"#, "invalid_timestamp"),
+            (br#"{"event":"query_completed","timestamp":"2026-11-21T10:00:00Z","duration_ms":5,"bytes_read":-1}"#, "negative_counter"),
+            (br#"{"event":"received"}"#, "missing_label"),
+        ];
+        for (line, reason) in cases {
+            let mut t = Tally::default();
+            m.apply_line(&metrics, line, &mut t);
+            assert_eq!((t.accepted, t.rejected(reason)), (0, 1), "{}", String::from_utf8_lossy(line));
+        }
+        assert_eq!(value(&metrics, "olap_queries_total", &[]), Some(0.0));
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:10Z"), Some(10.0));
+        assert_eq!(parse_timestamp("1970-01-01T01:00:10+01:00"), Some(10.0));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:10-01:00"), Some(3610.0));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:10"), None);
+        assert_eq!(parse_timestamp("garbage"), None);
+    }
+}

@@ -1,0 +1,367 @@
+//! Following the engine's JSON event logs: globs are re-expanded every poll, files are
+//! known by device and inode (so a rename is not mistaken for a new file), and positions are
+//! persisted so a restart neither loses nor repeats a line.
+//!
+//! Rotation by rename: the old file keeps its reader (found under its new name or not at
+//! all) and is drained until it has been idle for a while; the new file at the path is read
+//! from its beginning. Delete and re-create is the same without the rename. copytruncate:
+//! the file shrinks below what was read, so reading restarts at 0.
+
+pub mod positions;
+pub mod reader;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use self::positions::{FileId, Position};
+use self::reader::{Line, Reader};
+use super::events::EventMapper;
+use super::tally::{Counters, Tally};
+use crate::TaskContext;
+
+/// How often globs are re-expanded and files checked for growth.
+const POLL: Duration = Duration::from_millis(250);
+/// A rotated-away file that has not grown for this long is closed.
+const RETIRE_IDLE: Duration = Duration::from_secs(5);
+/// Positions are written at most this often while lines are being read (and at shutdown).
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Bytes read from one file per poll before moving on to the others.
+const BUDGET: u64 = 8 << 20;
+const CHUNK: usize = 64 * 1024;
+
+pub struct Options {
+    pub globs: Vec<String>,
+    pub positions_file: Option<PathBuf>,
+    pub read_from_start: bool,
+    pub max_line_bytes: usize,
+}
+
+pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<JoinHandle<()>> {
+    let ingest = &ctx.config.ingest;
+    if ingest.log_path.is_empty() {
+        return None;
+    }
+    let health = ctx.health.source("event_log");
+    let counters = Counters::new(ctx.metrics.clone(), "events", health.clone());
+    for g in &ingest.log_path {
+        if let Err(e) = glob::Pattern::new(g) {
+            health.failed("not following", format!("invalid glob {g:?}: {e}"));
+            return None;
+        }
+    }
+    let options = Options {
+        globs: ingest.log_path.clone(),
+        positions_file: ingest.positions_file.clone(),
+        read_from_start: ingest.read_from_start,
+        max_line_bytes: ingest.max_line_bytes,
+    };
+    let mut follower = Follower::new(options, mapper, counters);
+    let shutdown = ctx.shutdown.clone();
+    Some(tokio::task::spawn_blocking(move || {
+        loop {
+            let more = follower.tick();
+            if shutdown.is_set() {
+                break;
+            }
+            if !more {
+                // Sleep in small steps so shutdown is noticed quickly.
+                let until = Instant::now() + POLL;
+                while Instant::now() < until && !shutdown.is_set() {
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+            }
+        }
+        follower.save_positions();
+        tracing::info!(target: "ingest", event = "follower_stopped", "event-log positions saved");
+    }))
+}
+
+pub struct Follower {
+    options: Options,
+    mapper: Arc<EventMapper>,
+    counters: Counters,
+    active: HashMap<FileId, Reader>,
+    retired: Vec<Reader>,
+    /// The file last seen at each path, to tell a rotation from a file that merely grew.
+    path_ids: HashMap<PathBuf, FileId>,
+    /// Positions loaded at start-up, consumed as their files are found.
+    stored: Vec<Position>,
+    first_scan: bool,
+    dirty: bool,
+    last_save: Instant,
+    chunk: Vec<u8>,
+    followed_reported: Option<usize>,
+}
+
+impl Follower {
+    pub fn new(options: Options, mapper: Arc<EventMapper>, counters: Counters) -> Follower {
+        let stored = match &options.positions_file {
+            Some(path) => positions::load(path).unwrap_or_else(|e| {
+                // Starting without positions is better than not starting: files present now
+                // are read from their end, as on a first run.
+                tracing::error!(target: "ingest", event = "positions_unreadable", error = %e);
+                counters.health().error(e);
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        Follower {
+            options,
+            mapper,
+            counters,
+            active: HashMap::new(),
+            retired: Vec::new(),
+            path_ids: HashMap::new(),
+            stored,
+            first_scan: true,
+            dirty: false,
+            last_save: Instant::now(),
+            chunk: vec![0; CHUNK],
+            followed_reported: None,
+        }
+    }
+
+    /// One poll: discover files, drain rotated ones, read new lines. Returns true when some
+    /// file has more to read right away.
+    pub fn tick(&mut self) -> bool {
+        let found = self.scan();
+        let found_ids: HashSet<FileId> = found.iter().map(|(_, id)| *id).collect();
+        // Files no longer matched (renamed away, deleted) are drained, not dropped.
+        let gone: Vec<FileId> = self
+            .active
+            .keys()
+            .filter(|id| !found_ids.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(r) = self.active.remove(&id) {
+                self.retired.push(r);
+            }
+        }
+        for (path, id) in found {
+            self.track(path, id);
+        }
+        self.first_scan = false;
+
+        let mut more = false;
+        let mut retired = std::mem::take(&mut self.retired);
+        for r in &mut retired {
+            more |= self.read(r);
+        }
+        retired.retain_mut(|r| {
+            if r.last_growth.elapsed() < RETIRE_IDLE {
+                return true;
+            }
+            let mut tally = Tally::default();
+            let mapper = &self.mapper;
+            let metrics = self.counters.metrics();
+            let lines = r.finish(self.options.max_line_bytes, |l| {
+                line(mapper, metrics, l, &mut tally)
+            });
+            self.counters
+                .inc("log_lines_read_total", &[&r.label], lines as f64);
+            self.counters.flush(&mut tally);
+            self.dirty = true;
+            tracing::info!(target: "ingest", event = "file_closed", path = %r.path.display(), "rotated file drained");
+            false
+        });
+        self.retired = retired;
+
+        let mut ids: Vec<FileId> = self.active.keys().copied().collect();
+        ids.sort_by_key(|id| id.ino);
+        for id in ids {
+            if let Some(mut r) = self.active.remove(&id) {
+                more |= self.read(&mut r);
+                self.active.insert(id, r);
+            }
+        }
+        self.report();
+        if self.dirty && self.last_save.elapsed() >= SAVE_EVERY {
+            self.save_positions();
+        }
+        more
+    }
+
+    /// Expands the globs into (path, file) pairs for regular files.
+    fn scan(&self) -> Vec<(PathBuf, FileId)> {
+        let mut found = BTreeMap::new();
+        for pattern in &self.options.globs {
+            let Ok(paths) = glob::glob(pattern) else {
+                continue;
+            };
+            for path in paths.flatten() {
+                // metadata() follows symlinks: a link to the current log is followed.
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => {
+                        found.insert(
+                            path,
+                            FileId {
+                                dev: m.dev(),
+                                ino: m.ino(),
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// Records that `path` is file `id` now, opening a reader if the file is new to us.
+    fn track(&mut self, path: PathBuf, id: FileId) {
+        let label = path.to_string_lossy().into_owned();
+        match self.path_ids.insert(path.clone(), id) {
+            Some(old) if old != id => {
+                self.counters.inc("log_rotations_total", &[&label], 1.0);
+                tracing::info!(target: "ingest", event = "rotation", path = %label);
+            }
+            _ => {}
+        }
+        if let Some(r) = self.active.get_mut(&id) {
+            r.path = path;
+            return;
+        }
+        if let Some(i) = self.retired.iter().position(|r| r.id == id) {
+            let mut r = self.retired.swap_remove(i);
+            r.path = path;
+            self.active.insert(id, r);
+            return;
+        }
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let start = self.start_offset(&path, id, size);
+        match Reader::open(path.clone(), id, label.clone(), start) {
+            Ok(r) => {
+                tracing::info!(target: "ingest", event = "file_opened", path = %label, offset = start);
+                for name in ["log_lines_read_total", "log_read_bytes_total"] {
+                    self.counters.inc(name, &[&label], 0.0);
+                }
+                self.active.insert(id, r);
+                self.dirty = true;
+            }
+            Err(e) => {
+                // Removed between scan and open, or unreadable: retried next poll.
+                self.path_ids.remove(&path);
+                self.counters
+                    .health()
+                    .error(format!("cannot open {label}: {e}"));
+            }
+        }
+    }
+
+    fn start_offset(&mut self, path: &std::path::Path, id: FileId, size: u64) -> u64 {
+        if let Some(i) = self.stored.iter().position(|p| p.id() == id) {
+            let p = self.stored.swap_remove(i);
+            // Shrunk while we were away: copytruncate, start over.
+            return if p.offset <= size { p.offset } else { 0 };
+        }
+        if !self.first_scan {
+            // Appeared while running (a new file, or the new file after a rotation):
+            // everything in it is new.
+            return 0;
+        }
+        if self.stored.iter().any(|p| p.path == path) {
+            // Known path, different file: rotated while we were down.
+            return 0;
+        }
+        if self.options.read_from_start {
+            0
+        } else {
+            size
+        }
+    }
+
+    /// Reads new lines of one file; returns true when it has more right away.
+    fn read(&mut self, r: &mut Reader) -> bool {
+        let mut tally = Tally::default();
+        let mapper = &self.mapper;
+        let metrics = self.counters.metrics();
+        let before = r.committed();
+        let result = r.poll(
+            &mut self.chunk,
+            self.options.max_line_bytes,
+            BUDGET,
+            |l| line(mapper, metrics, l, &mut tally),
+        );
+        self.counters.flush(&mut tally);
+        match result {
+            Ok(stats) => {
+                if stats.truncated {
+                    self.counters
+                        .inc("log_truncations_total", &[&r.label], 1.0);
+                    tracing::info!(target: "ingest", event = "truncation", path = %r.label);
+                }
+                if stats.bytes > 0 {
+                    self.counters
+                        .inc("log_lines_read_total", &[&r.label], stats.lines as f64);
+                    self.counters
+                        .inc("log_read_bytes_total", &[&r.label], stats.bytes as f64);
+                }
+                if stats.truncated || r.committed() != before {
+                    self.dirty = true;
+                }
+                stats.more
+            }
+            Err(e) => {
+                self.counters
+                    .health()
+                    .error(format!("reading {}: {e}", r.path.display()));
+                false
+            }
+        }
+    }
+
+    fn report(&mut self) {
+        let n = self.active.len();
+        self.counters.set("log_files_followed", &[], n as f64);
+        let mut behind: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in self.active.values().chain(self.retired.iter()) {
+            *behind.entry(&r.label).or_default() += r.behind();
+        }
+        for (label, bytes) in behind {
+            self.counters
+                .set("log_behind_bytes", &[label], bytes as f64);
+        }
+        if self.followed_reported != Some(n) {
+            self.counters.health().ok(format!("following {n} files"));
+            self.followed_reported = Some(n);
+        }
+    }
+
+    pub fn save_positions(&mut self) {
+        let Some(path) = &self.options.positions_file else {
+            return;
+        };
+        let list: Vec<Position> = self
+            .active
+            .values()
+            .chain(self.retired.iter())
+            .map(|r| Position {
+                path: r.path.clone(),
+                dev: r.id.dev,
+                ino: r.id.ino,
+                offset: r.committed(),
+            })
+            .collect();
+        match positions::save(path, &list) {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                tracing::error!(target: "ingest", event = "positions_write_failed", error = %e);
+                self.counters.health().error(e);
+            }
+        }
+        self.last_save = Instant::now();
+    }
+}
+
+fn line(mapper: &EventMapper, metrics: &crate::Metrics, l: Line<'_>, tally: &mut Tally) {
+    match l {
+        Line::Complete(bytes) => mapper.apply_line(metrics, bytes, tally),
+        Line::TooLong => tally.reject_with("line_too_long", || "line_too_long".into()),
+    }
+}

@@ -1,0 +1,93 @@
+//! The positions file: where each followed file was read up to, keyed by device and inode
+//! so a renamed file is still recognised. Written to a temporary file and renamed over the
+//! old one, so a crash leaves either the old or the new state, never half of one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    /// Byte offset just after the last complete line processed.
+    pub offset: u64,
+}
+
+impl Position {
+    pub fn id(&self) -> FileId {
+        FileId {
+            dev: self.dev,
+            ino: self.ino,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    version: u32,
+    files: Vec<Position>,
+}
+
+/// Reads the positions file; a missing file is an empty list, an unreadable one an error.
+pub fn load(path: &Path) -> Result<Vec<Position>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice::<File>(&bytes)
+            .map(|f| f.files)
+            .map_err(|e| format!("positions file {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("positions file {}: {e}", path.display())),
+    }
+}
+
+/// Writes the positions atomically: temporary file, fsync, rename.
+pub fn save(path: &Path, files: &[Position]) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("positions file {}: {e}", path.display());
+    let body = serde_json::to_vec_pretty(&File {
+        version: 1,
+        files: files.to_vec(),
+    })
+    .map_err(|e| format!("positions file {}: {e}", path.display()))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(&body).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_missing() {
+        let dir = std::env::temp_dir().join(format!("positions-test-{}", std::process::id()));
+        let path = dir.join("sub/positions.json");
+        assert_eq!(load(&path), Ok(Vec::new()));
+        let files = vec![Position {
+            path: "/var/log/a.log".into(),
+            dev: 1,
+            ino: 2,
+            offset: 3,
+        }];
+        save(&path, &files).expect("save");
+        assert_eq!(load(&path), Ok(files));
+        std::fs::write(&path, b"{broken").expect("write");
+        assert!(load(&path).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,232 @@
+//! One open event-log file: reads what was appended since last time and splits it into
+//! complete lines, holding back a last line until its newline arrives.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::positions::FileId;
+
+/// What the reader hands out.
+pub enum Line<'a> {
+    Complete(&'a [u8]),
+    /// A line longer than the limit; reported once, its bytes are skipped.
+    TooLong,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadStats {
+    pub lines: u64,
+    pub bytes: u64,
+    pub truncated: bool,
+    /// Stopped at the byte budget with more to read.
+    pub more: bool,
+}
+
+pub struct Reader {
+    pub id: FileId,
+    /// The path the file was found at first; the label of its self-metrics.
+    pub label: String,
+    /// Where the file is now (it may have been renamed).
+    pub path: PathBuf,
+    file: File,
+    /// Bytes of the file consumed so far.
+    read_pos: u64,
+    /// End of the last complete line: where a restart resumes.
+    committed: u64,
+    partial: Vec<u8>,
+    skipping: bool,
+    pub last_growth: Instant,
+    /// File size at the last poll.
+    pub size: u64,
+}
+
+impl Reader {
+    pub fn open(path: PathBuf, id: FileId, label: String, start: u64) -> io::Result<Reader> {
+        let mut file = File::open(&path)?;
+        let size = file.metadata()?.len();
+        let start = start.min(size);
+        file.seek(SeekFrom::Start(start))?;
+        Ok(Reader {
+            id,
+            label,
+            path,
+            file,
+            read_pos: start,
+            committed: start,
+            partial: Vec::new(),
+            skipping: false,
+            last_growth: Instant::now(),
+            size,
+        })
+    }
+
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// Bytes between what was processed and the end of the file.
+    pub fn behind(&self) -> u64 {
+        self.size.saturating_sub(self.committed)
+    }
+
+    /// Reads up to `budget` new bytes, calling `on_line` for each line completed.
+    pub fn poll(
+        &mut self,
+        chunk: &mut [u8],
+        max_line: usize,
+        budget: u64,
+        mut on_line: impl FnMut(Line<'_>),
+    ) -> io::Result<ReadStats> {
+        let mut stats = ReadStats::default();
+        self.size = self.file.metadata()?.len();
+        if self.size < self.read_pos {
+            // copytruncate: the same file starts over; whatever was half-read is gone.
+            self.file.seek(SeekFrom::Start(0))?;
+            self.read_pos = 0;
+            self.committed = 0;
+            self.partial.clear();
+            self.skipping = false;
+            stats.truncated = true;
+        }
+        while stats.bytes < budget {
+            let n = match self.file.read(chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.last_growth = Instant::now();
+            self.read_pos += n as u64;
+            stats.bytes += n as u64;
+            let mut data = &chunk[..n];
+            while let Some(i) = memchr::memchr(b'\n', data) {
+                let piece = &data[..i];
+                if self.skipping {
+                    self.skipping = false;
+                } else if self.partial.is_empty() {
+                    emit(piece, max_line, &mut on_line);
+                } else if self.partial.len() + piece.len() > max_line {
+                    on_line(Line::TooLong);
+                    self.partial.clear();
+                } else {
+                    self.partial.extend_from_slice(piece);
+                    emit(&self.partial, max_line, &mut on_line);
+                    self.partial.clear();
+                }
+                stats.lines += 1;
+                data = &data[i + 1..];
+                self.committed = self.read_pos - data.len() as u64;
+            }
+            if self.skipping {
+                continue;
+            }
+            if self.partial.len() + data.len() > max_line {
+                // Never buffer more than one line's worth: report now, skip to its end.
+                on_line(Line::TooLong);
+                self.partial.clear();
+                self.skipping = true;
+            } else {
+                self.partial.extend_from_slice(data);
+            }
+        }
+        stats.more = stats.bytes >= budget;
+        self.size = self.size.max(self.read_pos);
+        Ok(stats)
+    }
+
+    /// The file will not grow any more (rotated away and idle): a last line without a
+    /// newline is complete as it is.
+    pub fn finish(&mut self, max_line: usize, mut on_line: impl FnMut(Line<'_>)) -> u64 {
+        if self.skipping || self.partial.is_empty() {
+            return 0;
+        }
+        emit(&self.partial, max_line, &mut on_line);
+        self.partial.clear();
+        self.committed = self.read_pos;
+        1
+    }
+}
+
+fn emit(line: &[u8], max_line: usize, on_line: &mut impl FnMut(Line<'_>)) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > max_line {
+        on_line(Line::TooLong);
+    } else if !line.iter().all(u8::is_ascii_whitespace) {
+        on_line(Line::Complete(line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+
+    fn collect(r: &mut Reader, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut chunk = vec![0u8; 7]; // tiny chunks exercise lines split across reads
+        r.poll(&mut chunk, max, u64::MAX, |l| {
+            out.push(match l {
+                Line::Complete(b) => String::from_utf8_lossy(b).into_owned(),
+                Line::TooLong => "<too long>".into(),
+            })
+        })
+        .expect("poll");
+        out
+    }
+
+    #[test]
+    fn partial_lines_wait_and_long_lines_are_skipped() {
+        let dir = std::env::temp_dir().join(format!("reader-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("a.log");
+        let mut f = std::fs::File::create(&path).expect("create");
+        f.write_all(b"first\nsec").expect("write");
+        let meta = std::fs::metadata(&path).expect("meta");
+        let id = FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        let mut r = Reader::open(path.clone(), id, "a".into(), 0).expect("open");
+        assert_eq!(collect(&mut r, 20), vec!["first"]);
+        assert_eq!(r.committed(), 6);
+        f.write_all(b"ond\r\n\n").expect("write");
+        assert_eq!(collect(&mut r, 20), vec!["second"]);
+        f.write_all(&[b'x'; 50]).expect("write");
+        assert_eq!(collect(&mut r, 20), vec!["<too long>"]);
+        f.write_all(b"xxx\nok\n").expect("write");
+        assert_eq!(collect(&mut r, 20), vec!["ok"]);
+        assert_eq!(r.behind(), 0);
+        // copytruncate
+        f.set_len(0).expect("truncate");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("reopen");
+        f.write_all(b"new\ntail").expect("write");
+        let mut chunk = vec![0u8; 64];
+        let mut lines = Vec::new();
+        let stats = r
+            .poll(&mut chunk, 20, u64::MAX, |l| {
+                if let Line::Complete(b) = l {
+                    lines.push(b.to_vec())
+                }
+            })
+            .expect("poll");
+        assert!(stats.truncated);
+        assert_eq!(lines, vec![b"new".to_vec()]);
+        let mut last = Vec::new();
+        assert_eq!(
+            r.finish(20, |l| {
+                if let Line::Complete(b) = l {
+                    last = b.to_vec()
+                }
+            }),
+            1
+        );
+        assert_eq!(last, b"tail");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

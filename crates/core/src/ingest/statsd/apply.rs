@@ -1,0 +1,303 @@
+//! Mapping parsed StatsD samples onto the schema's metrics, strictly: every sample is either
+//! applied or rejected with a reason.
+
+use std::collections::HashMap;
+
+use super::parse::{self, Kind, Sample};
+use crate::ingest::tally::Tally;
+use crate::metrics::Metrics;
+use crate::schema::{MetricType, Schema, Source};
+
+/// More labels than any tier declares; a metric above this is rejected rather than
+/// allocating per sample.
+const MAX_LABELS: usize = 8;
+
+/// Histogram samples with a rate below 1/this would need that many observations each.
+const MAX_HISTOGRAM_REPEAT: f64 = 1000.0;
+
+/// What a StatsD name resolves to.
+#[derive(Debug, Clone)]
+struct Target {
+    metric: String,
+    kind: MetricType,
+    writable: bool,
+}
+
+/// Name → metric table built once from the schema, so resolving a name costs one hash
+/// lookup and no allocation.
+pub struct Mapper {
+    names: HashMap<String, Target>,
+}
+
+impl Mapper {
+    pub fn new(schema: &Schema) -> Mapper {
+        let mut names = HashMap::new();
+        for def in &schema.metrics {
+            let target = Target {
+                metric: def.name.clone(),
+                kind: def.kind,
+                writable: def.source == Source::Engine,
+            };
+            let mut aliases = vec![def.name.clone()];
+            if def.kind == MetricType::Counter {
+                if let Some(stem) = def.name.strip_suffix("_total") {
+                    aliases.push(stem.to_owned());
+                }
+                aliases.extend(def.seed.clone());
+            }
+            for alias in aliases {
+                // Exposed names win over aliases, as in Schema::resolve_statsd_name.
+                if schema.resolve_statsd_name(&alias).map(|d| &d.name) == Some(&def.name) {
+                    names.entry(alias).or_insert_with(|| target.clone());
+                }
+            }
+        }
+        Mapper { names }
+    }
+
+    /// Parses and applies one datagram, counting into `tally`; returns the number of lines.
+    pub fn apply_datagram(&self, metrics: &Metrics, datagram: &[u8], tally: &mut Tally) -> u64 {
+        let mut lines = 0;
+        for line in parse::lines(datagram) {
+            lines += 1;
+            parse::parse_line(line, |sample| match sample {
+                Ok(s) => self.apply(metrics, &s, tally),
+                Err(e) => tally.reject_with(e.reason(), || {
+                    format!("{}: {}", e.reason(), String::from_utf8_lossy(truncate(line)))
+                }),
+            });
+        }
+        lines
+    }
+
+    fn apply(&self, metrics: &Metrics, s: &Sample<'_>, tally: &mut Tally) {
+        let reject = |tally: &mut Tally, reason: &'static str| {
+            tally.reject_with(reason, || {
+                format!("{reason}: {}", String::from_utf8_lossy(truncate(s.name)))
+            })
+        };
+        let Some(target) = std::str::from_utf8(s.name)
+            .ok()
+            .and_then(|n| self.names.get(n))
+        else {
+            return reject(tally, "unknown_metric");
+        };
+        if !target.writable {
+            return reject(tally, "read_only_metric");
+        }
+        let type_ok = matches!(
+            (s.kind, target.kind),
+            (Kind::Counter, MetricType::Counter)
+                | (Kind::Gauge, MetricType::Gauge)
+                | (Kind::Timer | Kind::Histogram, MetricType::Histogram)
+        );
+        if !type_ok {
+            return reject(tally, "type_mismatch");
+        }
+        let Some(metric) = metrics.get(&target.metric) else {
+            return reject(tally, "unknown_metric");
+        };
+        let declared = &metric.def().labels;
+        if declared.len() > MAX_LABELS {
+            return reject(tally, "too_many_labels");
+        }
+        let mut values: [Option<&str>; MAX_LABELS] = [None; MAX_LABELS];
+        for (key, value) in parse::tags(s.tags) {
+            let slot = declared.iter().position(|l| l.as_bytes() == key);
+            match (slot, std::str::from_utf8(value)) {
+                (Some(i), Ok(v)) if !v.is_empty() => values[i] = Some(v),
+                (Some(_), _) => return reject(tally, "invalid_tag"),
+                (None, _) => tally.tags_dropped += 1,
+            }
+        }
+        let mut labels: [&str; MAX_LABELS] = [""; MAX_LABELS];
+        for (i, v) in values.iter().take(declared.len()).enumerate() {
+            match v {
+                Some(v) => labels[i] = v,
+                None => return reject(tally, "missing_label"),
+            }
+        }
+        let labels = &labels[..declared.len()];
+        let result = match s.kind {
+            Kind::Counter => metric.inc_by(labels, s.value / s.rate),
+            Kind::Gauge if s.signed => metric.add(labels, s.value),
+            Kind::Gauge => metric.set(labels, s.value),
+            Kind::Timer | Kind::Histogram => {
+                let v = if s.kind == Kind::Timer {
+                    s.value / 1000.0
+                } else {
+                    s.value
+                };
+                // A sampled observation stands for 1/rate of them, as statsd_exporter does.
+                let repeat = (1.0 / s.rate).round();
+                if repeat > MAX_HISTOGRAM_REPEAT {
+                    return reject(tally, "invalid_sample_rate");
+                }
+                let mut r = Ok(());
+                for _ in 0..(repeat as u32).max(1) {
+                    r = metric.observe(labels, v, None);
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                r
+            }
+        };
+        match result {
+            Ok(()) => tally.accepted += 1,
+            Err(e) => reject(tally, e.reason()),
+        }
+    }
+}
+
+fn truncate(b: &[u8]) -> &[u8] {
+    &b[..b.len().min(120)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Limits;
+
+    const SCHEMA: &str = r#"
+[tier]
+name = "tx"
+binary = "tx-exporter"
+metric_prefix = "tx_engine_"
+self_prefix = "tx_exporter_"
+web_listen_address = "0.0.0.0:9090"
+statsd_udp = "127.0.0.1:8125"
+
+[[metrics]]
+name = "tx_engine_commits_total"
+type = "counter"
+help = "c"
+seed = "tx_engine_commits_seed"
+
+[[metrics]]
+name = "tx_engine_depth"
+type = "gauge"
+help = "g"
+
+[[metrics]]
+name = "tx_engine_lag_seconds"
+type = "gauge"
+unit = "seconds"
+help = "g"
+labels = ["server_id"]
+
+[[metrics]]
+name = "tx_engine_latency_seconds"
+type = "histogram"
+unit = "seconds"
+help = "h"
+buckets = [0.1, 1.0]
+
+[[metrics]]
+name = "tx_engine_memory_bytes"
+type = "gauge"
+unit = "bytes"
+help = "probe"
+source = "probe"
+"#;
+
+    fn setup(limit: usize) -> (Mapper, Metrics) {
+        let schema = Schema::parse(SCHEMA).expect("schema");
+        let metrics = Metrics::new(
+            &schema,
+            Limits {
+                series_limit: limit,
+                series_ttl: None,
+            },
+        );
+        (Mapper::new(&schema), metrics)
+    }
+
+    fn send(m: &Mapper, metrics: &Metrics, d: &str) -> Tally {
+        let mut t = Tally::default();
+        m.apply_datagram(metrics, d.as_bytes(), &mut t);
+        t
+    }
+
+    fn value(metrics: &Metrics, name: &str, labels: &[&str]) -> f64 {
+        metrics
+            .get(name)
+            .and_then(|m| m.value(labels))
+            .unwrap_or(f64::NAN)
+    }
+
+    #[test]
+    fn counters_gauges_and_aliases() {
+        let (m, metrics) = setup(10);
+        let t = send(
+            &m,
+            &metrics,
+            "tx_engine_commits:2|c\ntx_engine_commits_total:3|c|@0.5\ntx_engine_commits_seed:1|c\n\
+             tx_engine_depth:10|g\ntx_engine_depth:-3|g\ntx_engine_depth:+1|g",
+        );
+        assert_eq!((t.accepted, t.is_empty()), (6, false));
+        assert_eq!(value(&metrics, "tx_engine_commits_total", &[]), 9.0);
+        assert_eq!(value(&metrics, "tx_engine_depth", &[]), 8.0);
+        send(&m, &metrics, "tx_engine_depth:4|g");
+        assert_eq!(value(&metrics, "tx_engine_depth", &[]), 4.0);
+    }
+
+    #[test]
+    fn tags_become_declared_labels_only() {
+        let (m, metrics) = setup(10);
+        let t = send(
+            &m,
+            &metrics,
+            "tx_engine_lag_seconds:1.5|g|#server_id:s1,env:prod,bare",
+        );
+        assert_eq!((t.accepted, t.tags_dropped), (1, 2));
+        assert_eq!(value(&metrics, "tx_engine_lag_seconds", &["s1"]), 1.5);
+    }
+
+    #[test]
+    fn every_rejection_has_a_reason() {
+        let (m, metrics) = setup(1);
+        let cases = [
+            ("nope:1|c", "unknown_metric"),
+            ("tx_engine_depth:1|c", "type_mismatch"),
+            ("tx_engine_commits_total:1|ms", "type_mismatch"),
+            ("tx_engine_lag_seconds:1|g", "missing_label"),
+            ("tx_engine_lag_seconds:1|g|#server_id:", "invalid_tag"),
+            ("tx_engine_commits_total:-1|c", "negative_counter"),
+            ("tx_engine_commits_total:x|c", "invalid_value"),
+            ("tx_engine_depth:1|s", "set_not_supported"),
+            ("tx_engine_memory_bytes:1|g", "read_only_metric"),
+            ("tx_exporter_engine_up:1|g", "read_only_metric"),
+            ("tx_engine_latency_seconds:1|h|@0.0001", "invalid_sample_rate"),
+            ("garbage", "malformed_line"),
+            ("tx_engine_depth:1|zz", "unknown_type"),
+        ];
+        for (line, reason) in cases {
+            let t = send(&m, &metrics, line);
+            assert_eq!(t.accepted, 0, "{line}");
+            assert_eq!(t.rejected(reason), 1, "{line}");
+        }
+        send(&m, &metrics, "tx_engine_lag_seconds:1|g|#server_id:a");
+        let t = send(&m, &metrics, "tx_engine_lag_seconds:1|g|#server_id:b");
+        assert_eq!(t.rejected("series_limit"), 1);
+    }
+
+    #[test]
+    fn timers_are_seconds_and_rates_repeat() {
+        let (m, metrics) = setup(10);
+        let t = send(
+            &m,
+            &metrics,
+            "tx_engine_latency_seconds:500|ms|@0.5\ntx_engine_latency_seconds:0.05:2|h",
+        );
+        assert_eq!(t.accepted, 3);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, metrics.registry()).expect("encode");
+        assert!(out.contains("tx_engine_latency_seconds_count 4"), "{out}");
+        assert!(out.contains("tx_engine_latency_seconds_sum 3.05"), "{out}");
+        assert!(
+            out.contains("tx_engine_latency_seconds_bucket{le=\"1.0\"} 3"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! StatsD listeners: UDP and a Unix datagram socket, both optional, both feeding the same
+//! mapper. Each runs on its own blocking thread: a plain `recvmsg` loop is the cheapest way
+//! to read datagrams, and it lets the UDP socket report kernel drops (SO_RXQ_OVFL).
+
+pub mod apply;
+pub mod parse;
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+pub use apply::Mapper;
+
+use super::tally::{Counters, Tally};
+use crate::TaskContext;
+
+/// How long a blocking receive waits before checking for shutdown and flushing counters.
+const RECV_TIMEOUT: Duration = Duration::from_millis(100);
+/// Counters are flushed at least this often while datagrams keep arriving.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Larger than any UDP payload; longer Unix datagrams are detected as truncated.
+const MAX_DATAGRAM: usize = 65_536;
+/// Asked of the kernel for the UDP receive queue (capped by net.core.rmem_max).
+const RCVBUF_BYTES: libc::c_int = 8 << 20;
+
+/// Starts the configured listeners.
+pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
+    let mut handles = Vec::new();
+    match ctx.config.statsd_udp_addr() {
+        Ok(Some(addr)) => {
+            let health = ctx.health.source("statsd_udp");
+            let counters = Counters::new(ctx.metrics.clone(), "statsd", health.clone());
+            match bind_udp(addr) {
+                Ok(sock) => {
+                    let local = sock.local_addr().map_or(addr, |a| a);
+                    health.ok(format!("listening on udp {local}"));
+                    tracing::info!(target: "ingest", event = "statsd_listening", listener = "udp", address = %local);
+                    let listener = Listener {
+                        name: "udp",
+                        fd: sock.as_raw_fd(),
+                        counters,
+                        mapper: mapper.clone(),
+                        kernel_drops: Some(0),
+                    };
+                    let shutdown = ctx.shutdown.clone();
+                    handles.push(tokio::task::spawn_blocking(move || {
+                        let _keep = sock;
+                        listener.run(|| shutdown.is_set());
+                    }));
+                }
+                Err(e) => {
+                    let msg = format!("cannot listen on udp {addr}: {e}");
+                    tracing::error!(target: "ingest", event = "statsd_bind_failed", error = %msg);
+                    health.failed("not listening", msg);
+                }
+            }
+        }
+        Ok(None) => {}
+        // Validated at start-up; reaching this means the config changed under us.
+        Err(e) => ctx.health.source("statsd_udp").failed("not listening", e.to_string()),
+    }
+    if let Some(path) = ctx.config.ingest.statsd_unixgram.clone() {
+        let health = ctx.health.source("statsd_unixgram");
+        let counters = Counters::new(ctx.metrics.clone(), "statsd", health.clone());
+        match bind_unixgram(&path) {
+            Ok(sock) => {
+                health.ok(format!("listening on unixgram {}", path.display()));
+                tracing::info!(target: "ingest", event = "statsd_listening", listener = "unixgram", path = %path.display());
+                let listener = Listener {
+                    name: "unixgram",
+                    fd: sock.as_raw_fd(),
+                    counters,
+                    mapper,
+                    kernel_drops: None,
+                };
+                let shutdown = ctx.shutdown.clone();
+                handles.push(tokio::task::spawn_blocking(move || {
+                    listener.run(|| shutdown.is_set());
+                    drop(sock);
+                    let _ = std::fs::remove_file(&path);
+                }));
+            }
+            Err(e) => {
+                let msg = format!("cannot listen on unixgram {}: {e}", path.display());
+                tracing::error!(target: "ingest", event = "statsd_bind_failed", error = %msg);
+                health.failed("not listening", msg);
+            }
+        }
+    }
+    handles
+}
+
+fn bind_udp(addr: std::net::SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let sock = std::net::UdpSocket::bind(addr)?;
+    let fd = sock.as_raw_fd();
+    // Best effort: a small buffer only means earlier (and counted) drops.
+    let _ = setsockopt(fd, libc::SO_RCVBUF, RCVBUF_BYTES);
+    setsockopt(fd, libc::SO_RXQ_OVFL, 1)?;
+    sock.set_read_timeout(Some(RECV_TIMEOUT))?;
+    Ok(sock)
+}
+
+fn bind_unixgram(path: &PathBuf) -> io::Result<UnixDatagram> {
+    // A socket left behind by a previous run would make bind fail; anything else at that
+    // path is not ours to delete.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let sock = UnixDatagram::bind(path)?;
+    let _ = setsockopt(sock.as_raw_fd(), libc::SO_RCVBUF, RCVBUF_BYTES);
+    sock.set_read_timeout(Some(RECV_TIMEOUT))?;
+    Ok(sock)
+}
+
+fn setsockopt(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: fd is an open socket; the option value is a c_int of the size we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One datagram as received.
+struct Received {
+    len: usize,
+    truncated: bool,
+    /// The socket's cumulative kernel drop count, when the kernel attached it.
+    drops: Option<u32>,
+}
+
+/// `recvmsg` with room for the SO_RXQ_OVFL control message.
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // u64 keeps the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: msg points at live buffers of the sizes given.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut drops = None;
+    // SAFETY: the CMSG macros walk the control buffer recvmsg filled, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+                drops = Some(libc::CMSG_DATA(c).cast::<u32>().read_unaligned());
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(Received {
+        len: n as usize,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        drops,
+    })
+}
+
+struct Listener {
+    name: &'static str,
+    fd: RawFd,
+    counters: Counters,
+    mapper: Arc<Mapper>,
+    /// Last cumulative kernel drop count seen; None for sockets that cannot report it.
+    kernel_drops: Option<u32>,
+}
+
+/// Per-listener counts between flushes.
+#[derive(Default)]
+struct Batch {
+    datagrams: u64,
+    lines: u64,
+    bytes: u64,
+    tally: Tally,
+}
+
+impl Listener {
+    fn run(mut self, stopping: impl Fn() -> bool) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut batch = Batch::default();
+        let mut last_flush = Instant::now();
+        self.counters
+            .inc("statsd_datagrams_total", &[self.name], 0.0);
+        self.counters.inc("statsd_lines_total", &[self.name], 0.0);
+        self.counters
+            .inc("statsd_received_bytes_total", &[self.name], 0.0);
+        loop {
+            match recv(self.fd, &mut buf) {
+                Ok(r) => {
+                    batch.datagrams += 1;
+                    batch.bytes += r.len as u64;
+                    if r.truncated {
+                        batch.tally.reject_with("datagram_too_large", || {
+                            format!("datagram_too_large: more than {MAX_DATAGRAM} bytes")
+                        });
+                    } else {
+                        let metrics = self.counters.metrics();
+                        batch.lines +=
+                            self.mapper
+                                .apply_datagram(metrics, &buf[..r.len], &mut batch.tally);
+                    }
+                    if let (Some(seen), Some(now)) = (self.kernel_drops, r.drops) {
+                        if now > seen {
+                            self.counters
+                                .inc("statsd_udp_dropped_total", &[], f64::from(now - seen));
+                            self.kernel_drops = Some(now);
+                        }
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    // Transient socket errors (ECONNREFUSED from ICMP, ENOMEM) must not stop
+                    // the listener; pause briefly so a persistent one cannot spin.
+                    self.counters
+                        .health()
+                        .error(format!("{} receive: {e}", self.name));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            if last_flush.elapsed() >= FLUSH_EVERY || batch.datagrams == 0 {
+                self.flush(&mut batch);
+                last_flush = Instant::now();
+            }
+            if stopping() {
+                self.flush(&mut batch);
+                return;
+            }
+        }
+    }
+
+    fn flush(&self, batch: &mut Batch) {
+        if batch.datagrams > 0 {
+            let c = &self.counters;
+            c.inc("statsd_datagrams_total", &[self.name], batch.datagrams as f64);
+            c.inc("statsd_lines_total", &[self.name], batch.lines as f64);
+            c.inc("statsd_received_bytes_total", &[self.name], batch.bytes as f64);
+        }
+        self.counters.flush(&mut batch.tally);
+        batch.datagrams = 0;
+        batch.lines = 0;
+        batch.bytes = 0;
+    }
+}

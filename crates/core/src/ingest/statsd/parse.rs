@@ -1,0 +1,308 @@
+//! StatsD / DogStatsD line parsing over raw bytes: no allocation, no schema knowledge.
+//!
+//! Accepted shapes (one line):
+//! - `name:value|type[|@rate][|#tag:v,tag2:v2][|c:container][|T1700000000]`
+//! - several samples after the name, statsd_exporter style: `name:1|c:2|c`
+//! - several values before one type, DogStatsD 1.1 style: `name:1:2:3|d[|#tags]`
+//!
+//! Mapping samples to metrics is `super::apply`'s job; this module only splits bytes.
+
+/// The StatsD type letter(s) of a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// `ms`: milliseconds, converted to seconds on observation.
+    Timer,
+    /// `h` or `d`: already in the histogram's unit.
+    Histogram,
+}
+
+/// One value of one line, borrowing from the datagram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample<'a> {
+    pub name: &'a [u8],
+    pub kind: Kind,
+    pub value: f64,
+    /// The value carried an explicit sign; for gauges that makes it a delta.
+    pub signed: bool,
+    /// In (0, 1]; 1 when absent.
+    pub rate: f64,
+    /// The raw DogStatsD tag list (after `#`), possibly empty.
+    pub tags: &'a [u8],
+}
+
+/// Why a line (or one sample of it) could not be parsed; `reason()` is the rejection label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// No `:` after the name, empty name, or no `|type`.
+    Malformed,
+    InvalidValue,
+    UnknownType,
+    /// `s` sets: they need per-interval unique counting the exporter does not do.
+    SetNotSupported,
+    InvalidSampleRate,
+}
+
+impl ParseError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            ParseError::Malformed => "malformed_line",
+            ParseError::InvalidValue => "invalid_value",
+            ParseError::UnknownType => "unknown_type",
+            ParseError::SetNotSupported => "set_not_supported",
+            ParseError::InvalidSampleRate => "invalid_sample_rate",
+        }
+    }
+}
+
+/// Splits a datagram into lines, skipping empty ones (trailing `\n`, `\r\n`).
+pub fn lines(datagram: &[u8]) -> impl Iterator<Item = &[u8]> {
+    datagram
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+}
+
+/// Parses one line, calling `out` once per sample or once per error. A line with several
+/// samples can yield both samples and errors.
+pub fn parse_line<'a>(line: &'a [u8], mut out: impl FnMut(Result<Sample<'a>, ParseError>)) {
+    let Some(colon) = memchr::memchr(b':', line) else {
+        return out(Err(ParseError::Malformed));
+    };
+    let name = trim(&line[..colon]);
+    let rest = &line[colon + 1..];
+    if name.is_empty() || rest.is_empty() {
+        return out(Err(ParseError::Malformed));
+    }
+    // Tags contain `:` themselves, so a tagged line is one sample (statsd_exporter does the
+    // same); its value field may still pack several values.
+    if memchr::memmem::find(rest, b"|#").is_some() {
+        return parse_sample(name, rest, &mut out);
+    }
+    // Untagged: `:` separates samples, and a chunk without `|` is a packed value belonging
+    // to the next chunk that has a type (`1:2:3|d`).
+    let mut start = 0;
+    for (i, chunk) in rest.split(|&b| b == b':').enumerate() {
+        let end = chunk.as_ptr() as usize - rest.as_ptr() as usize + chunk.len();
+        if memchr::memchr(b'|', chunk).is_some() {
+            parse_sample(name, &rest[start..end], &mut out);
+            start = end + 1;
+        } else if i == 0 && end == rest.len() {
+            // `name:value` without any type.
+            return out(Err(ParseError::Malformed));
+        }
+    }
+    if start < rest.len() {
+        // Trailing values with no type after them.
+        out(Err(ParseError::Malformed));
+    }
+}
+
+/// `values|type[|field]...` where values is one value or several joined by `:`.
+fn parse_sample<'a>(
+    name: &'a [u8],
+    body: &'a [u8],
+    out: &mut impl FnMut(Result<Sample<'a>, ParseError>),
+) {
+    let mut fields = body.split(|&b| b == b'|');
+    let values = fields.next().unwrap_or_default();
+    let kind = match fields.next().map(trim) {
+        Some(b"c") => Kind::Counter,
+        Some(b"g") => Kind::Gauge,
+        Some(b"ms") => Kind::Timer,
+        Some(b"h") | Some(b"d") => Kind::Histogram,
+        Some(b"s") => return out(Err(ParseError::SetNotSupported)),
+        Some(b"") | None => return out(Err(ParseError::Malformed)),
+        Some(_) => return out(Err(ParseError::UnknownType)),
+    };
+    let mut rate = 1.0;
+    let mut tags: &[u8] = &[];
+    for field in fields {
+        match field.first() {
+            Some(b'@') => match parse_f64(&field[1..]) {
+                Some(r) if r > 0.0 && r <= 1.0 => rate = r,
+                _ => return out(Err(ParseError::InvalidSampleRate)),
+            },
+            Some(b'#') => tags = &field[1..],
+            // Container id (`c:`), client timestamp (`T`) and future extensions carry
+            // nothing the exporter uses.
+            _ => {}
+        }
+    }
+    for raw in values.split(|&b| b == b':') {
+        let raw = trim(raw);
+        let signed = matches!(raw.first(), Some(b'+' | b'-'));
+        match parse_f64(raw) {
+            Some(value) => out(Ok(Sample {
+                name,
+                kind,
+                value,
+                signed,
+                rate,
+                tags,
+            })),
+            None => out(Err(ParseError::InvalidValue)),
+        }
+    }
+}
+
+/// Iterates `key:value` pairs of a DogStatsD tag list; a tag without `:` has an empty value.
+pub fn tags(list: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    list.split(|&b| b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| match memchr::memchr(b':', t) {
+            Some(i) => (&t[..i], &t[i + 1..]),
+            None => (t, &t[t.len()..]),
+        })
+}
+
+/// A finite f64 from ASCII; NaN, infinities and anything non-numeric are None.
+fn parse_f64(raw: &[u8]) -> Option<f64> {
+    // Only digits, signs, `.`, `e`/`E` can form a number; this also rejects "inf"/"nan",
+    // which str::parse would accept.
+    if raw.is_empty()
+        || !raw
+            .iter()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+    {
+        return None;
+    }
+    let text = std::str::from_utf8(raw).ok()?;
+    text.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    s.trim_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Vec<Result<Sample<'_>, ParseError>> {
+        let mut v = Vec::new();
+        parse_line(line.as_bytes(), |s| v.push(s));
+        v
+    }
+
+    fn ok(line: &str) -> Vec<(String, Kind, f64, bool, f64, String)> {
+        parse(line)
+            .into_iter()
+            .map(|r| {
+                let s = r.unwrap_or_else(|e| panic!("{line}: {e:?}"));
+                (
+                    String::from_utf8_lossy(s.name).into_owned(),
+                    s.kind,
+                    s.value,
+                    s.signed,
+                    s.rate,
+                    String::from_utf8_lossy(s.tags).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plain_types() {
+        assert_eq!(
+            ok("a:1|c"),
+            vec![("a".into(), Kind::Counter, 1.0, false, 1.0, "".into())]
+        );
+        assert_eq!(ok("a:2.5|g")[0].1, Kind::Gauge);
+        assert_eq!(ok("a:320|ms")[0].1, Kind::Timer);
+        assert_eq!(ok("a:0.3|h")[0].1, Kind::Histogram);
+        assert_eq!(ok("a:0.3|d")[0].1, Kind::Histogram);
+    }
+
+    #[test]
+    fn signs_rates_and_tags() {
+        let s = &ok("a:-3|g")[0];
+        assert_eq!((s.2, s.3), (-3.0, true));
+        let s = &ok("a:+3|g")[0];
+        assert_eq!((s.2, s.3), (3.0, true));
+        let s = &ok("a:5|c|@0.5|#env:prod,server_id:s1|T1700000000|c:abc")[0];
+        assert_eq!(s.4, 0.5);
+        assert_eq!(s.5, "env:prod,server_id:s1");
+        let pairs: Vec<_> = tags(b"env:prod, bare ,url:http://x").collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (&b"env"[..], &b"prod"[..]),
+                (&b"bare"[..], &b""[..]),
+                (&b"url"[..], &b"http://x"[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn multi_value_lines() {
+        let v = ok("a:1|c:2|c:3|g");
+        assert_eq!(
+            v.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(),
+            vec![(Kind::Counter, 1.0), (Kind::Counter, 2.0), (Kind::Gauge, 3.0)]
+        );
+        let v = ok("a:1:2:3|d|#k:v");
+        assert_eq!(v.iter().map(|s| s.2).collect::<Vec<_>>(), vec![1.0, 2.0, 3.0]);
+        assert!(v.iter().all(|s| s.5 == "k:v"));
+        let v = ok("a:1:2|ms:4|c");
+        assert_eq!(
+            v.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(),
+            vec![(Kind::Timer, 1.0), (Kind::Timer, 2.0), (Kind::Counter, 4.0)]
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let cases = [
+            ("novalue", ParseError::Malformed),
+            (":1|c", ParseError::Malformed),
+            ("a:", ParseError::Malformed),
+            ("a:1", ParseError::Malformed),
+            ("a:1|", ParseError::Malformed),
+            ("a:x|c", ParseError::InvalidValue),
+            ("a:NaN|g", ParseError::InvalidValue),
+            ("a:inf|g", ParseError::InvalidValue),
+            ("a:1e999|g", ParseError::InvalidValue),
+            ("a:1|q", ParseError::UnknownType),
+            ("a:1|s", ParseError::SetNotSupported),
+            ("a:1|c|@0", ParseError::InvalidSampleRate),
+            ("a:1|c|@2", ParseError::InvalidSampleRate),
+            ("a:1|c|@x", ParseError::InvalidSampleRate),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line), vec![Err(want)], "{line}");
+        }
+        // One bad sample does not hide the good one.
+        assert_eq!(parse("a:1|c:x|c").len(), 2);
+        assert_eq!(parse("a:1|c:2").last(), Some(&Err(ParseError::Malformed)));
+    }
+
+    #[test]
+    fn datagram_lines() {
+        let d = b"a:1|c\nb:2|g\r\n\n  \nc:3|ms\n";
+        let v: Vec<_> = lines(d).collect();
+        assert_eq!(v, vec![&b"a:1|c"[..], b"b:2|g", b"c:3|ms"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            for line in lines(&bytes) {
+                parse_line(line, |r| {
+                    if let Ok(s) = r {
+                        assert!(s.value.is_finite());
+                        assert!(s.rate > 0.0 && s.rate <= 1.0);
+                        for (k, v) in tags(s.tags) { let _ = (k, v); }
+                    }
+                });
+            }
+        }
+
+        #[test]
+        fn statsd_shaped_input_never_panics(s in "[a-z_]{0,8}(:[-+0-9.e]{0,5}(\\|[cgmshd@#:,0-9.a-z]{0,6}){0,4}){0,3}") {
+            parse_line(s.as_bytes(), |_| {});
+        }
+    }
+}
