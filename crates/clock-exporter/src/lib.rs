@@ -11,3 +11,6 @@ pub mod ptp;
 pub mod timex;
 
 pub use probes::{spawn_clock_probes, ClockProbes, Kind, ProbeConfig, Sample, TargetStatus};
+pub mod wiring;
+
+pub use wiring::register;

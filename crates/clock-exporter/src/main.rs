@@ -1,3 +1,5 @@
 fn main() -> std::process::ExitCode {
-    exporter_core::run(exporter_core::Tier::new(include_str!("../schema.toml")))
+    exporter_core::run(clock_exporter::register(exporter_core::Tier::new(
+        include_str!("../schema.toml"),
+    )))
 }

@@ -172,7 +172,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 /// refresh has answered.
 pub fn spawn_clock_probes(config: ProbeConfig) -> ClockProbes {
     let probes = ClockProbes::new(config);
-    probes.spawn();
+    probes.start();
     probes
 }
 
@@ -210,7 +210,8 @@ impl ClockProbes {
         &self.config
     }
 
-    fn spawn(&self) {
+    /// Starts the background refresh tasks on the current tokio runtime.
+    pub fn start(&self) {
         let me = self.clone();
         let interval = self.config.interval;
         tokio::spawn(async move {

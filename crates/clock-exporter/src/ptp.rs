@@ -109,6 +109,8 @@ fn sys_offset_ioctl(f: &File) -> std::io::Result<Sample> {
         .ok_or_else(|| std::io::Error::other("no usable PTP_SYS_OFFSET sample"))
 }
 
+// time_t and c_long are i32 on 32-bit targets, so the conversions are not useless there.
+#[allow(clippy::useless_conversion)]
 fn clock_secs(id: libc::clockid_t) -> std::io::Result<(i64, i64)> {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -118,7 +120,7 @@ fn clock_secs(id: libc::clockid_t) -> std::io::Result<(i64, i64)> {
     if unsafe { libc::clock_gettime(id, &mut ts) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok((ts.tv_sec as i64, ts.tv_nsec as i64))
+    Ok((i64::from(ts.tv_sec), i64::from(ts.tv_nsec)))
 }
 
 fn dynamic_clock(f: &File) -> std::io::Result<Sample> {

@@ -58,6 +58,8 @@ pub fn read() -> std::io::Result<Timex> {
     Ok(from_raw(&tx, state))
 }
 
+// c_long is i32 on 32-bit targets, so the conversions are not useless there.
+#[allow(clippy::useless_conversion)]
 fn from_raw(tx: &libc::timex, state: i32) -> Timex {
     let status = tx.status;
     let nano = status & STA_NANO != 0;
@@ -71,13 +73,13 @@ fn from_raw(tx: &libc::timex, state: i32) -> Timex {
         esterror_seconds: tx.esterror as f64 * 1e-6,
         status,
         state,
-        constant: tx.constant as i64,
+        constant: i64::from(tx.constant),
         precision_seconds: tx.precision as f64 * 1e-6,
         tolerance_ppm: tx.tolerance as f64 / PPM_SCALE,
         tick_seconds: tx.tick as f64 * 1e-6,
         pps_frequency_ppm: tx.ppsfreq as f64 / PPM_SCALE,
         pps_jitter_seconds: tx.jitter as f64 * sub_unit,
-        tai_offset_seconds: tx.tai as i64,
+        tai_offset_seconds: i64::from(tx.tai),
         time_seconds: tx.time.tv_sec as f64 + time_frac,
     }
 }

@@ -119,10 +119,11 @@ impl Chronyd {
         d
     }
 
-    /// A chronyd that polls `upstream` every second until it selects it.
+    /// A chronyd that polls `upstream` (a quick initial burst, then every 16 s so its tracking
+    /// data stays put long enough to compare two readers) until it selects it.
     pub fn client(chronyd: &Path, chronyc: &Path, upstream: &Chronyd) -> Chronyd {
         let extra = format!(
-            "server 127.0.0.1 port {} iburst minpoll 0 maxpoll 0",
+            "server 127.0.0.1 port {} iburst minpoll 4 maxpoll 4",
             upstream.ntp_port
         );
         let d = Self::start(chronyd, chronyc, "client", &extra);
@@ -198,4 +199,38 @@ pub fn csv(line: &str) -> Vec<String> {
 
 pub fn f(s: &str) -> f64 {
     s.parse().unwrap_or(f64::NAN)
+}
+
+pub fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// GET `path` from 127.0.0.1:`port`; the body, or None when not answering yet.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The value of the exposition line that starts with `series` (name plus exact labels).
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
 }
