@@ -9,6 +9,7 @@ pub mod health;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub mod probe;
 pub mod process;
 pub mod schema;
 pub mod server;
@@ -227,11 +228,23 @@ async fn serve(
     if let Some(ttl) = limits.series_ttl {
         handles.push(tokio::spawn(expire_series(ctx.clone(), ttl)));
     }
+    handles.push(tokio::spawn(probe::derived::run(ctx.clone())));
+    let engine = probe::engine::EngineProbe::new(
+        &config.engine,
+        &schema.tier.metric_prefix,
+        &schema.tier.self_prefix,
+    );
+    handles.push(tokio::spawn(
+        engine.clone().run(ctx.clone(), ctx.health.source("engine")),
+    ));
+    let mut scrape_hooks: Vec<server::ScrapeHook> =
+        vec![Box::new(move |m: &Metrics| engine.on_scrape(m))];
+    scrape_hooks.extend(tier.scrape_hooks.into_iter().map(|make| make(&config)));
 
     let state = Arc::new(server::AppState {
         metrics: metrics.clone(),
         health,
-        scrape_hooks: tier.scrape_hooks.into_iter().map(|m| m(&config)).collect(),
+        scrape_hooks,
         binary: schema.tier.binary.clone(),
         tier: schema.tier.name.clone(),
         telemetry_path: config.web.telemetry_path.clone(),

@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::schema::{MetricDef, MetricType, Schema, TierInfo};
+use crate::schema::{MetricDef, MetricType, Schema, Source, TierInfo};
 
 /// Label values in the order the schema declares the label names.
 pub type LabelSet = Vec<(&'static str, String)>;
@@ -140,6 +140,13 @@ impl Metric {
     pub fn set(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
         self.gauge_op(labels, v, |g| {
             g.set(v);
+        })
+    }
+
+    /// Marks a gauge as unknown (NaN): the thing it measures cannot be measured right now.
+    pub fn set_unknown(&self, labels: &[&str]) -> Result<(), UpdateError> {
+        self.gauge_op(labels, 0.0, |g| {
+            g.set(f64::NAN);
         })
     }
 
@@ -400,7 +407,14 @@ fn register(registry: &mut Registry, def: &MetricDef, limits: Limits) -> Metric 
     let labelled = !label_names.is_empty();
     let store = match (def.kind, labelled) {
         (MetricType::Counter, false) => Store::Counter(FloatCounter::default()),
-        (MetricType::Gauge, false) => Store::Gauge(FloatGauge::default()),
+        (MetricType::Gauge, false) => {
+            let gauge = FloatGauge::default();
+            // A measured value nobody has measured yet is unknown, not 0.
+            if matches!(def.source, Source::Probe | Source::Derived) {
+                gauge.set(f64::NAN);
+            }
+            Store::Gauge(gauge)
+        }
         (MetricType::Histogram, false) => Store::Histogram(Hist::new(def.buckets.iter().copied())),
         (MetricType::Counter, true) => Store::CounterFamily(Family::default()),
         (MetricType::Gauge, true) => Store::GaugeFamily(Family::default()),

@@ -74,6 +74,31 @@ pub struct MetricDef {
     pub seed: Option<String>,
     #[serde(default)]
     pub source: Source,
+    /// For `source = "derived"`: how the sidecar computes the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived: Option<Derived>,
+}
+
+/// A derived gauge: `scale × numerator / denominator`. For counters the ratio is of their
+/// increases over the sliding window; for gauges, of their current values. Undefined
+/// (no denominator yet) is exposed as NaN rather than a made-up 0.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Derived {
+    pub numerator: String,
+    pub denominator: String,
+    #[serde(default = "default_window")]
+    pub window_seconds: u64,
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+}
+
+fn default_window() -> u64 {
+    300
+}
+
+fn default_scale() -> f64 {
+    1.0
 }
 
 impl MetricDef {
@@ -249,10 +274,12 @@ impl Schema {
             index: HashMap::new(),
         };
         for (i, def) in schema.metrics.iter().enumerate() {
-            schema.check_metric(def)?;
             if schema.index.insert(def.name.clone(), i).is_some() {
                 bail!("metric {} is declared twice", def.name);
             }
+        }
+        for def in &schema.metrics {
+            schema.check_metric(def)?;
         }
         schema.add_event_rules(file.events)?;
         Ok(schema)
@@ -333,6 +360,26 @@ impl Schema {
                 bail!("{name}: only histograms have buckets")
             }
             _ => {}
+        }
+        match (&def.derived, def.source) {
+            (Some(d), Source::Derived) => {
+                let inputs = [self.metric(&d.numerator), self.metric(&d.denominator)];
+                let [Some(num), Some(den)] = inputs else {
+                    bail!("{name}: derived from unknown metrics");
+                };
+                if def.kind != MetricType::Gauge
+                    || num.kind != den.kind
+                    || num.kind == MetricType::Histogram
+                    || !num.labels.is_empty()
+                    || !den.labels.is_empty()
+                    || d.window_seconds == 0
+                {
+                    bail!("{name}: a derived gauge needs two unlabelled counters or gauges and a window");
+                }
+            }
+            (None, Source::Derived) => bail!("{name}: source = \"derived\" needs a [derived] rule"),
+            (Some(_), _) => bail!("{name}: only source = \"derived\" metrics have a derived rule"),
+            (None, _) => {}
         }
         Ok(())
     }
@@ -492,6 +539,7 @@ seed = "tx_engine_commits"
             buckets: vec![],
             seed: None,
             source: Source::Engine,
+            derived: None,
         };
         assert_eq!(def.base_name(), "olap_read");
     }

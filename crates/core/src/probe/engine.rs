@@ -1,0 +1,271 @@
+//! The engine process beside the sidecar: found by pid file, process name or the address it
+//! listens on, re-found when it restarts. Memory and CPU are read from /proc/<pid>/stat at
+//! scrape time; finding the process and the TCP check run in the background so a scrape
+//! never waits on them.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::{parse_listen_addr, EngineConfig};
+use crate::health::SourceHealth;
+use crate::metrics::Metrics;
+use crate::process::{read_stat, ProcStat};
+use crate::TaskContext;
+
+/// How often the process is looked up again and the address checked.
+pub const REFRESH: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Found {
+    pid: u32,
+    /// Start time guards against a recycled pid.
+    start_time: f64,
+}
+
+#[derive(Default)]
+struct State {
+    found: Option<Found>,
+    address_ok: bool,
+    /// Previous CPU reading, for the usage percentage.
+    last_cpu: Option<(Instant, f64)>,
+}
+
+/// Shared between the background finder and the scrape hook.
+#[derive(Clone)]
+pub struct EngineProbe {
+    config: EngineConfig,
+    address: Option<SocketAddr>,
+    state: Arc<Mutex<State>>,
+    memory_metric: String,
+    cpu_metric: String,
+    up_metric: String,
+}
+
+impl EngineProbe {
+    pub fn new(config: &EngineConfig, metric_prefix: &str, self_prefix: &str) -> EngineProbe {
+        EngineProbe {
+            address: config
+                .address
+                .as_deref()
+                .and_then(|a| parse_listen_addr(a).ok()),
+            config: config.clone(),
+            state: Arc::default(),
+            memory_metric: format!("{metric_prefix}memory_used_bytes"),
+            cpu_metric: format!("{metric_prefix}cpu_usage_percent"),
+            up_metric: format!("{self_prefix}engine_up"),
+        }
+    }
+
+    fn configured(&self) -> bool {
+        self.config.pid_file.is_some()
+            || self.config.process_name.is_some()
+            || self.address.is_some()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Looks the engine up and checks its address; blocking, run off the async workers.
+    fn refresh(&self) -> Result<String, String> {
+        let found = self.find();
+        let address_ok = self
+            .address
+            .map(|a| TcpStream::connect_timeout(&a, CONNECT_TIMEOUT).is_ok())
+            .unwrap_or(true);
+        let mut state = self.state();
+        if state.found.map(|f| f.pid) != found.map(|f| f.pid) {
+            state.last_cpu = None;
+        }
+        state.found = found;
+        state.address_ok = address_ok;
+        match (found, address_ok) {
+            (Some(f), true) => Ok(format!("engine pid {}", f.pid)),
+            (Some(f), false) => Err(format!(
+                "engine pid {} does not accept connections on {}",
+                f.pid,
+                self.address.map(|a| a.to_string()).unwrap_or_default()
+            )),
+            (None, _) if !self.configured() => Err(
+                "no engine configured (--engine.pid-file, --engine.process-name or --engine.address)"
+                    .into(),
+            ),
+            (None, _) => Err("engine process not found".into()),
+        }
+    }
+
+    fn find(&self) -> Option<Found> {
+        let pid = if let Some(path) = &self.config.pid_file {
+            pid_from_file(path)
+        } else if let Some(name) = &self.config.process_name {
+            pid_by_name(name)
+        } else if let Some(addr) = self.address {
+            pid_by_listen_port(addr.port())
+        } else {
+            None
+        }?;
+        let stat = read_stat(&pid.to_string())?;
+        Some(Found {
+            pid,
+            start_time: stat.start_time_seconds,
+        })
+    }
+
+    /// Scrape-time update: fresh memory and CPU from /proc, and engine_up.
+    pub fn on_scrape(&self, metrics: &Metrics) {
+        let mut state = self.state();
+        let stat: Option<ProcStat> = state.found.and_then(|f| {
+            read_stat(&f.pid.to_string()).filter(|s| s.start_time_seconds == f.start_time)
+        });
+        if stat.is_none() {
+            // Gone (or the pid was recycled): the background refresh will look again.
+            state.found = None;
+            state.last_cpu = None;
+        }
+        let up = stat.is_some() && state.address_ok;
+        if let Some(m) = metrics.get(&self.up_metric) {
+            let _ = m.set(&[], if up { 1.0 } else { 0.0 });
+        }
+        let (Some(memory), Some(cpu)) = (
+            metrics.get(&self.memory_metric),
+            metrics.get(&self.cpu_metric),
+        ) else {
+            return;
+        };
+        match stat {
+            Some(s) => {
+                let _ = memory.set(&[], s.resident_bytes);
+                let now = Instant::now();
+                if let Some((then, before)) = state.last_cpu {
+                    let elapsed = now.duration_since(then).as_secs_f64();
+                    if elapsed > 0.0 {
+                        let _ = cpu.set(&[], 100.0 * (s.cpu_seconds - before).max(0.0) / elapsed);
+                    }
+                }
+                state.last_cpu = Some((now, s.cpu_seconds));
+            }
+            None => {
+                let _ = memory.set_unknown(&[]);
+                let _ = cpu.set_unknown(&[]);
+            }
+        }
+    }
+
+    /// Background loop: re-find the engine and check its address every [`REFRESH`].
+    pub async fn run(self, mut ctx: TaskContext, health: SourceHealth) {
+        loop {
+            let probe = self.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let r = probe.refresh();
+                // Take a CPU baseline so the first scrape already has a rate.
+                probe.on_scrape_baseline();
+                r
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("probe task failed: {e}")));
+            match result {
+                Ok(detail) => health.ok(detail),
+                Err(e) => health.degraded("engine not reachable", e),
+            }
+            tokio::select! {
+                _ = ctx.shutdown.wait() => return,
+                _ = tokio::time::sleep(REFRESH) => {}
+            }
+        }
+    }
+
+    fn on_scrape_baseline(&self) {
+        let mut state = self.state();
+        if state.last_cpu.is_none() {
+            if let Some(s) = state.found.and_then(|f| read_stat(&f.pid.to_string())) {
+                state.last_cpu = Some((Instant::now(), s.cpu_seconds));
+            }
+        }
+    }
+}
+
+fn pid_from_file(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn proc_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+}
+
+/// Matches the kernel's command name (15 characters at most) or argv[0]'s file name.
+fn pid_by_name(name: &str) -> Option<u32> {
+    let own = std::process::id();
+    proc_pids().filter(|&pid| pid != own).find(|pid| {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            return true;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+        let argv0 = PathBuf::from(String::from_utf8_lossy(argv0).into_owned());
+        argv0.file_name().is_some_and(|f| f == name)
+    })
+}
+
+/// The process holding a listening TCP socket on `port` (IPv4 or IPv6).
+fn pid_by_listen_port(port: u16) -> Option<u32> {
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|table| listening_inodes(&table, port))
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    proc_pids().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .any(|link| targets.iter().any(|t| link.as_os_str() == t.as_str()))
+    })
+}
+
+/// Socket inodes in LISTEN state (0A) on `port` from a /proc/net/tcp table.
+fn listening_inodes(table: &str, port: u16) -> Vec<String> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit(':').next()?;
+            let listening = *f.get(3)? == "0A";
+            (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| f.get(9).map(|s| s.to_string()))
+                .flatten()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_listening_sockets_in_proc_net_tcp() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0\n\
+   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 999 1 0\n";
+        assert_eq!(listening_inodes(table, 8080), vec!["12345"]);
+        assert!(listening_inodes(table, 80).is_empty());
+    }
+
+    #[test]
+    fn finds_own_listener_by_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert_eq!(pid_by_listen_port(port), Some(std::process::id()));
+    }
+}

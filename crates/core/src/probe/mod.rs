@@ -1,0 +1,5 @@
+//! What the sidecar measures itself, shared by every tier: the engine process and the
+//! derived ratios declared in the schema. Tier-only probes live in the tier crates.
+
+pub mod derived;
+pub mod engine;
