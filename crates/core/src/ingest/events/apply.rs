@@ -78,7 +78,12 @@ impl EventMapper {
             match result {
                 Ok(()) => tally.accepted += 1,
                 Err(e) => tally.reject_with(e.reason(), || {
-                    format!("{}: event {} ({})", e.reason(), event.name(), metric.def().name)
+                    format!(
+                        "{}: event {} ({})",
+                        e.reason(),
+                        event.name(),
+                        metric.def().name
+                    )
                 }),
             }
         }
@@ -185,8 +190,7 @@ fn split_offset(raw: &str) -> Option<(&str, f64)> {
     let bytes = raw.as_bytes();
     let n = bytes.len();
     // `...+HH:MM` / `...-HH:MM` after a time part.
-    if n > 6 && matches!(bytes[n - 6], b'+' | b'-') && bytes[n - 3] == b':' && raw.contains('T')
-    {
+    if n > 6 && matches!(bytes[n - 6], b'+' | b'-') && bytes[n - 3] == b':' && raw.contains('T') {
         let hours: f64 = raw.get(n - 5..n - 3)?.parse().ok()?;
         let minutes: f64 = raw.get(n - 2..)?.parse().ok()?;
         let sign = if bytes[n - 6] == b'-' { -1.0 } else { 1.0 };
@@ -255,7 +259,10 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
 
     fn setup() -> (EventMapper, Metrics) {
         let schema = Schema::parse(SCHEMA).expect("schema");
-        (EventMapper::new(&schema), Metrics::new(&schema, Limits::default()))
+        (
+            EventMapper::new(&schema),
+            Metrics::new(&schema, Limits::default()),
+        )
     }
 
     fn value(metrics: &Metrics, name: &str, labels: &[&str]) -> Option<f64> {
@@ -287,7 +294,10 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
         );
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, metrics.registry()).expect("encode");
-        assert!(out.contains("olap_query_duration_seconds_sum 0.255"), "{out}");
+        assert!(
+            out.contains("olap_query_duration_seconds_sum 0.255"),
+            "{out}"
+        );
         assert!(out.contains("trace_id=\"abc123\""), "{out}");
     }
 
@@ -308,7 +318,12 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
         for (line, reason) in cases {
             let mut t = Tally::default();
             m.apply_line(&metrics, line, &mut t);
-            assert_eq!((t.accepted, t.rejected(reason)), (0, 1), "{}", String::from_utf8_lossy(line));
+            assert_eq!(
+                (t.accepted, t.rejected(reason)),
+                (0, 1),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
         assert_eq!(value(&metrics, "olap_queries_total", &[]), Some(0.0));
     }

@@ -282,18 +282,14 @@ impl Follower {
         let mapper = &self.mapper;
         let metrics = self.counters.metrics();
         let before = r.committed();
-        let result = r.poll(
-            &mut self.chunk,
-            self.options.max_line_bytes,
-            BUDGET,
-            |l| line(mapper, metrics, l, &mut tally),
-        );
+        let result = r.poll(&mut self.chunk, self.options.max_line_bytes, BUDGET, |l| {
+            line(mapper, metrics, l, &mut tally)
+        });
         self.counters.flush(&mut tally);
         match result {
             Ok(stats) => {
                 if stats.truncated {
-                    self.counters
-                        .inc("log_truncations_total", &[&r.label], 1.0);
+                    self.counters.inc("log_truncations_total", &[&r.label], 1.0);
                     tracing::info!(target: "ingest", event = "truncation", path = %r.label);
                 }
                 if stats.bytes > 0 {

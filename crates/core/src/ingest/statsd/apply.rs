@@ -63,7 +63,11 @@ impl Mapper {
             parse::parse_line(line, |sample| match sample {
                 Ok(s) => self.apply(metrics, &s, tally),
                 Err(e) => tally.reject_with(e.reason(), || {
-                    format!("{}: {}", e.reason(), String::from_utf8_lossy(truncate(line)))
+                    format!(
+                        "{}: {}",
+                        e.reason(),
+                        String::from_utf8_lossy(truncate(line))
+                    )
                 }),
             });
         }
@@ -268,7 +272,10 @@ source = "probe"
             ("tx_engine_depth:1|s", "set_not_supported"),
             ("tx_engine_memory_bytes:1|g", "read_only_metric"),
             ("tx_exporter_engine_up:1|g", "read_only_metric"),
-            ("tx_engine_latency_seconds:1|h|@0.0001", "invalid_sample_rate"),
+            (
+                "tx_engine_latency_seconds:1|h|@0.0001",
+                "invalid_sample_rate",
+            ),
             ("garbage", "malformed_line"),
             ("tx_engine_depth:1|zz", "unknown_type"),
         ];

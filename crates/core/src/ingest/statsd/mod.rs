@@ -63,7 +63,10 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
         }
         Ok(None) => {}
         // Validated at start-up; reaching this means the config changed under us.
-        Err(e) => ctx.health.source("statsd_udp").failed("not listening", e.to_string()),
+        Err(e) => ctx
+            .health
+            .source("statsd_udp")
+            .failed("not listening", e.to_string()),
     }
     if let Some(path) = ctx.config.ingest.statsd_unixgram.clone() {
         let health = ctx.health.source("statsd_unixgram");
@@ -228,8 +231,11 @@ impl Listener {
                     }
                     if let (Some(seen), Some(now)) = (self.kernel_drops, r.drops) {
                         if now > seen {
-                            self.counters
-                                .inc("statsd_udp_dropped_total", &[], f64::from(now - seen));
+                            self.counters.inc(
+                                "statsd_udp_dropped_total",
+                                &[],
+                                f64::from(now - seen),
+                            );
                             self.kernel_drops = Some(now);
                         }
                     }
@@ -237,7 +243,9 @@ impl Listener {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => {
                     // Transient socket errors (ECONNREFUSED from ICMP, ENOMEM) must not stop
@@ -262,9 +270,17 @@ impl Listener {
     fn flush(&self, batch: &mut Batch) {
         if batch.datagrams > 0 {
             let c = &self.counters;
-            c.inc("statsd_datagrams_total", &[self.name], batch.datagrams as f64);
+            c.inc(
+                "statsd_datagrams_total",
+                &[self.name],
+                batch.datagrams as f64,
+            );
             c.inc("statsd_lines_total", &[self.name], batch.lines as f64);
-            c.inc("statsd_received_bytes_total", &[self.name], batch.bytes as f64);
+            c.inc(
+                "statsd_received_bytes_total",
+                &[self.name],
+                batch.bytes as f64,
+            );
         }
         self.counters.flush(&mut batch.tally);
         batch.datagrams = 0;

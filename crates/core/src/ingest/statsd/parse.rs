@@ -241,10 +241,17 @@ mod tests {
         let v = ok("a:1|c:2|c:3|g");
         assert_eq!(
             v.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(),
-            vec![(Kind::Counter, 1.0), (Kind::Counter, 2.0), (Kind::Gauge, 3.0)]
+            vec![
+                (Kind::Counter, 1.0),
+                (Kind::Counter, 2.0),
+                (Kind::Gauge, 3.0)
+            ]
         );
         let v = ok("a:1:2:3|d|#k:v");
-        assert_eq!(v.iter().map(|s| s.2).collect::<Vec<_>>(), vec![1.0, 2.0, 3.0]);
+        assert_eq!(
+            v.iter().map(|s| s.2).collect::<Vec<_>>(),
+            vec![1.0, 2.0, 3.0]
+        );
         assert!(v.iter().all(|s| s.5 == "k:v"));
         let v = ok("a:1:2|ms:4|c");
         assert_eq!(
