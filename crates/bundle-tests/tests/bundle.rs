@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -93,7 +94,12 @@ fn tool(name: &str) -> Option<PathBuf> {
         if std::env::var("EXPORTER_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
             panic!("{name} not found on PATH and EXPORTER_TEST_REQUIRE_TOOLS=1");
         }
-        eprintln!("SKIPPED: {name} not found (install it, or set EXPORTER_TEST_REQUIRE_TOOLS=1 to fail instead)");
+        // Written to the process' stderr directly: libtest captures eprintln! of passing tests,
+        // and a skip must be visible in every run.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {name} not found (install it, or set EXPORTER_TEST_REQUIRE_TOOLS=1 to fail instead)"
+        );
     }
     found
 }
