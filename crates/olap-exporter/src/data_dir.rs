@@ -1,0 +1,168 @@
+//! The OLAP data directory: bytes allocated by its files (as `du` counts them) and the size
+//! and free space of its filesystem (statvfs). Walking a large tree is slow, so it runs in
+//! the background and waits ten times its own duration before the next walk: scrapes only
+//! read the last result and the walk never takes more than a tenth of one core.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use exporter_core::TaskContext;
+
+/// Shortest pause between walks; statvfs is refreshed at this pace too.
+const MIN_INTERVAL: Duration = Duration::from_secs(15);
+/// Pause after a walk, as a multiple of how long the walk took.
+const BACKOFF_FACTOR: u32 = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FsStats {
+    pub size_bytes: f64,
+    pub free_bytes: f64,
+    pub avail_bytes: f64,
+}
+
+/// statvfs(2) on the filesystem holding `path`.
+pub fn fs_stats(path: &Path) -> std::io::Result<FsStats> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is NUL-terminated and st is a valid out-pointer.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as f64;
+    Ok(FsStats {
+        size_bytes: st.f_blocks as f64 * frsize,
+        free_bytes: st.f_bfree as f64 * frsize,
+        avail_bytes: st.f_bavail as f64 * frsize,
+    })
+}
+
+/// Bytes allocated on disk by everything under `root` (st_blocks × 512, hard links counted
+/// once), without following symlinks or crossing into other filesystems.
+pub fn allocated_bytes(root: &Path) -> std::io::Result<u64> {
+    let top = std::fs::symlink_metadata(root)?;
+    let device = top.dev();
+    let mut seen_links = std::collections::HashSet::new();
+    let mut total = top.blocks() * 512;
+    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue; // unreadable or vanished mid-walk: count what we can
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.dev() != device {
+                continue;
+            }
+            if meta.nlink() > 1 && !meta.is_dir() && !seen_links.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            total += meta.blocks() * 512;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(total)
+}
+
+pub async fn run(mut ctx: TaskContext) {
+    let Some(dir) = ctx.config.olap.as_ref().and_then(|o| o.data_dir.clone()) else {
+        return;
+    };
+    let health = ctx.health.source("data_dir");
+    let metric = |name: &str| ctx.metrics.get(name);
+    let mut next_walk = Instant::now();
+    loop {
+        let path = dir.clone();
+        let walk = Instant::now() >= next_walk;
+        let result = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let fs = fs_stats(&path);
+            let used = walk.then(|| allocated_bytes(&path));
+            (fs, used, started.elapsed())
+        })
+        .await;
+        let Ok((fs, used, took)) = result else {
+            health.failed("data directory probe crashed", "blocking task failed");
+            return;
+        };
+        let mut problems = Vec::new();
+        match fs {
+            Ok(fs) => {
+                set(metric("olap_data_filesystem_size_bytes"), fs.size_bytes);
+                set(metric("olap_data_filesystem_free_bytes"), fs.free_bytes);
+                set(metric("olap_data_filesystem_avail_bytes"), fs.avail_bytes);
+            }
+            Err(e) => {
+                problems.push(format!("statvfs {}: {e}", dir.display()));
+                for name in [
+                    "olap_data_filesystem_size_bytes",
+                    "olap_data_filesystem_free_bytes",
+                    "olap_data_filesystem_avail_bytes",
+                ] {
+                    unknown(metric(name));
+                }
+            }
+        }
+        match used {
+            Some(Ok(bytes)) => {
+                set(metric("olap_data_dir_used_bytes"), bytes as f64);
+                set(
+                    metric("olap_exporter_data_dir_walk_seconds"),
+                    took.as_secs_f64(),
+                );
+                next_walk = Instant::now() + (took * BACKOFF_FACTOR).max(MIN_INTERVAL);
+            }
+            Some(Err(e)) => {
+                problems.push(format!("walking {}: {e}", dir.display()));
+                unknown(metric("olap_data_dir_used_bytes"));
+                next_walk = Instant::now() + MIN_INTERVAL;
+            }
+            None => {}
+        }
+        if problems.is_empty() {
+            health.ok(format!("measuring {}", dir.display()));
+        } else {
+            health.degraded(format!("measuring {}", dir.display()), problems.join("; "));
+        }
+        tokio::select! {
+            _ = ctx.shutdown.wait() => return,
+            _ = tokio::time::sleep(MIN_INTERVAL) => {}
+        }
+    }
+}
+
+fn set(metric: Option<&exporter_core::Metric>, v: f64) {
+    if let Some(m) = metric {
+        let _ = m.set(&[], v);
+    }
+}
+
+fn unknown(metric: Option<&exporter_core::Metric>) {
+    if let Some(m) = metric {
+        let _ = m.set_unknown(&[]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statvfs_of_root_is_sane() {
+        let fs = fs_stats(Path::new("/")).expect("statvfs /");
+        assert!(fs.size_bytes > 0.0);
+        assert!(fs.free_bytes >= fs.avail_bytes);
+        assert!(fs.size_bytes >= fs.free_bytes);
+    }
+
+    #[test]
+    fn missing_directory_is_an_error() {
+        assert!(allocated_bytes(Path::new("/nonexistent/olap")).is_err());
+        assert!(fs_stats(Path::new("/nonexistent/olap")).is_err());
+    }
+}
