@@ -506,7 +506,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_clear_errors() {
-        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             (&["--web.listen-address=nope"], &[], "web.listen_address"),
             (&["--ingest.statsd-udp=1.2.3.4"], &[], "ingest.statsd_udp"),
             (&["--log.format=xml"], &[], "log.format"),

@@ -58,12 +58,13 @@ impl Shutdown {
 }
 
 type BoxTask = Box<dyn FnOnce(TaskContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+type MakeScrapeHook = Box<dyn FnOnce(&Config) -> server::ScrapeHook>;
 
 /// One tier: its schema plus the probes only it has.
 pub struct Tier {
     schema_toml: &'static str,
     tasks: Vec<(&'static str, BoxTask)>,
-    scrape_hooks: Vec<Box<dyn FnOnce(&Config) -> server::ScrapeHook>>,
+    scrape_hooks: Vec<MakeScrapeHook>,
 }
 
 impl Tier {

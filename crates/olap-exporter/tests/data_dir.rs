@@ -1,5 +1,7 @@
 //! The data-directory probe on a real temporary tree, compared with du and df.
 
+#![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
+
 use std::process::Command;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! The engine probe against real processes: found, killed, restarted; by pid file, by
 //! process name and by listening address.
 
+#![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
+
 use std::net::TcpListener;
 use std::process::{Child, Command};
 use std::time::Duration;

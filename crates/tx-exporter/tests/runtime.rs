@@ -1,6 +1,8 @@
 //! Runtime behaviour shared by every tier, exercised through the real tx-exporter binary:
 //! configuration layering and checking, TLS with basic auth, clean shutdown.
 
+#![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
+
 use std::process::Command;
 
 use testkit::{free_tcp_port, require_tool, Exporter, TempDir};
