@@ -50,7 +50,10 @@ fn metrics_reference_matches_the_schemas() {
 fn configuration_doc_names_every_flag() {
     let doc = std::fs::read_to_string(root().join("docs/configuration.md")).expect("doc");
     for (flag, key, _, _) in FLAGS {
-        assert!(doc.contains(&format!("--{flag}")), "docs/configuration.md lacks --{flag}");
+        assert!(
+            doc.contains(&format!("--{flag}")),
+            "docs/configuration.md lacks --{flag}"
+        );
         assert!(doc.contains(key), "docs/configuration.md lacks key {key}");
     }
     for flag in ["--config.file", "--check-config"] {
