@@ -820,4 +820,77 @@ mod tests {
         assert!(get("clock_master_kernel_sync_status").is_some());
         assert!(get("clock_master_current_timestamp_seconds").is_some_and(|t| t > 1.7e9));
     }
+
+    /// Every series a fully populated state emits is declared in schema.toml, same labels.
+    #[test]
+    fn all_samples_are_in_the_schema() {
+        let schema = exporter_core::Schema::parse(include_str!("../schema.toml")).expect("schema");
+        let mut st = State {
+            kernel: timex::read().ok(),
+            ..State::default()
+        };
+        st.chrony = Some(chrony::Report {
+            tracking: chrony::Tracking {
+                ref_id: 0x7f00_0001,
+                ref_ip: None,
+                stratum: 3,
+                leap_status: chrony::LeapStatus::Normal,
+                ref_time: 1.8e9,
+                current_correction: 1e-6,
+                last_offset: 1e-6,
+                rms_offset: 1e-6,
+                freq_ppm: 1.0,
+                resid_freq_ppm: 0.1,
+                skew_ppm: 0.1,
+                root_delay: 1e-3,
+                root_dispersion: 1e-3,
+                last_update_interval: 64.0,
+            },
+            sources: vec![source(chrony::SourceState::Selected, 0o377, 1e-6)],
+        });
+        st.ntp.insert(
+            "127.0.0.1:123".into(),
+            ntp::Sample {
+                offset_seconds: 0.0,
+                delay_seconds: 1e-4,
+                stratum: 2,
+                leap: 0,
+                version: 4,
+                root_delay_seconds: 0.0,
+                root_dispersion_seconds: 0.0,
+                reference_id: 0,
+            },
+        );
+        st.ptp.insert(
+            "/dev/ptp0".into(),
+            ptp::Sample {
+                offset_seconds: -37.0,
+                delay_seconds: 1e-6,
+            },
+        );
+        st.success("ntp:127.0.0.1:123", String::new());
+        st.failure("chronyd", "timeout", "x".into());
+        let samples = build_samples(&st, 1.8e9);
+        let mut names = BTreeSet::new();
+        for s in &samples {
+            let def = schema
+                .metric(s.name)
+                .unwrap_or_else(|| panic!("{} not in schema.toml", s.name));
+            let labels: Vec<&str> = s.labels.iter().map(|(k, _)| *k).collect();
+            assert_eq!(labels, def.labels, "{}", s.name);
+            names.insert(s.name);
+        }
+        // Everything the schema says the probes measure is produced.
+        for def in &schema.metrics {
+            let probe = def.source == exporter_core::schema::Source::Probe
+                || def.name.starts_with("clock_exporter_source");
+            if probe {
+                assert!(
+                    names.contains(def.name.as_str()),
+                    "{} never produced",
+                    def.name
+                );
+            }
+        }
+    }
 }

@@ -10,6 +10,26 @@ use exporter_core::{Config, Metrics, TaskContext, Tier};
 
 use crate::probes::{ClockProbes, Kind, ProbeConfig, Sample};
 
+/// The tier schema (the binary embeds the same file).
+const SCHEMA_TOML: &str = include_str!("../schema.toml");
+
+/// Unlabelled gauges the probes measure: NaN until measured and while unmeasurable, rather
+/// than the registry's initial 0, which would read as a perfect clock.
+fn probe_gauges() -> Vec<String> {
+    use exporter_core::schema::{MetricType, Source};
+    exporter_core::Schema::parse(SCHEMA_TOML)
+        .map(|s| {
+            s.metrics
+                .into_iter()
+                .filter(|m| {
+                    m.source == Source::Probe && m.kind == MetricType::Gauge && m.labels.is_empty()
+                })
+                .map(|m| m.name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// How often `/health` is brought up to date with the probes' state.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -36,9 +56,10 @@ pub fn register(tier: Tier) -> Tier {
     .on_scrape(move |config: &Config| {
         let probe_config = probe_config(config);
         let applied = Mutex::new(BTreeSet::new());
+        let gauges = probe_gauges();
         move |metrics: &Metrics| {
             let probes = cell.get_or_init(|| ClockProbes::new(probe_config.clone()));
-            apply(&probes.samples(), metrics, &applied);
+            apply(&probes.samples(), metrics, &applied, &gauges);
         }
     })
 }
@@ -76,9 +97,16 @@ async fn report_health(probes: ClockProbes, mut ctx: TaskContext) {
 
 type SeriesKey = (&'static str, Vec<String>);
 
-/// Writes samples into the registry and removes gauge series that are no longer reported
-/// (a chrony source that went away, an NTP server that stopped answering).
-pub fn apply(samples: &[Sample], metrics: &Metrics, applied: &Mutex<BTreeSet<SeriesKey>>) {
+/// Writes samples into the registry and retires gauge series that are no longer reported:
+/// a labelled one (a chrony source that went away, an NTP server that stopped answering) is
+/// removed, an unlabelled one (chrony tracking while chronyd is down) becomes NaN, so a
+/// stale reading never passes for a current one.
+pub fn apply(
+    samples: &[Sample],
+    metrics: &Metrics,
+    applied: &Mutex<BTreeSet<SeriesKey>>,
+    probe_gauges: &[String],
+) {
     let mut now = BTreeSet::new();
     for s in samples {
         let Some(metric) = metrics.get(s.name) else {
@@ -114,4 +142,30 @@ pub fn apply(samples: &[Sample], metrics: &Metrics, applied: &Mutex<BTreeSet<Ser
         }
     }
     *applied = now;
+    for name in probe_gauges {
+        if !samples
+            .iter()
+            .any(|s| s.name == name && s.labels.is_empty())
+        {
+            if let Some(m) = metrics.get(name) {
+                let _ = m.set_unknown(&[]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_gauges_come_from_the_schema() {
+        let g = probe_gauges();
+        assert!(g.contains(&"clock_master_chrony_stratum".to_string()));
+        assert!(g.contains(&"clock_master_drift_ppm".to_string()));
+        assert!(
+            !g.iter().any(|n| n == "clock_master_clients_connected"),
+            "pushed by StatsD"
+        );
+    }
 }

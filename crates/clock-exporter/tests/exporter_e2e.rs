@@ -167,6 +167,14 @@ fn binary_exposes_chrony_and_ntp_series() {
     let err = "clock_exporter_source_errors_total{source=\"chronyd\",reason=\"timeout\"}";
     assert!(value(&body, err).is_some_and(|v| v >= 1.0), "{body}");
     assert_eq!(value(&body, &up(&src)), Some(0.0));
+    // chronyd's last tracking values are not passed off as current.
+    assert!(
+        value(&body, "clock_master_chrony_stratum").is_some_and(f64::is_nan),
+        "{body}"
+    );
+    assert!(value(&body, &l("clock_master_source_offset_seconds")).is_none());
+    // The summary falls back to the kernel.
+    assert!(value(&body, "clock_master_uncertainty_seconds").is_some_and(f64::is_finite));
     let mut slowest = Duration::ZERO;
     for _ in 0..10 {
         let t = Instant::now();
