@@ -10,6 +10,7 @@ description on every panel, exemplars on latency panels, stable uids.
 """
 import json
 import os
+import sys
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'job=~"$job", instance=~"$instance"'
@@ -503,14 +504,28 @@ def exporter_health():
 
 
 def main():
+    """Writes the dashboards; with --check, fails if a committed file differs instead."""
+    check = "--check" in sys.argv[1:]
     out = os.path.dirname(os.path.abspath(__file__))
+    stale = []
     for build in (cluster_overview, tx_detail, ingestion, olap, clock, exporter_health):
         d = build()
         path = os.path.join(out, d.uid.removeprefix("db-") + ".json")
+        text = json.dumps(d.render(), indent=2) + "\n"
+        if check:
+            try:
+                with open(path) as f:
+                    current = f.read()
+            except OSError:
+                current = None
+            if current != text:
+                stale.append(path)
+            continue
         with open(path, "w") as f:
-            json.dump(d.render(), f, indent=2)
-            f.write("\n")
+            f.write(text)
         print(path, sum(1 for k, _ in d.panels if k == "panel"), "panels")
+    if stale:
+        sys.exit("out of date with generate.py (run python3 dashboards/generate.py): " + ", ".join(stale))
 
 
 if __name__ == "__main__":

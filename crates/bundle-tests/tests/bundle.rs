@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -84,24 +83,9 @@ fn json(p: &Path) -> serde_json::Value {
 
 /// Finds `name` on PATH. `None` means the caller must skip: this prints the skip notice, or
 /// panics when EXPORTER_TEST_REQUIRE_TOOLS=1.
+/// The tool to run, or None after a loud skip (a failure under EXPORTER_TEST_REQUIRE_TOOLS=1).
 fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var("EXPORTER_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            panic!("{name} not found on PATH and EXPORTER_TEST_REQUIRE_TOOLS=1");
-        }
-        // Written to the process' stderr directly: libtest captures eprintln! of passing tests,
-        // and a skip must be visible in every run.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {name} not found (install it, or set EXPORTER_TEST_REQUIRE_TOOLS=1 to fail instead)"
-        );
-    }
-    found
+    testkit::require_tool(name).then(|| PathBuf::from(name))
 }
 
 fn run(mut cmd: Command) -> String {
@@ -1000,4 +984,15 @@ fn deploy_files_parse() {
         }
     }
     assert!(n >= 12, "only {n} YAML/JSON files in deploy/");
+}
+
+#[test]
+fn dashboards_match_their_generator() {
+    if tool("python3").is_none() {
+        return;
+    }
+    let mut cmd = Command::new("python3");
+    cmd.arg(root().join("dashboards/generate.py"))
+        .arg("--check");
+    run(cmd);
 }

@@ -47,7 +47,11 @@ fn skip(why: &str) -> bool {
     if std::env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| v == "1") {
         panic!("{why}, and {REQUIRE_TOOLS_ENV}=1 forbids skipping");
     }
-    eprintln!("\n*** SKIPPED: {why} ***\n");
+    // Straight to stderr: libtest captures eprintln! of passing tests, and a skip must show.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED: {why} (set {REQUIRE_TOOLS_ENV}=1 to fail instead) ***\n"
+    );
     false
 }
 
