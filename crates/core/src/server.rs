@@ -126,3 +126,62 @@ async fn landing(State(app): State<Arc<AppState>>) -> Html<String> {
         path = app.telemetry_path,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Schema;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    const TIER: &str = r#"
+[tier]
+name = "tx"
+binary = "tx-exporter"
+metric_prefix = "tx_engine_"
+self_prefix = "tx_exporter_"
+web_listen_address = "0.0.0.0:9090"
+statsd_udp = "127.0.0.1:8125"
+"#;
+
+    async fn get(app: Router, path: &str) -> (StatusCode, String) {
+        let resp = app
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn health_is_503_while_a_source_has_failed() {
+        let schema = Schema::parse(TIER).expect("schema");
+        let health = Health::default();
+        let state = Arc::new(AppState {
+            metrics: Arc::new(Metrics::new(&schema, Default::default())),
+            health: health.clone(),
+            scrape_hooks: Vec::new(),
+            binary: "tx-exporter".into(),
+            tier: "tx".into(),
+            telemetry_path: "/metrics".into(),
+            scrape_duration_metric: "tx_exporter_scrape_duration_seconds".into(),
+        });
+        let app = router(state, None);
+        let source = health.source("statsd");
+        source.ok("listening");
+        let (status, body) = get(app.clone(), "/health").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        source.failed("stopped", "socket closed");
+        let (status, body) = get(app.clone(), "/health").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v["status"], "unhealthy");
+        assert_eq!(v["sources"]["statsd"]["last_error"], "socket closed");
+        // /metrics keeps working while unhealthy.
+        let (status, _) = get(app, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
