@@ -1,0 +1,320 @@
+//! Scenarios are data: `scenarios/<name>.toml` (embedded at build time, or read from
+//! `--scenarios-dir`). Every scenario is `steady.toml` overridden by the scenario's own
+//! top-level tables, and from `[fault] after_s` on by its `[fault.<tier>]` tables.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/scenarios.rs"));
+}
+
+pub const BASE: &str = "steady";
+
+/// A random-walk gauge: value += drift*dt + step*sqrt(dt)*N(0,1), kept in [min, max].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Walk {
+    pub start: f64,
+    #[serde(default)]
+    pub min: f64,
+    #[serde(default = "f64_max")]
+    pub max: f64,
+    #[serde(default)]
+    pub step: f64,
+    #[serde(default)]
+    pub drift: f64,
+}
+
+fn f64_max() -> f64 {
+    f64::MAX
+}
+
+/// Log-normal latency in milliseconds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    pub median_ms: f64,
+    pub sigma: f64,
+}
+
+/// Log-normal size.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Size {
+    pub median: f64,
+    pub sigma: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tx {
+    pub up: bool,
+    pub transactions_per_s: f64,
+    pub rollback_ratio: f64,
+    pub transaction_ms: Latency,
+    pub queries_per_s: f64,
+    pub query_ms: Latency,
+    pub cache_lookups_per_s: f64,
+    pub cache_hit_ratio: f64,
+    pub cache_size_bytes: Walk,
+    pub connections_active: Walk,
+    pub connections_idle: Walk,
+    pub replication_batches_per_s: f64,
+    pub replication_queue_depth: Walk,
+    pub replication_lag_s: Walk,
+    pub clock_uncertainty_s: Walk,
+    pub clock_offset_s: Walk,
+    pub heartbeats_missed_per_s: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Ingestion {
+    pub up: bool,
+    pub events_per_s: f64,
+    pub failure_ratio: f64,
+    pub conflict_ratio: f64,
+    pub conflict_resolved_ratio: f64,
+    pub duplicate_ratio: f64,
+    pub validation_failure_ratio: f64,
+    pub processing_ms: Latency,
+    pub olap_batches_per_s: f64,
+    pub olap_push_ms: Latency,
+    pub merge_queue_depth: Walk,
+    pub olap_push_queue_depth: Walk,
+    pub olap_push_lag_s: Walk,
+    pub lag_by_source_s: Walk,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Olap {
+    pub up: bool,
+    pub queries_per_s: f64,
+    pub query_failure_ratio: f64,
+    pub query_ms: Latency,
+    pub compactions_per_s: f64,
+    pub compaction_ms: Latency,
+    pub compaction_bytes: Size,
+    pub last_compaction_age_s: f64,
+    pub compactions_running: Walk,
+    pub cache_lookups_per_s: f64,
+    pub cache_hit_ratio: f64,
+    pub cache_size_bytes: Walk,
+    pub total_rows: Walk,
+    pub compression_ratio: Walk,
+    pub bytes_per_row: f64,
+    pub partitions: Walk,
+    pub partitions_active_share: f64,
+    pub partitions_cold_share: f64,
+    pub write_bytes_per_s: f64,
+    pub fill_ratio: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Clock {
+    pub up: bool,
+    pub heartbeats_per_s: f64,
+    pub clients_connected: Walk,
+    pub serve_ntp: bool,
+}
+
+/// Everything the simulator plays at one moment.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub trace_ratio: f64,
+    pub tx: Tx,
+    pub ingestion: Ingestion,
+    pub olap: Olap,
+    pub clock: Clock,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// Alerts this scenario must raise (checked by the end-to-end test).
+    pub expect: Vec<String>,
+    /// When the fault starts; None when the scenario is the same from start to end.
+    pub fault_after_s: Option<f64>,
+    pub before: Params,
+    pub after: Params,
+}
+
+/// Name and text of every scenario: embedded ones, then those in `dir` (same name replaces).
+pub fn sources(dir: Option<&Path>) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = embedded::EMBEDDED
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    if let Some(dir) = dir {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("scenarios dir {}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "toml") {
+                continue;
+            }
+            let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            out.retain(|(n, _)| *n != name);
+            out.push((name, text));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn text_of(name: &str, dir: Option<&Path>) -> Result<String, String> {
+    sources(dir)?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t)
+        .ok_or_else(|| format!("unknown scenario {name:?}; --list shows them"))
+}
+
+/// Deep merge: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Value, over: &toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+const META_KEYS: [&str; 3] = ["description", "expect", "fault"];
+
+pub fn load(name: &str, dir: Option<&Path>) -> Result<Scenario, String> {
+    let parse = |n: &str| -> Result<toml::Value, String> {
+        text_of(n, dir)?
+            .parse::<toml::Value>()
+            .map_err(|e| format!("scenario {n}: {e}"))
+    };
+    let own = parse(name)?;
+    let mut before = parse(BASE)?;
+    let mut own_params = own.clone();
+    if let toml::Value::Table(t) = &mut own_params {
+        for k in META_KEYS {
+            t.remove(k);
+        }
+    }
+    merge(&mut before, &own_params);
+    let mut after = before.clone();
+    let fault = own.get("fault");
+    let fault_after_s = match fault {
+        None => None,
+        Some(f) => {
+            let mut f = f.clone();
+            let at = match &mut f {
+                toml::Value::Table(t) => t.remove("after_s"),
+                _ => return Err(format!("scenario {name}: [fault] must be a table")),
+            };
+            let at = at
+                .and_then(|v| v.as_float().or(v.as_integer().map(|i| i as f64)))
+                .ok_or_else(|| format!("scenario {name}: [fault] needs a numeric after_s"))?;
+            merge(&mut after, &f);
+            Some(at)
+        }
+    };
+    let to_params = |v: toml::Value, what: &str| -> Result<Params, String> {
+        let mut v = v;
+        if let toml::Value::Table(t) = &mut v {
+            for k in META_KEYS {
+                t.remove(k);
+            }
+        }
+        v.try_into()
+            .map_err(|e| format!("scenario {name} ({what}): {e}"))
+    };
+    Ok(Scenario {
+        name: name.to_string(),
+        description: own
+            .get("description")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        expect: own
+            .get("expect")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        fault_after_s,
+        before: to_params(before, "before the fault")?,
+        after: to_params(after, "after the fault")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_scenario_loads_and_names_its_alerts() {
+        let all = sources(None).expect("sources");
+        assert!(all.len() >= 11, "{all:?}");
+        for (name, _) in &all {
+            let s = load(name, None).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!s.description.is_empty(), "{name} has no description");
+            if name == BASE {
+                assert!(s.expect.is_empty(), "steady must expect no alert");
+                assert_eq!(s.before, s.after);
+            } else {
+                assert!(!s.expect.is_empty(), "{name} expects no alert");
+                assert!(
+                    s.before != s.after || s.before != load(BASE, None).expect("base").before,
+                    "{name} changes nothing"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fault_overrides_merge_into_the_base() {
+        let s = load("replication-lag", None).expect("load");
+        assert_eq!(s.fault_after_s, Some(20.0));
+        // Only the keys the fault names change; the rest of the walk is steady's.
+        assert_eq!(s.after.tx.replication_lag_s.min, 8.0);
+        assert_eq!(
+            s.after.tx.replication_lag_s.start,
+            s.before.tx.replication_lag_s.start
+        );
+        assert_eq!(
+            s.after.tx.transactions_per_s,
+            s.before.tx.transactions_per_s
+        );
+    }
+
+    #[test]
+    fn typos_and_unknown_names_are_errors() {
+        let dir = std::env::temp_dir().join(format!("engine-sim-scn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(
+            dir.join("typo.toml"),
+            "description = \"x\"\nexpect = [\"A\"]\n[fault]\nafter_s = 1\n[fault.tx]\ntransactons_per_s = 3.0\n",
+        )
+        .expect("write");
+        let err = load("typo", Some(&dir)).expect_err("typo accepted");
+        assert!(err.contains("transactons_per_s"), "{err}");
+        assert!(load("no-such-scenario", Some(&dir)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
