@@ -75,6 +75,47 @@ fn check_families(schema: &Schema, parsed: &Value, format: &str) {
     }
 }
 
+/// Sends one DogStatsD sample, with every declared label as a tag, per labelled engine metric.
+fn feed_labelled_engine_metrics(schema: &Schema, exporter: &Exporter) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    let labelled = schema
+        .metrics
+        .iter()
+        .filter(|d| d.source == Source::Engine && !d.labels.is_empty());
+    let mut expected = 0;
+    for def in labelled {
+        let kind = match def.kind {
+            MetricType::Counter => "c",
+            MetricType::Gauge => "g",
+            MetricType::Histogram => "h",
+        };
+        let tags: Vec<String> = def
+            .labels
+            .iter()
+            .map(|l| format!("{l}:conformance"))
+            .collect();
+        let line = format!("{}:1|{kind}|#{}", def.name, tags.join(","));
+        socket
+            .send_to(line.as_bytes(), exporter.statsd)
+            .expect("send");
+        expected += 1;
+    }
+    if expected == 0 {
+        return;
+    }
+    let accepted = format!(
+        "{}ingest_samples_accepted_total{{source=\"statsd\"}}",
+        schema.tier.self_prefix
+    );
+    let got = crate::eventually(std::time::Duration::from_secs(5), || {
+        crate::sample_value(&exporter.scrape_text(), &accepted).filter(|v| *v >= expected as f64)
+    });
+    assert!(
+        got.is_some(),
+        "the {expected} labelled samples were not all accepted"
+    );
+}
+
 /// Starts `bin` with no configuration and checks it serves every metric of its schema.
 pub fn check_tier(bin: &str, schema_toml: &str) {
     let schema = Schema::parse(schema_toml).expect("schema");
@@ -122,6 +163,18 @@ pub fn check_tier(bin: &str, schema_toml: &str) {
             "openmetrics",
         );
         check_families(&schema, &parse_with_python(&text, "text"), "text");
+        // Labelled engine metrics appear with their first label values: push one each.
+        feed_labelled_engine_metrics(&schema, &exporter);
+        let fed = parse_with_python(&exporter.scrape_openmetrics(), "openmetrics");
+        for def in &schema.metrics {
+            if def.source == Source::Engine && !def.labels.is_empty() {
+                let fam = family_name(&def.name, def.kind);
+                assert!(
+                    fed.get(fam).is_some(),
+                    "{fam} missing after a StatsD sample"
+                );
+            }
+        }
         let parsed = parse_with_python(&text, "text");
         for name in [
             "process_cpu_seconds",
