@@ -35,6 +35,9 @@ pub struct WebConfig {
     /// TLS and basic auth, exporter-toolkit format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_file: Option<PathBuf>,
+    /// Serve CPU profiles on /debug/pprof/profile (off: profiling has a cost and reveals code).
+    #[serde(default)]
+    pub enable_profiling: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -125,6 +128,7 @@ impl Config {
                 listen_address: tier.web_listen_address.clone(),
                 telemetry_path: "/metrics".into(),
                 config_file: None,
+                enable_profiling: false,
             },
             log: LogConfig {
                 level: "info".into(),
@@ -266,6 +270,7 @@ pub const FLAGS: &[(&str, &str, bool, Option<&str>)] = &[
     ("web.listen-address", "web.listen_address", false, None),
     ("web.telemetry-path", "web.telemetry_path", false, None),
     ("web.config.file", "web.config_file", false, None),
+    ("web.enable-profiling", "web.enable_profiling", false, None),
     ("log.level", "log.level", false, None),
     ("log.format", "log.format", false, None),
     ("ingest.statsd-udp", "ingest.statsd_udp", false, None),
@@ -295,6 +300,9 @@ pub const FLAGS: &[(&str, &str, bool, Option<&str>)] = &[
     ("clock.ntp-server", "clock.ntp_server", true, Some("clock")),
     ("clock.ptp-device", "clock.ptp_device", true, Some("clock")),
 ];
+
+/// Boolean keys of [`FLAGS`] whose flag needs no value.
+const SWITCHES: &[&str] = &["web.enable_profiling"];
 
 fn command(tier: &TierInfo) -> Command {
     let mut cmd = Command::new(tier.binary.clone())
@@ -331,6 +339,15 @@ fn command(tier: &TierInfo) -> Command {
             arg = arg
                 .action(ArgAction::Append)
                 .help(format!("Adds to {key} (repeatable)"));
+        }
+        // Switches work bare (`--web.enable-profiling`) or as `--web.enable-profiling=false`.
+        if SWITCHES.contains(key) {
+            arg = arg
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true")
+                .value_name("BOOL")
+                .help(format!("Sets {key} (true when given bare)"));
         }
         cmd = cmd.arg(arg);
     }
@@ -519,6 +536,18 @@ mod tests {
             let err = run(args, env, None).expect_err(expected).to_string();
             assert!(err.contains(expected), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn profiling_switch_is_off_by_default_and_works_bare() {
+        assert!(!run(&[], &[], None).expect("defaults").web.enable_profiling);
+        let c = run(&["--web.enable-profiling"], &[], None).expect("bare flag");
+        assert!(c.web.enable_profiling);
+        let c = run(&["--web.enable-profiling=false"], &[], None).expect("explicit");
+        assert!(!c.web.enable_profiling);
+        let env = [("TX_EXPORTER__WEB__ENABLE_PROFILING", "true")];
+        assert!(run(&[], &env, None).expect("env").web.enable_profiling);
+        assert!(run(&["--web.enable-profiling=maybe"], &[], None).is_err());
     }
 
     #[test]

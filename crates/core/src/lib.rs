@@ -11,8 +11,10 @@ pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod process;
+pub mod profiling;
 pub mod schema;
 pub mod server;
+pub mod telemetry;
 pub mod web_config;
 
 use std::future::Future;
@@ -134,10 +136,13 @@ pub fn run(tier: Tier) -> ExitCode {
         },
         None => None,
     };
+    let trace_settings = match telemetry::settings_from_env(|k| std::env::var(k).ok(), &binary) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
     if loaded.check_only {
         return check_config(&binary, &loaded);
     }
-    logging::init(&loaded.config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -149,7 +154,23 @@ pub fn run(tier: Tier) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let (tracing_guard, tracer) = match trace_settings
+        .as_ref()
+        .map(|s| telemetry::Tracing::start(s, runtime.handle().clone()))
+    {
+        Some(Ok((guard, tracer))) => (Some(guard), Some(tracer)),
+        Some(Err(e)) => return fail(&e),
+        None => (None, None),
+    };
+    logging::init(&loaded.config.log, tracer);
+    if let Some(s) = &trace_settings {
+        tracing::info!(target: "main", event = "tracing_enabled", endpoint = %s.endpoint, service = %s.service_name, sampler = ?s.sampler);
+    }
     let result = runtime.block_on(serve(tier, schema, loaded.config, security));
+    // The runtime's workers still run here, so the final export can complete.
+    if let Some(guard) = tracing_guard {
+        guard.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -250,6 +271,10 @@ async fn serve(
         tier: schema.tier.name.clone(),
         telemetry_path: config.web.telemetry_path.clone(),
         scrape_duration_metric: format!("{self_prefix}scrape_duration_seconds"),
+        profiler: config
+            .web
+            .enable_profiling
+            .then(|| Arc::new(profiling::Profiler::default())),
     });
     let (tls, auth) = match security {
         Some(s) => (s.tls, s.auth.map(Arc::new)),

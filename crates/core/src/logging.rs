@@ -36,13 +36,38 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Installs the global subscriber. Safe to call once; later calls are ignored.
-pub fn init(config: &LogConfig) {
+/// Installs the global subscriber. Safe to call once; later calls are ignored. With a
+/// `tracer`, spans (and warnings inside them) are also exported through OpenTelemetry.
+pub fn init(config: &LogConfig, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
+    use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // The log layer takes events only: with no trace exporter every span call site is then
+    // disabled, so spans cost nothing when OTEL is unset.
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .event_format(LineFormat::new(config.format, config.server_id.clone()))
+        .with_filter(filter.and(filter_fn(|meta| meta.is_event())));
+    let traces = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(filter_fn(|meta| {
+                // The exporter's own HTTP client must not trace itself.
+                let own = ["opentelemetry", "hyper", "h2", "tower", "reqwest"];
+                let level = if meta.is_span() {
+                    LevelFilter::INFO
+                } else {
+                    LevelFilter::WARN
+                };
+                *meta.level() <= level && !own.iter().any(|t| meta.target().starts_with(t))
+            }))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
         .try_init();
 }
 
@@ -130,6 +155,11 @@ where
         }
         if let Some(m) = message {
             pairs.push(("message", FieldValue::Str(m)));
+        }
+        // Lets a log line be joined to its trace; only sampled spans are in the trace store.
+        if let Some((trace_id, span_id)) = crate::telemetry::current_ids() {
+            pairs.push(("trace_id", FieldValue::Str(trace_id)));
+            pairs.push(("span_id", FieldValue::Str(span_id)));
         }
         pairs.extend(fields.rest);
         let mut line = String::with_capacity(256);

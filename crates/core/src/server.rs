@@ -4,18 +4,22 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate};
+use tower_http::compression::{CompressionLayer, DefaultPredicate};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::exposition::{self, Format};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::profiling::{self, Profiler};
 use crate::web_config::BasicAuth;
 
 pub type ScrapeHook = Box<dyn Fn(&Metrics) + Send + Sync>;
@@ -28,14 +32,24 @@ pub struct AppState {
     pub tier: String,
     pub telemetry_path: String,
     pub scrape_duration_metric: String,
+    /// Set when `web.enable_profiling` is on.
+    pub profiler: Option<Arc<Profiler>>,
 }
 
 pub fn router(state: Arc<AppState>, auth: Option<Arc<BasicAuth>>) -> Router {
-    let router = Router::new()
+    let profiler = state.profiler.clone();
+    let mut router = Router::new()
         .route("/", get(landing))
         .route("/health", get(health))
         .route(&state.telemetry_path, get(metrics))
         .with_state(state);
+    if let Some(profiler) = profiler {
+        router = router.merge(
+            Router::new()
+                .route(profiling::PATH, get(profiling::handler))
+                .with_state(profiler),
+        );
+    }
     let router = match auth {
         Some(auth) => router.layer(middleware::from_fn(move |req: Request, next: Next| {
             let auth = auth.clone();
@@ -43,7 +57,43 @@ pub fn router(state: Arc<AppState>, auth: Option<Arc<BasicAuth>>) -> Router {
         })),
         None => router,
     };
-    router.layer(CompressionLayer::new().gzip(true))
+    // Outside auth, so refused requests are traced too.
+    let router = router.layer(middleware::from_fn(trace_request));
+    // Profiles are gzip files already.
+    let compress =
+        DefaultPredicate::new().and(NotForContentType::const_new("application/octet-stream"));
+    router.layer(CompressionLayer::new().gzip(true).compress_when(compress))
+}
+
+/// One server span per request, continuing the caller's trace from a W3C `traceparent`.
+async fn trace_request(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let span = tracing::info_span!(
+        target: "http",
+        "request",
+        otel.name = %format!("{} {route}", req.method()),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = %route,
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    // Only when exporting: extraction is wasted work otherwise.
+    if crate::telemetry::enabled() && !span.is_disabled() {
+        let _ = span.set_parent(crate::telemetry::extract_parent(req.headers()));
+    }
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
 }
 
 async fn require_auth(auth: Arc<BasicAuth>, req: Request, next: Next) -> Response {
@@ -72,13 +122,23 @@ async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respon
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
     let started = Instant::now();
-    for hook in &app.scrape_hooks {
-        hook(&app.metrics);
+    let span = tracing::info_span!(target: "http", "scrape", format = ?format);
+    let _in_scrape = span.enter();
+    {
+        let _hooks =
+            tracing::info_span!(target: "http", "scrape.hooks", hooks = app.scrape_hooks.len())
+                .entered();
+        for hook in &app.scrape_hooks {
+            hook(&app.metrics);
+        }
     }
-    let rendered = exposition::render(app.metrics.registry(), format);
+    let rendered = tracing::info_span!(target: "http", "scrape.render")
+        .in_scope(|| exposition::render(app.metrics.registry(), format));
+    let took = started.elapsed().as_secs_f64();
     if let Some(m) = app.metrics.get(&app.scrape_duration_metric) {
-        let _ = m.observe(&[], started.elapsed().as_secs_f64(), None);
+        let _ = m.observe(&[], took, None);
     }
+    tracing::debug!(target: "http", event = "scrape", format = ?format, duration_seconds = took);
     match rendered {
         Ok(body) => (
             [(
@@ -168,6 +228,7 @@ statsd_udp = "127.0.0.1:8125"
             tier: "tx".into(),
             telemetry_path: "/metrics".into(),
             scrape_duration_metric: "tx_exporter_scrape_duration_seconds".into(),
+            profiler: None,
         });
         let app = router(state, None);
         let source = health.source("statsd");

@@ -1,0 +1,498 @@
+//! Traces, exemplars and profiles on the real tx-exporter binary: spans arrive at a real
+//! OTLP/HTTP receiver (decoded with the opentelemetry-proto definitions), engine trace ids
+//! come back out of a real Prometheus' exemplar API, and a CPU profile decodes as pprof.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use testkit::{eventually, Exporter, TempDir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tx-exporter");
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// One POST the receiver got.
+struct Export {
+    path: String,
+    headers: HashMap<String, String>,
+    body: ExportTraceServiceRequest,
+}
+
+/// A minimal OTLP/HTTP traces receiver on loopback: HTTP/1.1 with keep-alive, protobuf
+/// bodies decoded into the OTLP types.
+struct Receiver {
+    addr: SocketAddr,
+    exports: Arc<Mutex<Vec<Export>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let exports = Arc::new(Mutex::new(Vec::new()));
+        let sink = exports.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let sink = sink.clone();
+                std::thread::spawn(move || serve(conn, &sink));
+            }
+        });
+        Receiver { addr, exports }
+    }
+
+    fn spans(&self) -> Vec<(String, Span)> {
+        let exports = self.exports.lock().unwrap();
+        let mut out = Vec::new();
+        for e in exports.iter() {
+            for rs in &e.body.resource_spans {
+                let service = rs
+                    .resource
+                    .as_ref()
+                    .and_then(|r| attr(&r.attributes, "service.name"))
+                    .unwrap_or_default();
+                for ss in &rs.scope_spans {
+                    for s in &ss.spans {
+                        out.push((service.clone(), s.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn serve(conn: TcpStream, sink: &Mutex<Vec<Export>>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut writer = conn;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_owned();
+        let mut headers = HashMap::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        let decoded = ExportTraceServiceRequest::decode(body.as_slice())
+            .unwrap_or_else(|e| panic!("not an ExportTraceServiceRequest: {e}"));
+        sink.lock().unwrap().push(Export {
+            path,
+            headers,
+            body: decoded,
+        });
+        // An empty ExportTraceServiceResponse is zero bytes of protobuf.
+        writer
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+            )
+            .unwrap();
+    }
+}
+
+fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+    let v = attrs.iter().find(|kv| kv.key == key)?.value.as_ref()?;
+    match v.value.as_ref()? {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        Value::BoolValue(b) => Some(b.to_string()),
+        Value::DoubleValue(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn scrape_spans_reach_an_otlp_receiver_and_continue_the_callers_trace() {
+    let receiver = Receiver::start();
+    let endpoint = format!("http://{}", receiver.addr);
+    let exp = Exporter::start_with_env(
+        BIN,
+        &["--log.level=info,http=debug"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme%20corp"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+        ],
+    );
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_SPAN}-01");
+    let resp = exp.get("/metrics", &[("traceparent", &traceparent)]);
+    assert_eq!(resp.status, 200);
+    // A scrape without a caller starts its own trace.
+    assert_eq!(exp.get("/health", &[]).status, 200);
+
+    // Log lines inside the request carry its ids.
+    let logs = exp.logs();
+    let scrape_log: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "scrape")
+        .unwrap_or_else(|| panic!("no scrape log line:\n{logs}"));
+    assert_eq!(scrape_log["trace_id"], TRACE_ID, "{scrape_log}");
+    assert_eq!(scrape_log["span_id"].as_str().map(str::len), Some(16));
+    assert_eq!(scrape_log["component"], "http");
+
+    // SIGTERM flushes the batch the exporter still holds.
+    assert!(exp.terminate().success());
+    let spans = eventually(Duration::from_secs(10), || {
+        let s = receiver.spans();
+        (s.len() >= 4).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("spans never arrived: {:?}", receiver.spans().len()));
+
+    {
+        let exports = receiver.exports.lock().unwrap();
+        let first = &exports[0];
+        assert_eq!(first.path, "/v1/traces");
+        assert_eq!(
+            first.headers.get("content-type").map(String::as_str),
+            Some("application/x-protobuf")
+        );
+        assert_eq!(
+            first.headers.get("x-tenant").map(String::as_str),
+            Some("acme corp")
+        );
+        let resource = first.body.resource_spans[0].resource.as_ref().unwrap();
+        assert_eq!(
+            attr(&resource.attributes, "deployment.environment").as_deref(),
+            Some("test")
+        );
+    }
+    let by_name = |name: &str| -> Vec<&Span> {
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.name == name)
+            .collect()
+    };
+    assert!(spans.iter().all(|(svc, _)| svc == "tx-exporter"));
+    let request = by_name("GET /metrics");
+    assert_eq!(request.len(), 1, "{spans:#?}");
+    let request = request[0];
+    assert_eq!(hex(&request.trace_id), TRACE_ID);
+    assert_eq!(hex(&request.parent_span_id), PARENT_SPAN);
+    assert_eq!(request.kind, SpanKind::Server as i32);
+    assert_eq!(
+        attr(&request.attributes, "http.route").as_deref(),
+        Some("/metrics")
+    );
+    assert_eq!(
+        attr(&request.attributes, "http.request.method").as_deref(),
+        Some("GET")
+    );
+    assert_eq!(
+        attr(&request.attributes, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    let scrape = by_name("scrape");
+    assert_eq!(scrape.len(), 1);
+    assert_eq!(scrape[0].parent_span_id, request.span_id);
+    assert_eq!(scrape[0].trace_id, request.trace_id);
+    for child in ["scrape.hooks", "scrape.render"] {
+        let c = by_name(child);
+        assert_eq!(c.len(), 1, "{child}");
+        assert_eq!(c[0].parent_span_id, scrape[0].span_id, "{child}");
+    }
+    let health = by_name("GET /health");
+    assert_eq!(health.len(), 1);
+    assert!(health[0].parent_span_id.is_empty(), "a new root span");
+    assert_ne!(health[0].trace_id, request.trace_id);
+}
+
+#[test]
+fn service_name_and_sampler_come_from_the_environment() {
+    let receiver = Receiver::start();
+    let endpoint = format!("http://{}/v1/traces", receiver.addr);
+    let exp = Exporter::start_with_env(
+        BIN,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "tx-sidecar-7"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_off"),
+        ],
+    );
+    // A sampled caller is followed; an unsampled root is not recorded.
+    let sampled = format!("00-{TRACE_ID}-{PARENT_SPAN}-01");
+    assert_eq!(exp.get("/health", &[("traceparent", &sampled)]).status, 200);
+    assert_eq!(exp.get("/metrics", &[]).status, 200);
+    assert!(exp.terminate().success());
+    let spans = eventually(Duration::from_secs(10), || {
+        let s = receiver.spans();
+        (!s.is_empty()).then_some(s)
+    })
+    .expect("the sampled request's span");
+    let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
+    assert_eq!(names, ["GET /health"], "only the caller-sampled request");
+    assert_eq!(spans[0].0, "tx-sidecar-7");
+}
+
+#[test]
+fn unsupported_otlp_settings_stop_the_exporter_at_startup() {
+    for (env, expected) in [
+        (
+            [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+            "http/protobuf",
+        ),
+        (
+            [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+                ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ],
+            "OTEL_TRACES_SAMPLER",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .envs(env)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{env:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+    }
+}
+
+#[test]
+fn without_otel_variables_log_lines_carry_no_trace_ids() {
+    let exp = Exporter::start(BIN, &["--log.level=info,http=debug"]);
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_SPAN}-01");
+    assert_eq!(
+        exp.get("/metrics", &[("traceparent", &traceparent)]).status,
+        200
+    );
+    let logs = exp.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("\"event\":\"scrape\""))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(!line.contains("trace_id"), "{line}");
+}
+
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn engine_trace_ids_come_back_from_prometheus_exemplar_storage() {
+    if !testkit::require_tool("prometheus") {
+        return;
+    }
+    let dir = TempDir::new("exemplar-prom");
+    let log = dir.join("events.log");
+    let glob = format!("--ingest.log-path={}", dir.join("events*.log").display());
+    std::fs::write(&log, "").unwrap();
+    let exp = Exporter::start(BIN, &[&glob]);
+    // A slow query from the engine, inside trace TRACE_ID.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(
+        f,
+        "{{\"event\":\"query_executed\",\"duration_ms\":800,\"trace_id\":\"{TRACE_ID}\",\"span_id\":\"{PARENT_SPAN}\"}}"
+    )
+    .unwrap();
+    drop(f);
+    let om = eventually(Duration::from_secs(15), || {
+        let om = exp.scrape_openmetrics();
+        om.contains(TRACE_ID).then_some(om)
+    })
+    .unwrap_or_else(|| panic!("no exemplar in OpenMetrics output:\n{}", exp.logs()));
+    let bucket = om
+        .lines()
+        .find(|l| l.starts_with("tx_engine_query_duration_seconds_bucket") && l.contains(TRACE_ID))
+        .unwrap();
+    assert!(
+        bucket.contains(&format!(
+            "# {{trace_id=\"{TRACE_ID}\",span_id=\"{PARENT_SPAN}\"}} 0.8"
+        )),
+        "{bucket}"
+    );
+
+    let prom_dir = TempDir::new("prometheus");
+    let config = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: tx-engines\n    static_configs:\n      - targets: ['{}']\n",
+            exp.addr
+        ),
+    )
+    .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_tcp_port()));
+    let prom = Prometheus {
+        child: Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--enable-feature=exemplar-storage")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        addr,
+        _dir: prom_dir,
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let url = format!(
+        "http://{}/api/v1/query_exemplars?query=tx_engine_query_duration_seconds_bucket&start={}&end={}",
+        prom.addr,
+        now - 600,
+        now + 600
+    );
+    let mut last = String::new();
+    let found = eventually(Duration::from_secs(30), || {
+        if std::net::TcpStream::connect(prom.addr).is_err() {
+            return None;
+        }
+        last = testkit::get(&url, &[]).text();
+        let v: serde_json::Value = serde_json::from_str(&last).ok()?;
+        let series = v["data"].as_array()?;
+        series.iter().find_map(|s| {
+            s["exemplars"]
+                .as_array()?
+                .iter()
+                .find_map(|e| (e["labels"]["trace_id"] == TRACE_ID).then(|| (s.clone(), e.clone())))
+        })
+    });
+    let (series, exemplar) =
+        found.unwrap_or_else(|| panic!("Prometheus returned no exemplar: {last}"));
+    assert_eq!(exemplar["labels"]["span_id"], PARENT_SPAN);
+    assert_eq!(exemplar["value"], "0.8");
+    assert_eq!(series["seriesLabels"]["job"], "tx-engines");
+    let le = series["seriesLabels"]["le"].as_str().unwrap_or_default();
+    assert!(le == "1.0" || le == "1", "{series}");
+}
+
+#[test]
+fn cpu_profile_endpoint_serves_gzipped_pprof_behind_auth() {
+    // Off by default.
+    let plain = Exporter::start(BIN, &[]);
+    assert_eq!(plain.get("/debug/pprof/profile?seconds=1", &[]).status, 404);
+    drop(plain);
+
+    let dir = TempDir::new("pprof-auth");
+    let web = dir.join("web.yml");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(&web, format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
+    let exp = Exporter::start(
+        BIN,
+        &[
+            "--web.enable-profiling",
+            &format!("--web.config.file={}", web.display()),
+        ],
+    );
+    let auth = ("Authorization", "Basic YWxpY2U6czNjcmV0"); // alice:s3cret
+    assert_eq!(exp.get("/debug/pprof/profile?seconds=1", &[]).status, 401);
+    assert_eq!(
+        exp.get("/debug/pprof/profile?seconds=0", &[auth]).status,
+        400
+    );
+    assert_eq!(
+        exp.get("/debug/pprof/profile?seconds=99999", &[auth])
+            .status,
+        400
+    );
+
+    // Keep the exporter busy so the profile has stacks in it.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = exp.url("/metrics");
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                testkit::get(&url, &[auth]);
+            }
+        })
+    };
+    let profile_url = exp.url("/debug/pprof/profile?seconds=2");
+    let first = std::thread::spawn(move || testkit::get(&profile_url, &[auth]));
+    // A second profile while the first runs is refused, not queued.
+    std::thread::sleep(Duration::from_millis(500));
+    let busy = exp.get("/debug/pprof/profile?seconds=1", &[auth]);
+    assert_eq!(busy.status, 409);
+    let resp = first.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(&resp.body[..2], &[0x1f, 0x8b], "gzip magic");
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(resp.body.as_slice())
+        .read_to_end(&mut raw)
+        .unwrap();
+    let profile = <pprof::protos::Profile as pprof::protos::Message>::decode(raw.as_slice())
+        .expect("pprof protobuf");
+    let string = |i: i64| profile.string_table[i as usize].as_str();
+    let types: Vec<(&str, &str)> = profile
+        .sample_type
+        .iter()
+        .map(|t| (string(t.ty), string(t.unit)))
+        .collect();
+    assert!(types.contains(&("cpu", "nanoseconds")), "{types:?}");
+    assert!(!profile.sample.is_empty(), "no samples in 2 s of load");
+    assert!(!profile.function.is_empty());
+    assert!(profile.duration_nanos >= 1_000_000_000);
+    let names: Vec<&str> = profile.function.iter().map(|f| string(f.name)).collect();
+    assert!(
+        names.iter().any(|n| n.contains("exporter_core")),
+        "the exporter's own frames are symbolized: {:?}",
+        &names[..names.len().min(20)]
+    );
+    // Free again afterwards.
+    assert_eq!(
+        exp.get("/debug/pprof/profile?seconds=1", &[auth]).status,
+        200
+    );
+}
