@@ -80,9 +80,12 @@ pub async fn run(mut ctx: TaskContext) {
         let path = dir.clone();
         let walk = Instant::now() >= next_walk;
         let result = tokio::task::spawn_blocking(move || {
+            let span = tracing::info_span!(target: "probe", "data_dir.probe", walk, ok = tracing::field::Empty);
+            let _in_span = span.enter();
             let started = Instant::now();
             let fs = fs_stats(&path);
             let used = walk.then(|| allocated_bytes(&path));
+            span.record("ok", fs.is_ok() && !matches!(used, Some(Err(_))));
             (fs, used, started.elapsed())
         })
         .await;

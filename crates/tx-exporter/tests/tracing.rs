@@ -496,3 +496,58 @@ fn cpu_profile_endpoint_serves_gzipped_pprof_behind_auth() {
         200
     );
 }
+
+#[test]
+fn ingest_reads_and_probe_refreshes_are_traced() {
+    let receiver = Receiver::start();
+    let endpoint = format!("http://{}", receiver.addr);
+    let dir = TempDir::new("trace-ingest");
+    let log = dir.join("events.log");
+    std::fs::write(&log, "").unwrap();
+    let glob = format!("--ingest.log-path={}", dir.join("events*.log").display());
+    let exp =
+        Exporter::start_with_env(BIN, &[&glob], &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    std::fs::write(
+        &log,
+        "{\"event\":\"query_executed\",\"duration_ms\":3}\n{\"event\":\"query_executed\",\"duration_ms\":4}\n",
+    )
+    .unwrap();
+    eventually(Duration::from_secs(15), || {
+        let text = exp.scrape_text();
+        (testkit::sample_value(&text, "tx_engine_query_duration_seconds_count") == Some(2.0))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("events not applied: {}", exp.logs()));
+    assert!(exp.terminate().success());
+    let spans = eventually(Duration::from_secs(10), || {
+        let s = receiver.spans();
+        s.iter().any(|(_, s)| s.name == "events.read").then_some(s)
+    })
+    .expect("an events.read span");
+    let read: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name == "events.read")
+        .collect();
+    let lines: i64 = read
+        .iter()
+        .map(|s| {
+            attr(&s.attributes, "lines")
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(lines, 2, "{read:#?}");
+    assert!(read
+        .iter()
+        .all(|s| attr(&s.attributes, "path").is_some_and(|p| p.ends_with("events.log"))));
+    let probe = spans
+        .iter()
+        .find(|(_, s)| s.name == "engine.probe")
+        .expect("an engine.probe span");
+    assert_eq!(
+        attr(&probe.1.attributes, "configured").as_deref(),
+        Some("false")
+    );
+}

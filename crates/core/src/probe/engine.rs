@@ -159,9 +159,12 @@ impl EngineProbe {
         loop {
             let probe = self.clone();
             let result = tokio::task::spawn_blocking(move || {
+                let span = tracing::info_span!(target: "probe", "engine.probe", configured = probe.configured(), ok = tracing::field::Empty);
+                let _in_span = span.enter();
                 let r = probe.refresh();
                 // Take a CPU baseline so the first scrape already has a rate.
                 probe.on_scrape_baseline();
+                span.record("ok", r.is_ok());
                 r
             })
             .await

@@ -282,10 +282,20 @@ impl Follower {
         let mapper = &self.mapper;
         let metrics = self.counters.metrics();
         let before = r.committed();
+        // Opened at the first line, so polls that find nothing new leave no span.
+        let mut span: Option<tracing::Span> = None;
         let result = r.poll(&mut self.chunk, self.options.max_line_bytes, BUDGET, |l| {
-            line(mapper, metrics, l, &mut tally)
+            span.get_or_insert_with(|| {
+                tracing::info_span!(target: "ingest", "events.read", path = tracing::field::Empty, lines = tracing::field::Empty, bytes = tracing::field::Empty)
+            })
+            .in_scope(|| line(mapper, metrics, l, &mut tally))
         });
         self.counters.flush(&mut tally);
+        if let (Some(span), Ok(stats)) = (&span, &result) {
+            span.record("path", r.label.as_str());
+            span.record("lines", stats.lines);
+            span.record("bytes", stats.bytes);
+        }
         match result {
             Ok(stats) => {
                 if stats.truncated {
