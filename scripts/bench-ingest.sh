@@ -9,8 +9,9 @@ EVENTS="${2:-1000000}"
 
 cargo build --release -q -p tx-exporter --bin tx-exporter
 cargo build --release -q -p exporter-core --example ingest_load
-BIN=target/release/tx-exporter
-LOAD=target/release/examples/ingest_load
+TARGET="${CARGO_TARGET_DIR:-target}"
+BIN="$TARGET/release/tx-exporter"
+LOAD="$TARGET/release/examples/ingest_load"
 
 dir="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT

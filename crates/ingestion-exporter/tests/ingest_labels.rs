@@ -88,6 +88,14 @@ fn event_fields_fill_labels() {
     let dir = TempDir::new("ingestion-events");
     let log = dir.join("engine.log");
     let exp = Exporter::start(BIN, &[&format!("--ingest.log-path={}", log.display())]);
+    // Files found by the first scan are read from their end: create ours after it.
+    let ready = eventually(Duration::from_secs(15), || {
+        exp.get("/health", &[])
+            .text()
+            .contains("\"following ")
+            .then_some(())
+    });
+    assert!(ready.is_some(), "follower never started: {}", exp.logs());
     let mut f = std::fs::File::create(&log).unwrap();
     for (i, sid) in ["tx-1", "tx-2", "tx-1"].iter().enumerate() {
         writeln!(
@@ -97,11 +105,7 @@ fn event_fields_fill_labels() {
         .unwrap();
     }
     writeln!(f, "{{\"event\":\"event_received\"}}").unwrap();
-    writeln!(
-        f,
-        "{{\"event\":\"event_processed\",\"duration_ms\":12}}"
-    )
-    .unwrap();
+    writeln!(f, "{{\"event\":\"event_processed\",\"duration_ms\":12}}").unwrap();
     let text = wait_for(&exp, "ingestion_events_received_total", 3.0);
     let text =
         if sample_value(&text, "ingestion_event_processing_duration_seconds_count") == Some(1.0) {

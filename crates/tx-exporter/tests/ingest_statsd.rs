@@ -308,3 +308,16 @@ fn sample_rates_multi_value_lines_and_counts_per_datagram() {
         8.0
     );
 }
+
+#[test]
+fn a_statsd_port_in_use_is_reported_on_health_and_metrics_keep_working() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let exp = Exporter::start(BIN, &[&format!("--ingest.statsd-udp={addr}")]);
+    let health = exp.get("/health", &[]);
+    let body = health.text();
+    assert_eq!(health.status, 503, "{body}");
+    assert!(body.contains("\"statsd_udp\""), "{body}");
+    assert!(body.contains("cannot listen on udp"), "{body}");
+    assert!(exp.scrape_text().contains("tx_engine_transactions_total"));
+}

@@ -24,10 +24,13 @@ impl Tally {
         }
     }
 
-    /// Like `reject`, and keeps a description for `/health` (built only when asked).
+    /// Like `reject`, and keeps a description for `/health`. Only the first of a batch is
+    /// described, so a flood of bad input costs no allocation per line.
     pub fn reject_with(&mut self, reason: &'static str, context: impl FnOnce() -> String) {
         self.reject(reason);
-        self.last_error = Some(context());
+        if self.last_error.is_none() {
+            self.last_error = Some(context());
+        }
     }
 
     pub fn rejected(&self, reason: &str) -> u64 {

@@ -1,6 +1,7 @@
 //! StatsD listeners: UDP and a Unix datagram socket, both optional, both feeding the same
 //! mapper. Each runs on its own blocking thread: a plain `recvmsg` loop is the cheapest way
-//! to read datagrams, and it lets the UDP socket report kernel drops (SO_RXQ_OVFL).
+//! to read datagrams (recvmmsg takes up to 16 queued ones per call), and it lets the UDP socket
+//! report kernel drops (SO_RXQ_OVFL).
 
 pub mod apply;
 pub mod parse;
@@ -141,7 +142,11 @@ fn setsockopt(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()>
     }
 }
 
+/// Datagrams taken from the kernel per `recvmmsg` call when the queue has them.
+const BATCH: usize = 16;
+
 /// One datagram as received.
+#[derive(Clone, Copy, Default)]
 struct Received {
     len: usize,
     truncated: bool,
@@ -149,41 +154,83 @@ struct Received {
     drops: Option<u32>,
 }
 
-/// `recvmsg` with room for the SO_RXQ_OVFL control message.
-fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // u64 keeps the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 8];
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: msg points at live buffers of the sizes given.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut drops = None;
-    // SAFETY: the CMSG macros walk the control buffer recvmsg filled, within msg_controllen.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
-                drops = Some(libc::CMSG_DATA(c).cast::<u32>().read_unaligned());
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
+/// Buffers for one `recvmmsg` call: a datagram buffer and a control buffer (room for the
+/// SO_RXQ_OVFL message) per slot.
+struct RecvBatch {
+    bufs: Vec<u8>,
+    /// u64 keeps each control buffer aligned for cmsghdr.
+    controls: [[u64; 8]; BATCH],
+    got: [Received; BATCH],
+}
+
+impl RecvBatch {
+    fn new() -> RecvBatch {
+        RecvBatch {
+            bufs: vec![0; BATCH * MAX_DATAGRAM],
+            controls: [[0; 8]; BATCH],
+            got: [Received::default(); BATCH],
         }
     }
-    Ok(Received {
-        len: n as usize,
-        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
-        drops,
-    })
+
+    fn datagram(&self, i: usize) -> &[u8] {
+        let start = i * MAX_DATAGRAM;
+        &self.bufs[start..start + self.got[i].len]
+    }
+
+    /// Waits (up to the socket's receive timeout) for one datagram, then takes whatever
+    /// else is already queued, up to BATCH; returns how many slots were filled.
+    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        // SAFETY: iovec and mmsghdr are plain data; zeroed values are valid empty headers.
+        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, chunk) in self.bufs.chunks_exact_mut(MAX_DATAGRAM).enumerate() {
+            iovs[i] = libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: MAX_DATAGRAM,
+            };
+        }
+        for (i, (msg, control)) in msgs.iter_mut().zip(self.controls.iter_mut()).enumerate() {
+            msg.msg_hdr.msg_iov = &mut iovs[i];
+            msg.msg_hdr.msg_iovlen = 1;
+            msg.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            msg.msg_hdr.msg_controllen = std::mem::size_of_val(control) as _;
+        }
+        // SAFETY: every header points at live buffers of the sizes given.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                BATCH as _,
+                libc::MSG_WAITFORONE as _,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (got, msg) in self.got.iter_mut().zip(&msgs).take(n) {
+            let hdr = &msg.msg_hdr;
+            let mut drops = None;
+            // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+            // msg_controllen.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(hdr);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+                        drops = Some(libc::CMSG_DATA(c).cast::<u32>().read_unaligned());
+                    }
+                    c = libc::CMSG_NXTHDR(hdr, c);
+                }
+            }
+            *got = Received {
+                len: (msg.msg_len as usize).min(MAX_DATAGRAM),
+                truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+                drops,
+            };
+        }
+        Ok(n)
+    }
 }
 
 struct Listener {
@@ -206,7 +253,7 @@ struct Batch {
 
 impl Listener {
     fn run(mut self, stopping: impl Fn() -> bool) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut rb = RecvBatch::new();
         let mut batch = Batch::default();
         let mut last_flush = Instant::now();
         self.counters
@@ -215,28 +262,33 @@ impl Listener {
         self.counters
             .inc("statsd_received_bytes_total", &[self.name], 0.0);
         loop {
-            match recv(self.fd, &mut buf) {
-                Ok(r) => {
-                    batch.datagrams += 1;
-                    batch.bytes += r.len as u64;
-                    if r.truncated {
-                        batch.tally.reject_with("datagram_too_large", || {
-                            format!("datagram_too_large: more than {MAX_DATAGRAM} bytes")
-                        });
-                    } else {
-                        let metrics = self.counters.metrics();
-                        batch.lines +=
-                            self.mapper
-                                .apply_datagram(metrics, &buf[..r.len], &mut batch.tally);
-                    }
-                    if let (Some(seen), Some(now)) = (self.kernel_drops, r.drops) {
-                        if now > seen {
-                            self.counters.inc(
-                                "statsd_udp_dropped_total",
-                                &[],
-                                f64::from(now - seen),
+            match rb.recv(self.fd) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let r = rb.got[i];
+                        batch.datagrams += 1;
+                        batch.bytes += r.len as u64;
+                        if r.truncated {
+                            batch.tally.reject_with("datagram_too_large", || {
+                                format!("datagram_too_large: more than {MAX_DATAGRAM} bytes")
+                            });
+                        } else {
+                            let metrics = self.counters.metrics();
+                            batch.lines += self.mapper.apply_datagram(
+                                metrics,
+                                rb.datagram(i),
+                                &mut batch.tally,
                             );
-                            self.kernel_drops = Some(now);
+                        }
+                        if let (Some(seen), Some(now)) = (self.kernel_drops, r.drops) {
+                            if now > seen {
+                                self.counters.inc(
+                                    "statsd_udp_dropped_total",
+                                    &[],
+                                    f64::from(now - seen),
+                                );
+                                self.kernel_drops = Some(now);
+                            }
                         }
                     }
                 }
