@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tracing::Instrument;
+
 use crate::{chrony, ntp, ptp, timex};
 
 /// Source label values. Kinds are prefixes so one `source` label covers all of them.
@@ -301,6 +303,7 @@ impl ClockProbes {
         let Some(addr) = &self.config.chrony_address else {
             return;
         };
+        let span = tracing::info_span!(target: "probe", "clock.chrony", address = %addr, ok = tracing::field::Empty);
         let result = match chrony::Address::parse(addr) {
             Ok(a) => {
                 // Hard cap on the whole exchange in case a server trickles stray packets.
@@ -314,11 +317,13 @@ impl ClockProbes {
                         self.config.chrony_client_dir.as_deref(),
                     ),
                 )
+                .instrument(span.clone())
                 .await
                 .unwrap_or(Err(chrony::Error::Timeout))
             }
             Err(e) => Err(e),
         };
+        span.record("ok", result.is_ok());
         let mut st = lock(&self.state);
         match result {
             Ok(report) => {
@@ -344,7 +349,12 @@ impl ClockProbes {
     }
 
     pub async fn refresh_ntp(&self, server: &str) {
-        let r = ntp::query(server, self.config.timeout).await;
+        let span =
+            tracing::info_span!(target: "probe", "clock.ntp", server, ok = tracing::field::Empty);
+        let r = ntp::query(server, self.config.timeout)
+            .instrument(span.clone())
+            .await;
+        span.record("ok", r.is_ok());
         let label = ntp_source_label(server);
         let mut st = lock(&self.state);
         match r {
