@@ -518,6 +518,18 @@ fn ingest_reads_and_probe_refreshes_are_traced() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("events not applied: {}", exp.logs()));
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(b"queries:1|c\nqueries:2|c", exp.statsd)
+        .unwrap();
+    eventually(Duration::from_secs(10), || {
+        let text = exp.scrape_text();
+        (testkit::sample_value(
+            &text,
+            "tx_exporter_statsd_datagrams_total{listener=\"udp\"}",
+        ) == Some(1.0))
+        .then_some(())
+    })
+    .expect("datagram counted");
     assert!(exp.terminate().success());
     let spans = eventually(Duration::from_secs(10), || {
         let s = receiver.spans();
@@ -542,6 +554,21 @@ fn ingest_reads_and_probe_refreshes_are_traced() {
     assert!(read
         .iter()
         .all(|s| attr(&s.attributes, "path").is_some_and(|p| p.ends_with("events.log"))));
+    let statsd: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name == "statsd.batch")
+        .collect();
+    assert_eq!(statsd.len(), 1, "{statsd:#?}");
+    assert_eq!(
+        attr(&statsd[0].attributes, "datagrams").as_deref(),
+        Some("1")
+    );
+    assert_eq!(attr(&statsd[0].attributes, "lines").as_deref(), Some("2"));
+    assert_eq!(
+        attr(&statsd[0].attributes, "listener").as_deref(),
+        Some("udp")
+    );
     let probe = spans
         .iter()
         .find(|(_, s)| s.name == "engine.probe")

@@ -249,6 +249,8 @@ struct Batch {
     lines: u64,
     bytes: u64,
     tally: Tally,
+    /// One span per flush window that saw datagrams: cheap even under a flood.
+    span: Option<tracing::Span>,
 }
 
 impl Listener {
@@ -264,6 +266,20 @@ impl Listener {
         loop {
             match rb.recv(self.fd) {
                 Ok(n) => {
+                    let span = batch
+                        .span
+                        .get_or_insert_with(|| {
+                            tracing::info_span!(
+                                target: "ingest",
+                                "statsd.batch",
+                                listener = self.name,
+                                datagrams = tracing::field::Empty,
+                                lines = tracing::field::Empty,
+                                bytes = tracing::field::Empty,
+                            )
+                        })
+                        .clone();
+                    let _in_span = span.enter();
                     for i in 0..n {
                         let r = rb.got[i];
                         batch.datagrams += 1;
@@ -335,6 +351,11 @@ impl Listener {
             );
         }
         self.counters.flush(&mut batch.tally);
+        if let Some(span) = batch.span.take() {
+            span.record("datagrams", batch.datagrams);
+            span.record("lines", batch.lines);
+            span.record("bytes", batch.bytes);
+        }
         batch.datagrams = 0;
         batch.lines = 0;
         batch.bytes = 0;
