@@ -1,0 +1,960 @@
+//! End to end: engine-sim → the four real exporters → real Prometheus (the shipped rules with
+//! every `for:` and range window divided by 60, generated here from alerts/*.rules.yml) →
+//! real Alertmanager (the shipped routing and inhibition, notifications stripped).
+//!
+//! Every scenario runs at once in one stack as its own `cluster` (2 TX exporters, one of each
+//! other tier, one simulator), so the run takes as long as the slowest alert. Asserted through
+//! the HTTP APIs: each scenario's expected alerts reach Alertmanager with its cluster label;
+//! the steady cluster raises none; every dashboard query returns data for the steady cluster.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::{free_tcp_port, free_udp_port, require_tool, TempDir, REQUIRE_TOOLS_ENV};
+use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
+
+/// Rule durations are divided by this: one minute of the real rules is one second here.
+const TIME_SCALE: u64 = 60;
+/// When the faults start, after the simulators start (Prometheus gets a steady warm-up first).
+const FAULT_AFTER_S: u64 = 25;
+/// How long after the fault an expected alert may take to reach Alertmanager.
+const FIRE_DEADLINE: Duration = Duration::from_secs(150);
+/// Grafana's $__rate_interval for a 1 s scrape interval (4 x scrape interval, with margin).
+const RATE_INTERVAL: &str = "10s";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+/// A sibling binary of engine-sim in target/<profile>/. `cargo test --workspace` builds every
+/// package's binaries before running any test, so they are there; `cargo test -p engine-sim`
+/// alone does not build them (cargo holds the build lock while tests run, so the test cannot
+/// build them either).
+fn sibling(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_engine-sim"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace` (it builds every binary first) or \
+         `cargo build --workspace` before `cargo test -p engine-sim`",
+        bin.display()
+    );
+    bin
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test-only rules variant, generated from the real rules.
+
+/// Seconds of a PromQL duration such as `5m`, `1h30m`, `90s`.
+fn duration_secs(d: &str) -> Option<u64> {
+    let mut total = 0;
+    let mut num = String::new();
+    let mut chars = d.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        if c == 'm' && chars.peek() == Some(&'s') {
+            unit.push(chars.next()?);
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        total += match unit.as_str() {
+            "ms" => n / 1000,
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86_400,
+            "w" => n * 604_800,
+            "y" => n * 31_536_000,
+            _ => return None,
+        };
+        any = true;
+    }
+    (any && num.is_empty()).then_some(total)
+}
+
+fn scaled(d: &str) -> String {
+    let secs = duration_secs(d).unwrap_or_else(|| panic!("not a duration: {d:?}"));
+    format!("{}s", (secs / TIME_SCALE).max(1))
+}
+
+/// Scales the durations inside every `[...]` of a PromQL expression (range and subquery).
+fn scale_expr(expr: &str) -> String {
+    let mut out = String::new();
+    let mut rest = expr;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..=open]);
+        let close = rest[open..].find(']').expect("closing ]") + open;
+        let inner = &rest[open + 1..close];
+        let parts: Vec<String> = inner
+            .split(':')
+            .map(|p| {
+                if p.trim().is_empty() {
+                    p.to_string()
+                } else {
+                    scaled(p.trim())
+                }
+            })
+            .collect();
+        out.push_str(&parts.join(":"));
+        out.push(']');
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn key(k: &str) -> Yaml {
+    Yaml::String(k.to_string())
+}
+
+/// Rewrites one rules document in place; returns how many `for:` and ranges it changed.
+fn scale_rules(doc: &mut Yaml) -> (usize, usize) {
+    let (mut fors, mut ranges) = (0, 0);
+    let Yaml::Hash(top) = doc else {
+        panic!("rules file is not a mapping")
+    };
+    let Some(Yaml::Array(groups)) = top.get_mut(&key("groups")) else {
+        panic!("no groups")
+    };
+    for g in groups {
+        let Yaml::Hash(g) = g else { continue };
+        let Some(Yaml::Array(rules)) = g.get_mut(&key("rules")) else {
+            continue;
+        };
+        for r in rules {
+            let Yaml::Hash(r) = r else { continue };
+            if let Some(Yaml::String(f)) = r.get_mut(&key("for")) {
+                *f = scaled(f);
+                fors += 1;
+            }
+            if let Some(Yaml::String(e)) = r.get_mut(&key("expr")) {
+                let new = scale_expr(e);
+                ranges += e.matches('[').count();
+                *e = new;
+            }
+        }
+    }
+    (fors, ranges)
+}
+
+/// Writes the fast variant of every alerts/*.rules.yml into `dir`.
+fn write_fast_rules(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("alerts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".rules.yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut doc = YamlLoader::load_from_str(&text).unwrap().remove(0);
+        scale_rules(&mut doc);
+        let mut s = String::new();
+        YamlEmitter::new(&mut s).dump(&doc).unwrap();
+        let dest = dir.join(f.file_name().unwrap());
+        std::fs::write(&dest, s).unwrap();
+        out.push(dest);
+    }
+    out
+}
+
+/// The shipped Alertmanager config with its receivers' integrations removed: routing, grouping
+/// and inhibition stay as shipped, nothing is sent anywhere.
+fn write_alertmanager_config(path: &Path) {
+    let text =
+        std::fs::read_to_string(root().join("deploy/alertmanager/alertmanager.yml")).unwrap();
+    let mut doc = YamlLoader::load_from_str(&text).unwrap().remove(0);
+    let Yaml::Hash(top) = &mut doc else {
+        panic!("not a mapping")
+    };
+    let Some(Yaml::Array(receivers)) = top.get_mut(&key("receivers")) else {
+        panic!("no receivers")
+    };
+    for r in receivers.iter_mut() {
+        let Yaml::Hash(h) = r else { continue };
+        h.retain(|k, _| *k == key("name"));
+    }
+    let mut s = String::new();
+    YamlEmitter::new(&mut s).dump(&doc).unwrap();
+    std::fs::write(path, s).unwrap();
+}
+
+fn check_rules(files: &[PathBuf]) {
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rejects the generated rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn duration_scaling() {
+    assert_eq!(duration_secs("5m"), Some(300));
+    assert_eq!(duration_secs("1h30m"), Some(5400));
+    assert_eq!(duration_secs("500ms"), Some(0));
+    assert_eq!(duration_secs("5x"), None);
+    assert_eq!(scaled("1h"), "60s");
+    assert_eq!(scaled("30s"), "1s");
+    assert_eq!(
+        scale_expr("increase(x[5m]) > 10 and rate(y[1h:1m]) and z[30m]"),
+        "increase(x[5s]) > 10 and rate(y[60s:1s]) and z[30s]"
+    );
+    assert_eq!(scale_expr("a > 7200"), "a > 7200");
+}
+
+#[test]
+fn fast_rules_are_generated_scaled_and_valid() {
+    let tmp = TempDir::new("fast-rules");
+    let files = write_fast_rules(tmp.path());
+    let mut fors = 0;
+    for f in &files {
+        let doc = YamlLoader::load_from_str(&std::fs::read_to_string(f).unwrap())
+            .unwrap()
+            .remove(0);
+        for g in doc["groups"].as_vec().unwrap() {
+            for r in g["rules"].as_vec().unwrap() {
+                if let Some(d) = r["for"].as_str() {
+                    fors += 1;
+                    let secs = duration_secs(d).unwrap();
+                    assert!((1..=60).contains(&secs), "{d}");
+                }
+                let e = r["expr"].as_str().unwrap();
+                assert!(
+                    !e.contains("m]") && !e.contains("h]"),
+                    "unscaled range in {e}"
+                );
+            }
+        }
+    }
+    // Same number of alerts with `for:` as the real rules.
+    let real: usize = std::fs::read_dir(root().join("alerts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".rules.yml"))
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .filter(|l| l.trim_start().starts_with("for:"))
+                .count()
+        })
+        .sum();
+    assert_eq!(fors, real);
+    if require_tool("promtool") {
+        check_rules(&files);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes and HTTP.
+
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, bin: &Path, args: &[String], dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn get_json(url: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&http_get(url)?).ok()
+}
+
+/// GET returning None on any error (a server that is not up yet is expected while waiting).
+fn http_get(url: &str) -> Option<String> {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .get(url)
+        .call()
+        .ok()?
+        .into_string()
+        .ok()
+}
+
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    testkit::sample_value(text, series)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stack.
+
+struct Cluster {
+    scenario: String,
+    expect: Vec<String>,
+    fault_after: Option<u64>,
+    /// (job, instance) of every exporter of this cluster.
+    targets: Vec<(&'static str, String)>,
+    ntp_source: String,
+    procs: Vec<Proc>,
+    sim_started: Instant,
+}
+
+/// Mounts a small tmpfs per directory inside an unprivileged user+mount namespace and keeps
+/// it alive; other processes reach it through /proc/<pid>/root/<dir>. That gives the OLAP
+/// sidecar a real filesystem the simulator can fill, without root and without faking the
+/// probe. None when user namespaces are not available.
+fn tmpfs_holder(dirs: &[PathBuf], log_dir: &Path) -> Option<(Proc, u32)> {
+    let script = "for d in \"$@\"; do mount -t tmpfs -o size=16m tmpfs \"$d\" || exit 1; done; \
+                  echo ready; exec sleep 100000";
+    let mut child = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .args(dirs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut line = String::new();
+    let ok = BufReader::new(child.stdout.take()?)
+        .read_line(&mut line)
+        .is_ok()
+        && line.trim() == "ready";
+    if !ok {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    let pid = child.id();
+    Some((
+        Proc {
+            name: "tmpfs-holder".into(),
+            child,
+            log: log_dir.join("none"),
+        },
+        pid,
+    ))
+}
+
+fn skip_or_fail(why: &str) {
+    if std::env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| v == "1") {
+        panic!("{why}, and {REQUIRE_TOOLS_ENV}=1 forbids skipping");
+    }
+    eprintln!("\n*** SKIPPED: {why} ***\n");
+}
+
+fn load_scenarios() -> Vec<(String, Vec<String>, Option<u64>)> {
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(scenarios_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let v: toml::Value = std::fs::read_to_string(&f).unwrap().parse().unwrap();
+        let expect = v
+            .get("expect")
+            .and_then(|e| e.as_array())
+            .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        let fault = v.get("fault").map(|_| FAULT_AFTER_S);
+        out.push((
+            f.file_stem().unwrap().to_string_lossy().into_owned(),
+            expect,
+            fault,
+        ));
+    }
+    out
+}
+
+/// Queries that are empty in a healthy steady state by design, or whose source is not part
+/// of this stack, matched on a substring of the expression. The report says whether each had
+/// data anyway (some do, from the other clusters, when they carry no instance filter).
+const EMPTY_BY_DESIGN: &[(&str, &str)] = &[
+    ("kafka_", "the Kafka JMX exporter is not part of this stack"),
+    ("ALERTS{", "no alert fires in a steady state"),
+    (
+        "_engine_up{job=~\"$job\", instance=~\"$instance\"} == 0",
+        "counts engines that are down: none in a steady state",
+    ),
+    (
+        "source_errors_total",
+        "per-reason error counters exist once a source failed: none in a steady state",
+    ),
+    (
+        "ingest_rejected_total",
+        "per-reason rejection counters exist once an input was rejected: none in a steady state",
+    ),
+    (
+        "log_rotations_total",
+        "per-file counters exist once a file rotated: none here",
+    ),
+    (
+        "log_truncations_total",
+        "per-file counters exist once a file was truncated: none here",
+    ),
+];
+
+struct Panel {
+    title: String,
+    expr: String,
+}
+
+fn dashboard_panels() -> Vec<Panel> {
+    fn walk(v: &serde_json::Value, dash: &str, out: &mut Vec<Panel>) {
+        for p in v["panels"].as_array().into_iter().flatten() {
+            if p["type"] == "row" {
+                walk(p, dash, out);
+                continue;
+            }
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if let Some(e) = t["expr"].as_str() {
+                    out.push(Panel {
+                        title: format!("{dash}: {}", p["title"].as_str().unwrap_or("")),
+                        expr: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("dashboards"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for f in files {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        walk(&v, &f.file_name().unwrap().to_string_lossy(), &mut out);
+    }
+    out
+}
+
+/// Grafana variables → values selecting the steady cluster's exporters.
+fn substitute(expr: &str, instances: &str) -> String {
+    expr.replace("$__rate_interval", RATE_INTERVAL)
+        .replace("$__interval", "1s")
+        .replace("${job}", ".+")
+        .replace("$job", ".+")
+        .replace("${instance}", instances)
+        .replace("$instance", instances)
+}
+
+#[test]
+fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
+    for tool in [
+        "prometheus",
+        "prometheus-alertmanager",
+        "promtool",
+        "unshare",
+    ] {
+        if !require_tool(tool) {
+            return;
+        }
+    }
+    let started = Instant::now();
+    let tmp = TempDir::new("e2e");
+    let dir = tmp.path().to_path_buf();
+    let sim = PathBuf::from(env!("CARGO_BIN_EXE_engine-sim"));
+    let bins: BTreeMap<&str, PathBuf> = [
+        "tx-exporter",
+        "ingestion-exporter",
+        "olap-exporter",
+        "clock-exporter",
+    ]
+    .into_iter()
+    .map(|b| (b, sibling(b)))
+    .collect();
+
+    // Rules and Alertmanager config, generated from the shipped ones.
+    let rules_dir = dir.join("rules");
+    std::fs::create_dir_all(&rules_dir).unwrap();
+    let rule_files = write_fast_rules(&rules_dir);
+    check_rules(&rule_files);
+    let am_config = dir.join("alertmanager.yml");
+    write_alertmanager_config(&am_config);
+
+    let scenarios = load_scenarios();
+    assert!(scenarios.iter().any(|(n, _, _)| n == "steady"));
+
+    // One tmpfs per cluster for the OLAP data directory.
+    let mounts: Vec<PathBuf> = scenarios
+        .iter()
+        .map(|(n, _, _)| {
+            let d = dir.join(format!("olap-data-{n}"));
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        })
+        .collect();
+    let holder = tmpfs_holder(&mounts, &dir);
+    if holder.is_none() {
+        skip_or_fail(
+            "unshare cannot create a user+mount namespace here; storage-nearly-full is not \
+             played and the OLAP data dirs are on the real disk",
+        );
+    }
+    let data_dir = |i: usize| -> PathBuf {
+        match &holder {
+            Some((_, pid)) => PathBuf::from(format!("/proc/{pid}/root"))
+                .join(mounts[i].strip_prefix("/").unwrap()),
+            None => mounts[i].clone(),
+        }
+    };
+
+    let mut clusters: Vec<Cluster> = Vec::new();
+    let mut clock_starts: Vec<(usize, Vec<String>)> = Vec::new();
+    for (i, (name, expect, fault_after)) in scenarios.iter().enumerate() {
+        if holder.is_none() && name == "storage-nearly-full" {
+            continue;
+        }
+        let cdir = dir.join(name);
+        std::fs::create_dir_all(&cdir).unwrap();
+        let mut c = Cluster {
+            scenario: name.clone(),
+            expect: expect.clone(),
+            fault_after: *fault_after,
+            targets: Vec::new(),
+            ntp_source: String::new(),
+            procs: Vec::new(),
+            sim_started: Instant::now(),
+        };
+        let mut sim_args = vec![
+            format!("--scenario={name}"),
+            "--duration=600s".to_string(),
+            format!("--fault-after={FAULT_AFTER_S}s"),
+            format!("--seed={}", 1000 + i),
+            format!("--host=node-{name}"),
+        ];
+        let tiers: [(&str, &str, &str, usize); 4] = [
+            ("tx-exporter", "tx-engines", "tx", 2),
+            ("ingestion-exporter", "ingestion-engines", "ingestion", 1),
+            ("olap-exporter", "olap-shards", "olap", 1),
+            ("clock-exporter", "clock-masters", "clock", 1),
+        ];
+        for (bin, job, tier, n) in tiers {
+            for k in 0..n {
+                let (web, statsd, engine) = (free_tcp_port(), free_udp_port(), free_tcp_port());
+                let log = cdir.join(format!("{tier}-{k}.log"));
+                let mut args = vec![
+                    format!("--web.listen-address=127.0.0.1:{web}"),
+                    format!("--ingest.statsd-udp=127.0.0.1:{statsd}"),
+                    format!("--engine.address=127.0.0.1:{engine}"),
+                    "--log.level=warn".to_string(),
+                ];
+                let mut target = format!("statsd=127.0.0.1:{statsd},engine=127.0.0.1:{engine}");
+                if tier != "clock" {
+                    args.push(format!("--ingest.log-path={}", log.display()));
+                    target.push_str(&format!(",log={}", log.display()));
+                }
+                if tier == "olap" {
+                    let d = data_dir(i);
+                    args.push(format!("--olap.data-dir={}", d.display()));
+                    sim_args.push(format!("--olap.data-dir={}", d.display()));
+                    sim_args.push("--olap.max-fill=32MiB".into());
+                }
+                if tier == "clock" {
+                    let ntp = free_udp_port();
+                    args.push("--clock.chrony-address=".into());
+                    args.push(format!("--clock.ntp-server=127.0.0.1:{ntp}"));
+                    sim_args.push(format!("--clock.ntp-listen=127.0.0.1:{ntp}"));
+                    c.ntp_source = format!("ntp:127.0.0.1:{ntp}");
+                    // Clock exporters start after the simulator: their first SNTP query must
+                    // find the clock master serving (the next one is 15 s later).
+                    clock_starts.push((clusters.len(), args));
+                } else {
+                    c.procs.push(Proc::spawn(
+                        &format!("{name}-{tier}-{k}"),
+                        &bins[bin],
+                        &args,
+                        &cdir,
+                    ));
+                }
+                sim_args.push(format!("--{tier}={target}"));
+                c.targets.push((job, format!("127.0.0.1:{web}")));
+            }
+        }
+        // Exporters first, so the event logs the simulator creates are read from their start.
+        std::thread::sleep(Duration::from_millis(300));
+        c.procs
+            .push(Proc::spawn(&format!("{name}-sim"), &sim, &sim_args, &cdir));
+        c.sim_started = Instant::now();
+        clusters.push(c);
+    }
+    let sims_started = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    for (ci, args) in clock_starts {
+        let c = &mut clusters[ci];
+        let cdir = dir.join(&c.scenario);
+        let p = Proc::spawn(
+            &format!("{}-clock-0", c.scenario),
+            &bins["clock-exporter"],
+            &args,
+            &cdir,
+        );
+        c.procs.push(p);
+    }
+
+    // Alertmanager and Prometheus start once every sidecar sees its engine (the engine probe
+    // refreshes every 5 s; with 1 s `for:` a slow first look would page).
+    let ready = testkit::eventually(Duration::from_secs(40), || {
+        for c in &mut clusters {
+            for p in &mut c.procs {
+                assert!(p.alive(), "{} exited:\n{}", p.name, p.tail());
+            }
+        }
+        clusters
+            .iter()
+            .all(|c| {
+                c.targets.iter().all(|(job, inst)| {
+                    let Some(text) = http_get(&format!("http://{inst}/metrics")) else {
+                        return false;
+                    };
+                    let prefix = match *job {
+                        "tx-engines" => "tx",
+                        "ingestion-engines" => "ingestion",
+                        "olap-shards" => "olap",
+                        _ => "clock",
+                    };
+                    let up =
+                        metric_value(&text, &format!("{prefix}_exporter_engine_up")) == Some(1.0);
+                    let ntp = prefix != "clock"
+                        || metric_value(
+                            &text,
+                            &format!("clock_exporter_source_up{{source=\"{}\"}}", c.ntp_source),
+                        ) == Some(1.0);
+                    up && ntp
+                })
+            })
+            .then_some(())
+    });
+    assert!(ready.is_some(), "exporters never saw their engines up");
+    eprintln!(
+        "e2e: {} clusters, {} exporters ready after {:.1}s",
+        clusters.len(),
+        clusters.iter().map(|c| c.targets.len()).sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let am_port = free_tcp_port();
+    let am = Proc::spawn(
+        "alertmanager",
+        Path::new("prometheus-alertmanager"),
+        &[
+            format!("--config.file={}", am_config.display()),
+            format!("--storage.path={}", dir.join("am-data").display()),
+            format!("--web.listen-address=127.0.0.1:{am_port}"),
+            "--cluster.listen-address=".into(),
+            "--log.level=warn".into(),
+        ],
+        &dir,
+    );
+    let prom_port = free_tcp_port();
+    let mut scrape = String::new();
+    for job in [
+        "tx-engines",
+        "ingestion-engines",
+        "olap-shards",
+        "clock-masters",
+    ] {
+        scrape.push_str(&format!("  - job_name: {job}\n    static_configs:\n"));
+        for c in &clusters {
+            let targets: Vec<String> = c
+                .targets
+                .iter()
+                .filter(|(j, _)| *j == job)
+                .map(|(_, t)| format!("'{t}'"))
+                .collect();
+            scrape.push_str(&format!(
+                "      - targets: [{}]\n        labels: {{cluster: '{}'}}\n",
+                targets.join(", "),
+                c.scenario
+            ));
+        }
+    }
+    let prom_config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+         alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
+         rule_files:\n{}\nscrape_configs:\n{scrape}",
+        rule_files
+            .iter()
+            .map(|f| format!("  - '{}'\n", f.display()))
+            .collect::<String>()
+    );
+    let prom_config_path = dir.join("prometheus.yml");
+    std::fs::write(&prom_config_path, prom_config).unwrap();
+    let prom = Proc::spawn(
+        "prometheus",
+        Path::new("prometheus"),
+        &[
+            format!("--config.file={}", prom_config_path.display()),
+            format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
+            format!("--web.listen-address=127.0.0.1:{prom_port}"),
+            "--log.level=warn".into(),
+        ],
+        &dir,
+    );
+    let prom_url = format!("http://127.0.0.1:{prom_port}");
+    let am_url = format!("http://127.0.0.1:{am_port}");
+    assert!(
+        testkit::eventually(Duration::from_secs(30), || {
+            http_get(&format!("{prom_url}/-/ready")).and(http_get(&format!("{am_url}/-/ready")))
+        })
+        .is_some(),
+        "Prometheus/Alertmanager not ready:\n{}\n{}",
+        prom.tail(),
+        am.tail()
+    );
+    let prom_started = Instant::now();
+
+    // Watch until every expected alert reached Alertmanager, or the deadline.
+    let steady_instances: String = clusters
+        .iter()
+        .find(|c| c.scenario == "steady")
+        .unwrap()
+        .targets
+        .iter()
+        .map(|(_, t)| t.clone())
+        .collect::<Vec<_>>()
+        .join("|");
+    let onset = sims_started + Duration::from_secs(FAULT_AFTER_S);
+    let deadline = onset + FIRE_DEADLINE;
+    // (cluster, alert) → (first seen in Alertmanager, state then)
+    let mut seen: BTreeMap<(String, String), (Instant, String)> = BTreeMap::new();
+    let mut steady_pending: BTreeSet<String> = BTreeSet::new();
+    let mut steady_firing: BTreeSet<String> = BTreeSet::new();
+    let panels = dashboard_panels();
+    let mut panel_ok: BTreeMap<String, bool> = BTreeMap::new();
+    let mut dashboards_checked = false;
+    loop {
+        let now = Instant::now();
+        if let Some(v) = get_json(&format!("{am_url}/api/v2/alerts")) {
+            for a in v.as_array().into_iter().flatten() {
+                let cluster = a["labels"]["cluster"].as_str().unwrap_or("").to_string();
+                let name = a["labels"]["alertname"].as_str().unwrap_or("").to_string();
+                let state = a["status"]["state"].as_str().unwrap_or("").to_string();
+                seen.entry((cluster, name)).or_insert((now, state));
+            }
+        }
+        if let Some(v) = get_json(&format!("{prom_url}/api/v1/alerts")) {
+            for a in v["data"]["alerts"].as_array().into_iter().flatten() {
+                if a["labels"]["cluster"] == "steady" {
+                    let name = a["labels"]["alertname"].as_str().unwrap_or("").to_string();
+                    if a["state"] == "firing" {
+                        steady_firing.insert(name.clone());
+                    }
+                    steady_pending.insert(name);
+                }
+            }
+        }
+        // Dashboards: once the 10 s rate windows are full, until each query has had data.
+        if !dashboards_checked && prom_started.elapsed() > Duration::from_secs(12) {
+            for p in &panels {
+                if panel_ok.get(&p.expr).copied().unwrap_or(false) {
+                    continue;
+                }
+                let q = substitute(&p.expr, &steady_instances);
+                let url = format!("{prom_url}/api/v1/query?query={}", urlencode(&q));
+                let has = get_json(&url)
+                    .map(|v| {
+                        assert_eq!(v["status"], "success", "{}: {q}: {v}", p.title);
+                        !v["data"]["result"].as_array().unwrap().is_empty()
+                    })
+                    .unwrap_or(false);
+                panel_ok.insert(p.expr.clone(), has);
+            }
+            dashboards_checked =
+                panel_ok.values().all(|ok| *ok) || prom_started.elapsed() > Duration::from_secs(40);
+        }
+        let all_seen = clusters.iter().all(|c| {
+            c.expect
+                .iter()
+                .all(|a| seen.contains_key(&(c.scenario.clone(), a.clone())))
+        });
+        if (all_seen && dashboards_checked && now > onset + Duration::from_secs(20))
+            || now > deadline
+        {
+            break;
+        }
+        for c in &mut clusters {
+            for p in &mut c.procs {
+                assert!(p.alive(), "{} exited:\n{}", p.name, p.tail());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Report.
+    let mut report = String::from("scenario | expected alert | reached Alertmanager after the fault | state | other alerts of the cluster\n");
+    let mut missing = Vec::new();
+    for c in &clusters {
+        let others: Vec<String> = seen
+            .keys()
+            .filter(|(cl, a)| *cl == c.scenario && !c.expect.contains(a))
+            .map(|(_, a)| a.clone())
+            .collect();
+        let from = if c.fault_after.is_some() {
+            "fault"
+        } else {
+            "Prometheus start (fault from the start)"
+        };
+        if c.expect.is_empty() {
+            report.push_str(&format!(
+                "{} | (none) | - | - | {}\n",
+                c.scenario,
+                others.join(", ")
+            ));
+        }
+        for a in &c.expect {
+            match seen.get(&(c.scenario.clone(), a.clone())) {
+                Some((at, state)) => {
+                    // From the fault, or for a scenario faulty from the start, from when
+                    // Prometheus could first see it.
+                    let from_instant = match c.fault_after {
+                        Some(f) => c.sim_started + Duration::from_secs(f),
+                        None => prom_started,
+                    };
+                    let t = at.saturating_duration_since(from_instant).as_secs_f64();
+                    report.push_str(&format!(
+                        "{} | {a} | {t:.0}s (from {from}) | {state} | {}\n",
+                        c.scenario,
+                        others.join(", ")
+                    ));
+                }
+                None => {
+                    report.push_str(&format!(
+                        "{} | {a} | NOT SEEN | - | {}\n",
+                        c.scenario,
+                        others.join(", ")
+                    ));
+                    missing.push(format!("{}: {a}", c.scenario));
+                }
+            }
+        }
+    }
+    let empty: Vec<String> = panels
+        .iter()
+        .filter(|p| !panel_ok.get(&p.expr).copied().unwrap_or(false))
+        .filter(|p| !EMPTY_BY_DESIGN.iter().any(|(m, _)| p.expr.contains(m)))
+        .map(|p| format!("{}: {}", p.title, p.expr))
+        .collect();
+    let exempt: Vec<String> = panels
+        .iter()
+        .filter_map(|p| {
+            EMPTY_BY_DESIGN
+                .iter()
+                .find(|(m, _)| p.expr.contains(m))
+                .map(|(_, why)| {
+                    format!(
+                        "{} ({why}; had data: {})",
+                        p.title,
+                        panel_ok.get(&p.expr).copied().unwrap_or(false)
+                    )
+                })
+        })
+        .collect();
+    report.push_str(&format!(
+        "\nsteady: pending at some point: {steady_pending:?}; firing: {steady_firing:?}\n\
+         dashboards: {} queries, {} with data for the steady cluster, {} exempt:\n  {}\n\
+         total e2e time {:.0}s\n",
+        panels.len(),
+        panel_ok.values().filter(|v| **v).count(),
+        exempt.len(),
+        exempt.join("\n  "),
+        started.elapsed().as_secs_f64()
+    ));
+    eprintln!("\n{report}");
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("engine-sim-e2e-report.txt"),
+        &report,
+    );
+    drop(prom);
+    drop(am);
+
+    assert!(
+        missing.is_empty(),
+        "expected alerts never reached Alertmanager: {missing:?}\n{report}"
+    );
+    let steady_in_am: Vec<&String> = seen
+        .keys()
+        .filter(|(c, _)| c == "steady")
+        .map(|(_, a)| a)
+        .collect();
+    assert!(
+        steady_in_am.is_empty() && steady_firing.is_empty(),
+        "the steady cluster raised alerts: {steady_in_am:?} {steady_firing:?}"
+    );
+    assert!(
+        empty.is_empty(),
+        "dashboard queries without data in the steady state:\n{}",
+        empty.join("\n")
+    );
+}
