@@ -321,3 +321,47 @@ fn a_statsd_port_in_use_is_reported_on_health_and_metrics_keep_working() {
     assert!(body.contains("cannot listen on udp"), "{body}");
     assert!(exp.scrape_text().contains("tx_engine_transactions_total"));
 }
+
+#[test]
+fn every_sent_datagram_is_processed_or_counted_as_a_kernel_drop() {
+    let exp = Exporter::start(BIN, &[]);
+    let pid = exp.pid().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    // Stopped, the exporter reads nothing: the receive queue fills and the kernel drops
+    // the rest, which it reports with the next datagram delivered after SIGCONT.
+    signal("-STOP");
+    let line = "tx_engine_transactions_total:1|c\n";
+    let datagram = line.repeat(50);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = 0u32;
+    for _ in 0..20_000 {
+        if sock.send_to(datagram.as_bytes(), exp.statsd).is_ok() {
+            sent += 1;
+        }
+    }
+    signal("-CONT");
+    // One more after the queue has drained carries the final drop count.
+    std::thread::sleep(Duration::from_millis(500));
+    sock.send_to(datagram.as_bytes(), exp.statsd).unwrap();
+    sent += 1;
+    let mut last = String::new();
+    let done = eventually(Duration::from_secs(10), || {
+        last = exp.scrape_text();
+        let got = sample_value(
+            &last,
+            "tx_exporter_statsd_datagrams_total{listener=\"udp\"}",
+        )?;
+        let dropped = sample_value(&last, "tx_exporter_statsd_udp_dropped_total")?;
+        (got + dropped == f64::from(sent)).then_some((got, dropped))
+    });
+    let (got, dropped) = done.unwrap_or_else(|| panic!("sent {sent}, scrape:\n{last}"));
+    assert!(dropped > 0.0, "the queue never overflowed: {last}");
+    assert_eq!(value(&last, "tx_engine_transactions_total"), got * 50.0);
+}
