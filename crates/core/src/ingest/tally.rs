@@ -40,6 +40,10 @@ impl Tally {
             .map_or(0, |(_, n)| *n)
     }
 
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|(_, n)| n).sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.accepted == 0 && self.tags_dropped == 0 && self.rejected.is_empty()
     }

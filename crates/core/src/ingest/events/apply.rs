@@ -336,4 +336,34 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
         assert_eq!(parse_timestamp("1970-01-01T00:00:10"), None);
         assert_eq!(parse_timestamp("garbage"), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_lines_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let (m, metrics) = setup();
+            let mut t = Tally::default();
+            m.apply_line(&metrics, &bytes, &mut t);
+        }
+
+        #[test]
+        fn event_shaped_lines_never_panic(
+            event in "(query_completed|received|nope)",
+            duration in proptest::num::f64::ANY,
+            ts in "[0-9T:+Z.-]{0,30}",
+            sid in proptest::option::of("[a-z0-9]{0,300}"),
+        ) {
+            let (m, metrics) = setup();
+            let mut t = Tally::default();
+            let mut obj = serde_json::json!({"event": event, "timestamp": ts});
+            if duration.is_finite() {
+                obj["duration_ms"] = serde_json::json!(duration);
+                obj["bytes_read"] = serde_json::json!(duration);
+            }
+            if let Some(sid) = sid {
+                obj["server_id"] = serde_json::json!(sid);
+            }
+            m.apply_line(&metrics, obj.to_string().as_bytes(), &mut t);
+            proptest::prop_assert!(t.accepted > 0 || !t.is_empty());
+        }
+    }
 }

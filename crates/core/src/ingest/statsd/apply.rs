@@ -307,4 +307,18 @@ source = "probe"
             "{out}"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_datagrams_never_panic_and_every_line_is_accounted(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)
+        ) {
+            let (m, metrics) = setup(5);
+            let mut t = Tally::default();
+            let lines = m.apply_datagram(&metrics, &bytes, &mut t);
+            let rejected = t.rejected_total();
+            // Each line yields at least one outcome (multi-value lines can yield more).
+            proptest::prop_assert!(t.accepted + rejected >= lines);
+        }
+    }
 }
