@@ -35,19 +35,26 @@ fn scenarios_dir() -> PathBuf {
 }
 
 /// A sibling binary of engine-sim in target/<profile>/. `cargo test --workspace` builds every
-/// package's binaries before running any test, so they are there; `cargo test -p engine-sim`
-/// alone does not build them (cargo holds the build lock while tests run, so the test cannot
-/// build them either).
+/// package's binaries before running any test; `cargo test -p engine-sim` builds only ours,
+/// so a missing one is built here with the same cargo and profile.
 fn sibling(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_engine-sim"))
         .parent()
         .unwrap()
         .to_path_buf();
     let bin = dir.join(name);
+    if !bin.exists() {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", name]).current_dir(root());
+        if dir.file_name().is_some_and(|d| d == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "cargo build -p {name} failed");
+    }
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo test --workspace` (it builds every binary first) or \
-         `cargo build --workspace` before `cargo test -p engine-sim`",
+        "{} is missing after cargo build",
         bin.display()
     );
     bin
