@@ -105,9 +105,14 @@ trap 'exit 130' INT TERM
 # else a plain directory (engine-sim then refuses to fill the big disk and says so).
 mkdir -p "$WORK/olap-data"
 DATA_DIR=$WORK/olap-data
-if unshare --user --map-root-user --mount true 2>/dev/null; then
+NS=""
+if unshare --user --map-root-user --mount true 2>/dev/null; then NS="--user --map-root-user --mount"
+elif [ "$(id -u)" = 0 ] && unshare --mount true 2>/dev/null; then NS="--mount"
+fi
+if [ -n "$NS" ]; then
   mkfifo "$WORK/holder.ready"
-  unshare --user --map-root-user --mount sh -c \
+  # shellcheck disable=SC2086 # NS is a list of flags
+  unshare $NS sh -c \
     'mount -t tmpfs -o size=64m tmpfs "$1" && echo ready > "$2" && exec sleep 1000000' \
     sh "$WORK/olap-data" "$WORK/holder.ready" &
   HOLDER=$!; PIDS+=("$HOLDER")

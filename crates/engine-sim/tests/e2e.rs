@@ -371,18 +371,22 @@ struct Cluster {
 /// sidecar a real filesystem the simulator can fill, without root and without faking the
 /// probe. None when user namespaces are not available.
 fn tmpfs_holder(dirs: &[PathBuf], log_dir: &Path) -> Option<(Proc, u32)> {
+    // Unprivileged user namespace first; as root a plain mount namespace is enough (and works
+    // where unprivileged user namespaces are switched off).
+    [
+        &["--user", "--map-root-user", "--mount"][..],
+        &["--mount"][..],
+    ]
+    .iter()
+    .find_map(|ns| holder_with(ns, dirs, log_dir))
+}
+
+fn holder_with(ns: &[&str], dirs: &[PathBuf], log_dir: &Path) -> Option<(Proc, u32)> {
     let script = "for d in \"$@\"; do mount -t tmpfs -o size=16m tmpfs \"$d\" || exit 1; done; \
                   echo ready; exec sleep 100000";
     let mut child = Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
+        .args(ns)
+        .args(["sh", "-c", script, "sh"])
         .args(dirs)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
