@@ -238,9 +238,11 @@ fn main() {
         Action::Help => println!("{HELP}"),
         Action::List(dir) => match scenario::sources(dir.as_deref()) {
             Ok(all) => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
                 for (name, _) in all {
-                    match scenario::load(&name, dir.as_deref()) {
-                        Ok(s) => println!(
+                    let line = match scenario::load(&name, dir.as_deref()) {
+                        Ok(s) => format!(
                             "{name:<22} {}\n{:<22} expects: {}",
                             s.description,
                             "",
@@ -250,7 +252,11 @@ fn main() {
                                 s.expect.join(", ")
                             }
                         ),
-                        Err(e) => println!("{name:<22} INVALID: {e}"),
+                        Err(e) => format!("{name:<22} INVALID: {e}"),
+                    };
+                    // A closed pipe (`| head`) ends the listing quietly.
+                    if writeln!(out, "{line}").is_err() {
+                        return;
                     }
                 }
             }
