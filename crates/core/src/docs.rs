@@ -35,6 +35,10 @@ pub fn metrics_markdown(schemas: &[Schema]) -> String {
         );
         for m in &schema.metrics {
             let mut help = m.help.clone();
+            if !m.initial.is_empty() {
+                let series: Vec<String> = m.initial.iter().map(|v| v.join("/")).collect();
+                let _ = write!(help, " (at 0 from the start: {})", series.join(", "));
+            }
             if m.kind == MetricType::Histogram {
                 let buckets: Vec<String> = m.buckets.iter().map(|b| b.to_string()).collect();
                 let _ = write!(help, " (buckets: {})", buckets.join(", "));

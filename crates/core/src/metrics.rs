@@ -353,6 +353,11 @@ impl Metrics {
         let mut by_name = HashMap::new();
         for def in &schema.metrics {
             let metric = register(&mut registry, def, limits);
+            for values in &def.initial {
+                let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                // Checked by the schema: counters with one value per label.
+                let _ = metric.inc_by(&values, 0.0);
+            }
             by_name.insert(def.name.clone(), metric);
         }
         Metrics {

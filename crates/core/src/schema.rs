@@ -74,6 +74,9 @@ pub struct MetricDef {
     pub seed: Option<String>,
     #[serde(default)]
     pub source: Source,
+    /// Label values of series that exist (at 0) from the first scrape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initial: Vec<Vec<String>>,
     /// For `source = "derived"`: how the sidecar computes the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derived: Option<Derived>,
@@ -350,6 +353,13 @@ impl Schema {
                 bail!("{name}: invalid label name {label:?}");
             }
         }
+        if def
+            .initial
+            .iter()
+            .any(|values| values.len() != def.labels.len() || def.kind != MetricType::Counter)
+        {
+            bail!("{name}: initial series need one value per label, on counters only");
+        }
         let buckets_ok = def.buckets.windows(2).all(|w| w[0] < w[1])
             && def.buckets.iter().all(|b| b.is_finite());
         match def.kind {
@@ -539,6 +549,7 @@ seed = "tx_engine_commits"
             buckets: vec![],
             seed: None,
             source: Source::Engine,
+            initial: vec![],
             derived: None,
         };
         assert_eq!(def.base_name(), "olap_read");

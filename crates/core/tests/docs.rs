@@ -1,6 +1,8 @@
 //! docs/metrics.md must match the schemas. Regenerate with
 //! `UPDATE_DOCS=1 cargo test -p exporter-core --test docs`.
 
+#![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
+
 use std::path::{Path, PathBuf};
 
 use exporter_core::config::FLAGS;
@@ -59,4 +61,41 @@ fn configuration_doc_names_every_flag() {
     for flag in ["--config.file", "--check-config"] {
         assert!(doc.contains(flag), "docs/configuration.md lacks {flag}");
     }
+}
+
+/// Reason names listed under a "### ... rejection reasons" heading of docs/ingest.md.
+fn documented_reasons(doc: &str, heading: &str) -> Vec<String> {
+    let start = doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading} in docs/ingest.md"));
+    doc[start..]
+        .lines()
+        .skip(1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn every_documented_rejection_reason_exists_from_the_start() {
+    let doc = std::fs::read_to_string(root().join("docs/ingest.md")).expect("docs/ingest.md");
+    let mut documented: Vec<Vec<String>> = Vec::new();
+    for (source, heading) in [
+        ("statsd", "### StatsD rejection reasons"),
+        ("events", "### Event rejection reasons"),
+    ] {
+        let reasons = documented_reasons(&doc, heading);
+        assert!(reasons.len() >= 8, "{heading}: {reasons:?}");
+        documented.extend(reasons.into_iter().map(|r| vec![source.to_owned(), r]));
+    }
+    let tier = std::fs::read_to_string(root().join("crates/tx-exporter/schema.toml")).unwrap();
+    let schema = Schema::parse(&tier).expect("schema");
+    let rejected = schema
+        .metric("tx_exporter_ingest_rejected_total")
+        .expect("metric");
+    assert_eq!(
+        rejected.initial, documented,
+        "self_schema.toml initial vs docs/ingest.md"
+    );
 }

@@ -37,6 +37,12 @@ fn check_families(schema: &Schema, parsed: &Value, format: &str) {
         );
         let samples = fam["samples"].as_array().expect("samples");
         if !def.labels.is_empty() {
+            let total = def.name.as_str();
+            let present = samples.iter().filter(|s| s[0] == total).count();
+            assert!(
+                present >= def.initial.len(),
+                "{format}: initial series of {total}"
+            );
             continue;
         }
         match def.kind {

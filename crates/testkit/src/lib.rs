@@ -343,6 +343,16 @@ pub fn sample_value(exposition: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// Sums the values of every series whose printed form starts with `prefix`
+/// (e.g. `name{source="statsd"`), for checks over a whole label subset.
+pub fn sum_values(exposition: &str, prefix: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Waits until `f` returns Some or the timeout passes.
 pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
