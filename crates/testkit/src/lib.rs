@@ -217,6 +217,24 @@ impl Exporter {
         r.text()
     }
 
+    /// Scrapes until `series` shows `want` and returns that scrape; panics with the last
+    /// scrape and the exporter's logs when `timeout` passes first.
+    pub fn wait_for_value(&self, series: &str, want: f64, timeout: Duration) -> String {
+        let mut last = String::new();
+        let ok = eventually(timeout, || {
+            last = self.scrape_text();
+            (sample_value(&last, series) == Some(want)).then_some(())
+        });
+        if ok.is_none() {
+            let got = sample_value(&last, series);
+            panic!(
+                "{series}: want {want}, got {got:?}\n{last}\n--- logs ---\n{}",
+                self.logs()
+            );
+        }
+        last
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

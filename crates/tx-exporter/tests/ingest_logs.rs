@@ -14,19 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tx-exporter");
 const TOTAL: &str = "tx_engine_transactions_total";
 
 fn wait_for(exp: &Exporter, series: &str, want: f64) -> String {
-    let mut last = String::new();
-    let ok = eventually(Duration::from_secs(15), || {
-        last = exp.scrape_text();
-        (sample_value(&last, series) == Some(want)).then_some(())
-    });
-    if ok.is_none() {
-        let got = sample_value(&last, series);
-        panic!(
-            "{series}: want {want}, got {got:?}\n{last}\n--- logs ---\n{}",
-            exp.logs()
-        );
-    }
-    last
+    exp.wait_for_value(series, want, Duration::from_secs(15))
 }
 
 fn value(text: &str, series: &str) -> f64 {

@@ -10,20 +10,8 @@ use testkit::{eventually, sample_value, Exporter, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tx-exporter");
 
-/// Waits until `series` shows `want` on /metrics; panics with the scrape otherwise.
 fn wait_for(exp: &Exporter, series: &str, want: f64) {
-    let mut last = String::new();
-    let ok = eventually(Duration::from_secs(10), || {
-        last = exp.scrape_text();
-        (sample_value(&last, series) == Some(want)).then_some(())
-    });
-    if ok.is_none() {
-        let got = sample_value(&last, series);
-        panic!(
-            "{series}: want {want}, got {got:?}\n{last}\n--- logs ---\n{}",
-            exp.logs()
-        );
-    }
+    exp.wait_for_value(series, want, Duration::from_secs(10));
 }
 
 fn value(text: &str, series: &str) -> f64 {
