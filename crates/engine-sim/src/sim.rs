@@ -203,6 +203,11 @@ fn say(msg: &str) {
 
 impl Sim {
     pub fn new(cfg: Config) -> std::io::Result<Sim> {
+        // The fixed SNTP port first, before the StatsD senders bind ephemeral ports.
+        let ntp = cfg.ntp_listen.map(NtpServer::start).transpose()?;
+        if let Some(n) = &ntp {
+            say(&format!("serving SNTP on {}", n.addr));
+        }
         let p = &cfg.scenario.before;
         let tx = cfg
             .tx
@@ -275,10 +280,6 @@ impl Sim {
                 })
             })
             .transpose()?;
-        let ntp = cfg.ntp_listen.map(NtpServer::start).transpose()?;
-        if let Some(n) = &ntp {
-            say(&format!("serving SNTP on {}", n.addr));
-        }
         Ok(Sim {
             rng: Rng::new(cfg.seed),
             cfg,

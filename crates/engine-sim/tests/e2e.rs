@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::{free_tcp_port, free_udp_port, require_tool, TempDir, REQUIRE_TOOLS_ENV};
+use testkit::{require_tool, TempDir, REQUIRE_TOOLS_ENV};
 use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
 
 /// Rule durations are divided by this: one minute of the real rules is one second here.
@@ -413,6 +413,40 @@ fn holder_with(ns: &[&str], dirs: &[PathBuf], log_dir: &Path) -> Option<(Proc, u
     ))
 }
 
+/// Loopback ports held open by the test until just before the process that uses them starts:
+/// a released port can be handed out again by the kernel to any bind(0) (the simulators'
+/// StatsD senders bind dozens), so a port picked early and used late would be stolen.
+#[derive(Default)]
+struct Ports {
+    tcp: BTreeMap<u16, std::net::TcpListener>,
+    udp: BTreeMap<u16, std::net::UdpSocket>,
+}
+
+impl Ports {
+    fn tcp(&mut self) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        self.tcp.insert(p, l);
+        p
+    }
+
+    fn udp(&mut self) -> u16 {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = s.local_addr().unwrap().port();
+        self.udp.insert(p, s);
+        p
+    }
+
+    fn release(&mut self, tcp: &[u16], udp: &[u16]) {
+        for p in tcp {
+            self.tcp.remove(p);
+        }
+        for p in udp {
+            self.udp.remove(p);
+        }
+    }
+}
+
 fn skip_or_fail(why: &str) {
     if std::env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| v == "1") {
         panic!("{why}, and {REQUIRE_TOOLS_ENV}=1 forbids skipping");
@@ -582,7 +616,8 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     };
 
     let mut clusters: Vec<Cluster> = Vec::new();
-    let mut clock_starts: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut ports = Ports::default();
+    let mut clock_starts: Vec<(usize, Vec<String>, u16, u16)> = Vec::new();
     for (i, (name, expect, fault_after)) in scenarios.iter().enumerate() {
         if holder.is_none() && name == "storage-nearly-full" {
             continue;
@@ -598,6 +633,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
             procs: Vec::new(),
             sim_started: Instant::now(),
         };
+        let (mut sim_tcp, mut sim_udp): (Vec<u16>, Vec<u16>) = (Vec::new(), Vec::new());
         let mut sim_args = vec![
             format!("--scenario={name}"),
             "--duration=600s".to_string(),
@@ -613,7 +649,8 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
         ];
         for (bin, job, tier, n) in tiers {
             for k in 0..n {
-                let (web, statsd, engine) = (free_tcp_port(), free_udp_port(), free_tcp_port());
+                let (web, statsd, engine) = (ports.tcp(), ports.udp(), ports.tcp());
+                sim_tcp.push(engine);
                 let log = cdir.join(format!("{tier}-{k}.log"));
                 let mut args = vec![
                     format!("--web.listen-address=127.0.0.1:{web}"),
@@ -633,15 +670,17 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
                     sim_args.push("--olap.max-fill=32MiB".into());
                 }
                 if tier == "clock" {
-                    let ntp = free_udp_port();
+                    let ntp = ports.udp();
+                    sim_udp.push(ntp);
                     args.push("--clock.chrony-address=".into());
                     args.push(format!("--clock.ntp-server=127.0.0.1:{ntp}"));
                     sim_args.push(format!("--clock.ntp-listen=127.0.0.1:{ntp}"));
                     c.ntp_source = format!("ntp:127.0.0.1:{ntp}");
                     // Clock exporters start after the simulator: their first SNTP query must
                     // find the clock master serving (the next one is 15 s later).
-                    clock_starts.push((clusters.len(), args));
+                    clock_starts.push((clusters.len(), args, web, statsd));
                 } else {
+                    ports.release(&[web], &[statsd]);
                     c.procs.push(Proc::spawn(
                         &format!("{name}-{tier}-{k}"),
                         &bins[bin],
@@ -655,6 +694,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
         }
         // Exporters first, so the event logs the simulator creates are read from their start.
         std::thread::sleep(Duration::from_millis(300));
+        ports.release(&sim_tcp, &sim_udp);
         c.procs
             .push(Proc::spawn(&format!("{name}-sim"), &sim, &sim_args, &cdir));
         c.sim_started = Instant::now();
@@ -662,8 +702,9 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     }
     let sims_started = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
-    for (ci, args) in clock_starts {
+    for (ci, args, web, statsd) in clock_starts {
         let c = &mut clusters[ci];
+        ports.release(&[web], &[statsd]);
         let cdir = dir.join(&c.scenario);
         let p = Proc::spawn(
             &format!("{}-clock-0", c.scenario),
@@ -715,7 +756,8 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
         started.elapsed().as_secs_f64()
     );
 
-    let am_port = free_tcp_port();
+    let am_port = ports.tcp();
+    ports.release(&[am_port], &[]);
     let am = Proc::spawn(
         "alertmanager",
         Path::new("prometheus-alertmanager"),
@@ -728,7 +770,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
         ],
         &dir,
     );
-    let prom_port = free_tcp_port();
+    let prom_port = ports.tcp();
     let mut scrape = String::new();
     for job in [
         "tx-engines",
@@ -762,6 +804,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     );
     let prom_config_path = dir.join("prometheus.yml");
     std::fs::write(&prom_config_path, prom_config).unwrap();
+    ports.release(&[prom_port], &[]);
     let prom = Proc::spawn(
         "prometheus",
         Path::new("prometheus"),
