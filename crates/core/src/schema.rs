@@ -448,18 +448,27 @@ fn valid_label(name: &str) -> bool {
         && !name.starts_with("__")
 }
 
+/// A tier schema for unit tests: the `[tier]` table of `tier` ("tx" or "olap") followed by
+/// `metrics_toml`.
+#[cfg(test)]
+pub(crate) fn test_schema_toml(tier: &str, metrics_toml: &str) -> String {
+    let (prefix, port) = match tier {
+        "olap" => ("olap_", 9092),
+        _ => ("tx_engine_", 9090),
+    };
+    format!(
+        "[tier]\nname = \"{tier}\"\nbinary = \"{tier}-exporter\"\n\
+         metric_prefix = \"{prefix}\"\nself_prefix = \"{tier}_exporter_\"\n\
+         web_listen_address = \"0.0.0.0:{port}\"\nstatsd_udp = \"127.0.0.1:8125\"\n\
+         {metrics_toml}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MINI: &str = r#"
-[tier]
-name = "tx"
-binary = "tx-exporter"
-metric_prefix = "tx_engine_"
-self_prefix = "tx_exporter_"
-web_listen_address = "0.0.0.0:9090"
-statsd_udp = "127.0.0.1:8125"
+    const MINI_METRICS: &str = r#"
 
 [[metrics]]
 name = "tx_engine_commits_total"
@@ -468,9 +477,13 @@ help = "Commits"
 seed = "tx_engine_commits"
 "#;
 
+    fn mini() -> String {
+        test_schema_toml("tx", MINI_METRICS)
+    }
+
     #[test]
     fn parses_and_adds_self_metrics() {
-        let schema = Schema::parse(MINI).expect("valid schema");
+        let schema = Schema::parse(&mini()).expect("valid schema");
         assert!(schema.metric("tx_engine_commits_total").is_some());
         assert!(schema.metric("tx_exporter_engine_up").is_some());
         assert!(schema.metric("tx_exporter_build_info").is_some());
@@ -478,7 +491,7 @@ seed = "tx_engine_commits"
 
     #[test]
     fn statsd_names_accept_counter_aliases() {
-        let schema = Schema::parse(MINI).expect("valid schema");
+        let schema = Schema::parse(&mini()).expect("valid schema");
         for alias in ["tx_engine_commits_total", "tx_engine_commits"] {
             let def = schema.resolve_statsd_name(alias).expect(alias);
             assert_eq!(def.name, "tx_engine_commits_total");
@@ -508,7 +521,7 @@ seed = "tx_engine_commits"
             ),
         ];
         for (body, expected) in cases {
-            let text = format!("{MINI}\n[[metrics]]\n{body}\nhelp = \"h\"\n");
+            let text = format!("{}\n[[metrics]]\n{body}\nhelp = \"h\"\n", mini());
             let err = Schema::parse(&text).expect_err(body);
             assert!(err.0.contains(expected), "{body}: {err}");
         }
@@ -516,7 +529,7 @@ seed = "tx_engine_commits"
 
     #[test]
     fn event_rules_are_checked_against_metrics() {
-        let mut schema = Schema::parse(MINI).expect("valid schema");
+        let mut schema = Schema::parse(&mini()).expect("valid schema");
         let bad = EventRule {
             event: "e".into(),
             effects: vec![Effect::Observe {

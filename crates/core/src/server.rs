@@ -194,16 +194,6 @@ mod tests {
     use axum::body::Body;
     use tower::ServiceExt;
 
-    const TIER: &str = r#"
-[tier]
-name = "tx"
-binary = "tx-exporter"
-metric_prefix = "tx_engine_"
-self_prefix = "tx_exporter_"
-web_listen_address = "0.0.0.0:9090"
-statsd_udp = "127.0.0.1:8125"
-"#;
-
     async fn get(app: Router, path: &str) -> (StatusCode, String) {
         let resp = app
             .oneshot(Request::get(path).body(Body::empty()).expect("request"))
@@ -218,7 +208,7 @@ statsd_udp = "127.0.0.1:8125"
 
     #[tokio::test]
     async fn health_is_503_while_a_source_has_failed() {
-        let schema = Schema::parse(TIER).expect("schema");
+        let schema = Schema::parse(&crate::schema::test_schema_toml("tx", "")).expect("schema");
         let health = Health::default();
         let state = Arc::new(AppState {
             metrics: Arc::new(Metrics::new(&schema, Default::default())),

@@ -204,14 +204,7 @@ mod tests {
     use super::*;
     use crate::metrics::Limits;
 
-    const SCHEMA: &str = r#"
-[tier]
-name = "olap"
-binary = "olap-exporter"
-metric_prefix = "olap_"
-self_prefix = "olap_exporter_"
-web_listen_address = "0.0.0.0:9092"
-statsd_udp = "127.0.0.1:8127"
+    const METRICS: &str = r#"
 
 [[metrics]]
 name = "olap_queries_total"
@@ -258,7 +251,8 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
 "#;
 
     fn setup() -> (EventMapper, Metrics) {
-        let schema = Schema::parse(SCHEMA).expect("schema");
+        let schema =
+            Schema::parse(&crate::schema::test_schema_toml("olap", METRICS)).expect("schema");
         (
             EventMapper::new(&schema),
             Metrics::new(&schema, Limits::default()),

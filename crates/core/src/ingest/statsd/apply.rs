@@ -163,14 +163,7 @@ mod tests {
     use super::*;
     use crate::metrics::Limits;
 
-    const SCHEMA: &str = r#"
-[tier]
-name = "tx"
-binary = "tx-exporter"
-metric_prefix = "tx_engine_"
-self_prefix = "tx_exporter_"
-web_listen_address = "0.0.0.0:9090"
-statsd_udp = "127.0.0.1:8125"
+    const METRICS: &str = r#"
 
 [[metrics]]
 name = "tx_engine_commits_total"
@@ -206,7 +199,8 @@ source = "probe"
 "#;
 
     fn setup(limit: usize) -> (Mapper, Metrics) {
-        let schema = Schema::parse(SCHEMA).expect("schema");
+        let schema =
+            Schema::parse(&crate::schema::test_schema_toml("tx", METRICS)).expect("schema");
         let metrics = Metrics::new(
             &schema,
             Limits {
