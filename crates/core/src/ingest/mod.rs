@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::TaskContext;
+use crate::context::TaskContext;
 
 /// Starts every configured ingest source; each handle finishes after `ctx.shutdown`
 /// (the follower persists its positions first).

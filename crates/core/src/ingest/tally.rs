@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::health::SourceHealth;
 use crate::metrics::{Metric, Metrics};
-use crate::SourceHealth;
 
 /// Rejection reasons are a small closed set, so a short linear list beats a map.
 #[derive(Default)]

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::context::TaskContext;
 use crate::schema::{Derived, MetricType, Source};
-use crate::TaskContext;
 
 /// How often derived values are recomputed.
 pub const REFRESH: Duration = Duration::from_secs(5);

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{parse_listen_addr, EngineConfig};
+use crate::context::TaskContext;
 use crate::health::SourceHealth;
 use crate::metrics::Metrics;
 use crate::process::{read_stat, ProcStat};
-use crate::TaskContext;
 
 /// How often the process is looked up again and the address checked.
 pub const REFRESH: Duration = Duration::from_secs(5);

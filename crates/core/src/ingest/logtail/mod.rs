@@ -22,7 +22,7 @@ use self::positions::{FileId, Position};
 use self::reader::{Line, Reader};
 use super::events::EventMapper;
 use super::tally::{Counters, Tally};
-use crate::TaskContext;
+use crate::context::TaskContext;
 
 /// How often globs are re-expanded and files checked for growth.
 const POLL: Duration = Duration::from_millis(250);

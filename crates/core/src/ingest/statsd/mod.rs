@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 pub use apply::Mapper;
 
 use super::tally::{Counters, Tally};
-use crate::TaskContext;
+use crate::context::TaskContext;
 
 /// How long a blocking receive waits before checking for shutdown and flushing counters.
 const RECV_TIMEOUT: Duration = Duration::from_millis(100);

@@ -1,0 +1,36 @@
+//! What every background task is handed: the registry, the configuration, health handles
+//! and the shutdown signal. Sources and probes import it from here, never from the crate root.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::schema::Schema;
+
+/// Everything a background task gets: the registry, the configuration, a health handle
+/// factory and the shutdown signal.
+#[derive(Clone)]
+pub struct TaskContext {
+    pub schema: Arc<Schema>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+    pub health: Health,
+    pub shutdown: Shutdown,
+}
+
+/// Resolves when the exporter is asked to stop (SIGTERM/SIGINT).
+#[derive(Clone)]
+pub struct Shutdown(pub(crate) watch::Receiver<bool>);
+
+impl Shutdown {
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+}

@@ -1,0 +1,315 @@
+//! The composition root: parses the command line, builds the registry from the schema, starts
+//! every source and probe, serves HTTP and stops cleanly on SIGTERM/SIGINT.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::{self, Config};
+use crate::context::{Shutdown, TaskContext};
+use crate::health::Health;
+use crate::metrics::{Limits, Metrics};
+use crate::schema::Schema;
+use crate::{ingest, logging, probe, process, profiling, server, telemetry, web_config, REVISION};
+
+type BoxTask = Box<dyn FnOnce(TaskContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+type MakeScrapeHook = Box<dyn FnOnce(&Config) -> server::ScrapeHook>;
+
+/// One tier: its schema plus the probes only it has.
+pub struct Tier {
+    schema_toml: &'static str,
+    tasks: Vec<(&'static str, BoxTask)>,
+    scrape_hooks: Vec<MakeScrapeHook>,
+}
+
+impl Tier {
+    pub fn new(schema_toml: &'static str) -> Tier {
+        Tier {
+            schema_toml,
+            tasks: Vec::new(),
+            scrape_hooks: Vec::new(),
+        }
+    }
+
+    /// Adds a background task started once the registry exists; it should return when
+    /// `ctx.shutdown` fires.
+    pub fn task<F, Fut>(mut self, name: &'static str, f: F) -> Tier
+    where
+        F: FnOnce(TaskContext) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks
+            .push((name, Box::new(move |ctx| Box::pin(f(ctx)))));
+        self
+    }
+
+    /// Adds work done at the start of every scrape (cheap reads such as /proc or clocks).
+    pub fn on_scrape<F, H>(mut self, make: F) -> Tier
+    where
+        F: FnOnce(&Config) -> H + 'static,
+        H: Fn(&Metrics) + Send + Sync + 'static,
+    {
+        self.scrape_hooks
+            .push(Box::new(move |c| Box::new(make(c)) as server::ScrapeHook));
+        self
+    }
+}
+
+/// Runs a tier exporter until SIGTERM/SIGINT. Exit codes: 0 ok, 1 runtime failure,
+/// 2 bad configuration or command line.
+pub fn run(tier: Tier) -> ExitCode {
+    let schema = match Schema::parse(tier.schema_toml) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: built-in schema is invalid: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let binary = schema.tier.binary.clone();
+    let fail = |msg: &dyn std::fmt::Display| {
+        eprintln!("{binary}: error: {msg}");
+        ExitCode::from(2)
+    };
+    let loaded = match config::load(&schema.tier, std::env::args_os()) {
+        Ok(l) => l,
+        Err(config::ConfigError::Display(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return fail(&e),
+    };
+    let mut schema = schema;
+    if let Err(e) = schema.add_event_rules(loaded.config.events.clone()) {
+        return fail(&format!("events: {e}"));
+    }
+    let security = match &loaded.config.web.config_file {
+        Some(path) => match web_config::load(path) {
+            Ok(s) => Some(s),
+            Err(e) => return fail(&e),
+        },
+        None => None,
+    };
+    let trace_settings = match telemetry::settings_from_env(|k| std::env::var(k).ok(), &binary) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if loaded.check_only {
+        return check_config(&binary, &loaded);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{binary}: error: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (tracing_guard, tracer) = match trace_settings
+        .as_ref()
+        .map(|s| telemetry::Tracing::start(s, runtime.handle().clone()))
+    {
+        Some(Ok((guard, tracer))) => (Some(guard), Some(tracer)),
+        Some(Err(e)) => return fail(&e),
+        None => (None, None),
+    };
+    logging::init(&loaded.config.log, tracer);
+    if let Some(s) = &trace_settings {
+        tracing::info!(target: "main", event = "tracing_enabled", endpoint = %s.endpoint, service = %s.service_name, sampler = ?s.sampler);
+    }
+    let result = runtime.block_on(serve(tier, schema, loaded.config, security));
+    // The runtime's workers still run here, so the final export can complete.
+    if let Some(guard) = tracing_guard {
+        guard.shutdown();
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(target: "main", event = "exit", error = %e, "exporter failed");
+            eprintln!("{binary}: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check_config(binary: &str, loaded: &config::Loaded) -> ExitCode {
+    match toml::to_string_pretty(&loaded.config) {
+        Ok(text) => {
+            let source = loaded
+                .config_file
+                .as_deref()
+                .map_or("embedded defaults".to_owned(), |p| p.display().to_string());
+            println!("# {binary}: configuration is valid ({source} + environment + flags)");
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{binary}: error: cannot print configuration: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(
+    tier: Tier,
+    schema: Schema,
+    config: Config,
+    security: Option<web_config::WebSecurity>,
+) -> Result<(), String> {
+    let limits = Limits {
+        series_limit: config.ingest.series_limit,
+        series_ttl: (config.ingest.series_ttl_seconds > 0)
+            .then(|| Duration::from_secs(config.ingest.series_ttl_seconds)),
+    };
+    let mut metrics = Metrics::new(&schema, limits);
+    metrics
+        .registry_mut()
+        .register_collector(Box::new(process::ProcessCollector));
+    let self_prefix = schema.tier.self_prefix.clone();
+    if let Some(info) = metrics.get(&format!("{self_prefix}build_info")) {
+        let _ = info.set(
+            &[env!("CARGO_PKG_VERSION"), REVISION, &schema.tier.name],
+            1.0,
+        );
+    }
+    let metrics = Arc::new(metrics);
+    let config = Arc::new(config);
+    let health = Health::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let schema = Arc::new(schema);
+    let ctx = TaskContext {
+        schema: schema.clone(),
+        metrics: metrics.clone(),
+        config: config.clone(),
+        health: health.clone(),
+        shutdown: Shutdown(stop_rx),
+    };
+
+    let addr = config.listen_addr().map_err(|e| e.to_string())?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+
+    let mut handles = Vec::new();
+    for (name, task) in tier.tasks {
+        tracing::debug!(target: "main", event = "task_started", task = name);
+        handles.push(tokio::spawn(task(ctx.clone())));
+    }
+    handles.extend(ingest::spawn(&ctx));
+    if let Some(ttl) = limits.series_ttl {
+        handles.push(tokio::spawn(expire_series(ctx.clone(), ttl)));
+    }
+    handles.push(tokio::spawn(probe::derived::run(ctx.clone())));
+    let engine = probe::engine::EngineProbe::new(
+        &config.engine,
+        &schema.tier.metric_prefix,
+        &schema.tier.self_prefix,
+    );
+    handles.push(tokio::spawn(
+        engine.clone().run(ctx.clone(), ctx.health.source("engine")),
+    ));
+    let mut scrape_hooks: Vec<server::ScrapeHook> =
+        vec![Box::new(move |m: &Metrics| engine.on_scrape(m))];
+    scrape_hooks.extend(tier.scrape_hooks.into_iter().map(|make| make(&config)));
+
+    let state = Arc::new(server::AppState {
+        metrics: metrics.clone(),
+        health,
+        scrape_hooks,
+        binary: schema.tier.binary.clone(),
+        tier: schema.tier.name.clone(),
+        telemetry_path: config.web.telemetry_path.clone(),
+        scrape_duration_metric: format!("{self_prefix}scrape_duration_seconds"),
+        profiler: config
+            .web
+            .enable_profiling
+            .then(|| Arc::new(profiling::Profiler::default())),
+    });
+    let (tls, auth) = match security {
+        Some(s) => (s.tls, s.auth.map(Arc::new)),
+        None => (None, None),
+    };
+    let app = server::router(state, auth);
+    tracing::info!(
+        target: "main",
+        event = "listening",
+        address = %addr,
+        tls = tls.is_some(),
+        version = env!("CARGO_PKG_VERSION"),
+        "serving {} on {addr}", config.web.telemetry_path
+    );
+
+    let handle = axum_server::Handle::new();
+    let signal_handle = handle.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!(target: "main", event = "shutdown", "signal received, stopping");
+        let _ = stop_tx.send(true);
+        signal_handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    let served = match tls {
+        Some(tls) => {
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+            axum_server::from_tcp_rustls(listener, rustls)
+                .map_err(|e| format!("listener: {e}"))?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)
+                .map_err(|e| format!("listener: {e}"))?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+        }
+    };
+    // Give sources the chance to persist state (log positions) before exiting.
+    for h in handles {
+        let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+    }
+    served.map_err(|e| format!("server: {e}"))
+}
+
+async fn expire_series(mut ctx: TaskContext, ttl: Duration) {
+    let period = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let expired_name = format!(
+        "{}ingest_series_expired_total",
+        ctx.metrics.tier().self_prefix
+    );
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.wait() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let removed = ctx.metrics.expire_series(std::time::Instant::now());
+        if removed > 0 {
+            if let Some(m) = ctx.metrics.get(&expired_name) {
+                let _ = m.inc_by(&[], removed as f64);
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
