@@ -165,37 +165,28 @@ fn alerts() -> Vec<Rule> {
 // ---------------------------------------------------------------------------------------------
 // schema
 
-/// Every series name the four exporters expose, from the schema TOML files.
+/// Every tier of the checkout, from its schema (exporter_core parses and checks it).
+fn tiers() -> Vec<exporter_core::Schema> {
+    let tiers = exporter_core::Schema::discover(&root()).expect("tier schemas");
+    assert!(!tiers.is_empty(), "no crates/*/schema.toml found");
+    tiers
+}
+
+/// Every series name the exporters expose, from their schemas.
 fn schema_names() -> BTreeSet<String> {
-    let root = root();
-    let self_schema: toml::Value =
-        toml::from_str(&read(&root.join("crates/core/self_schema.toml"))).expect("self schema");
     let mut names = BTreeSet::new();
-    let mut tiers = 0;
-    for dir in fs::read_dir(root.join("crates")).expect("crates") {
-        let p = dir.expect("entry").path().join("schema.toml");
-        if !p.is_file() {
-            continue;
-        }
-        tiers += 1;
-        let schema: toml::Value =
-            toml::from_str(&read(&p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        let prefix = schema["tier"]["self_prefix"].as_str().expect("self_prefix");
-        for (metrics, prefix) in [(&schema, ""), (&self_schema, prefix)] {
-            for m in metrics["metrics"].as_array().expect("metrics") {
-                let name = format!("{prefix}{}", m["name"].as_str().expect("metric name"));
-                if m["type"].as_str() == Some("histogram") {
-                    // A histogram's base name is not a series.
-                    for s in ["_bucket", "_sum", "_count"] {
-                        names.insert(format!("{name}{s}"));
-                    }
-                } else {
-                    names.insert(name);
+    for schema in tiers() {
+        for m in &schema.metrics {
+            if m.kind == exporter_core::schema::MetricType::Histogram {
+                // A histogram's base name is not a series.
+                for s in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{}{s}", m.name));
                 }
+            } else {
+                names.insert(m.name.clone());
             }
         }
     }
-    assert_eq!(tiers, 4, "expected the schema.toml of four tiers");
     names
 }
 
@@ -873,20 +864,8 @@ fn promtool_check_config() {
 fn prometheus_configs_scrape_every_tier_on_its_port() {
     let root = root();
     let mut ports = BTreeMap::new();
-    for (job, tier) in [
-        ("tx-engines", "tx"),
-        ("ingestion-engines", "ingestion"),
-        ("olap-shards", "olap"),
-        ("clock-masters", "clock"),
-    ] {
-        let schema: toml::Value = toml::from_str(&read(
-            &root.join(format!("crates/{tier}-exporter/schema.toml")),
-        ))
-        .expect("schema");
-        let addr = schema["tier"]["web_listen_address"]
-            .as_str()
-            .expect("address");
-        ports.insert(job, addr.rsplit(':').next().expect("port").to_string());
+    for schema in tiers() {
+        ports.insert(schema.tier.job.clone(), schema.tier.port().to_string());
     }
     for c in prometheus_configs() {
         let doc = yaml(&c);

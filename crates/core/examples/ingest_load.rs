@@ -135,28 +135,29 @@ fn main() {
 /// Parser + mapper alone, single thread.
 fn inproc() {
     let schema = Schema::parse(SCHEMA).unwrap();
-    let metrics = Metrics::new(&schema, Limits::default());
-    let mapper = Mapper::new(&schema);
+    let metrics = Metrics::new(&schema, Limits::default()).unwrap();
+    let mapper = Mapper::new(&metrics, &schema).unwrap();
     let d = datagram(20);
     let mut tally = Tally::default();
     let start = Instant::now();
     let mut lines = 0;
     while start.elapsed() < Duration::from_secs(2) {
         for _ in 0..1000 {
-            lines += mapper.apply_datagram(&metrics, &d, &mut tally);
+            lines += mapper.apply_datagram(&d, &mut tally);
         }
     }
     println!(
         "in-process statsd parse+apply: {:.0} lines/s on one core",
         lines as f64 / start.elapsed().as_secs_f64()
     );
-    let events = EventMapper::new(&schema);
+    let events = EventMapper::new(&metrics, &schema).unwrap();
+    let mut event_tally = Tally::default();
     let lines_ev: Vec<String> = (0..1000).map(event).collect();
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < Duration::from_secs(2) {
         for l in &lines_ev {
-            events.apply_line(&metrics, l.trim_end().as_bytes(), &mut tally);
+            events.apply_line(l.trim_end().as_bytes(), &mut event_tally);
             n += 1;
         }
     }

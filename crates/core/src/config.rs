@@ -462,8 +462,10 @@ mod tests {
         TierInfo {
             name: "tx".into(),
             binary: "tx-exporter".into(),
+            job: "tx-engines".into(),
             metric_prefix: "tx_engine_".into(),
             self_prefix: "tx_exporter_".into(),
+            engine: "engine".into(),
             web_listen_address: "0.0.0.0:9090".into(),
             statsd_udp: "127.0.0.1:8125".into(),
         }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::process::PROCESS_METRICS;
-use crate::schema::{Effect, MetricType, Schema, Source};
+use crate::schema::{duration_scale, Effect, MetricType, Schema, Source};
 
 /// Renders the metric reference for all tiers.
 pub fn metrics_markdown(schemas: &[Schema]) -> String {
@@ -122,15 +122,52 @@ fn describe_effect(effect: &Effect) -> String {
             optional: o,
             ..
         } => {
-            let conv = if field.ends_with("_ms") {
-                " / 1000"
+            let scale = duration_scale(field);
+            let conv = if scale == 1.0 {
+                String::new()
             } else {
-                ""
+                format!(" / {}", (1.0 / scale).round())
             };
             format!(
                 "observe `{field}`{conv} into `{metric}`{labels}{}",
                 optional(*o)
             )
         }
+    }
+}
+
+/// Replaces the body of the block `<!-- generated: NAME ... -->` … `<!-- end generated -->`
+/// in a hand-written doc with `content`; None when the markers are missing.
+pub fn fill_generated(doc: &str, name: &str, content: &str) -> Option<String> {
+    let open = format!("<!-- generated: {name} ");
+    let start = doc.find(&open)?;
+    let body = start + doc[start..].find("-->\n")? + 4;
+    let end = body + doc[body..].find("<!-- end generated -->")?;
+    Some(format!("{}{content}{}", &doc[..body], &doc[end..]))
+}
+
+/// The generated blocks of docs/ingest.md: each channel's rejection reasons.
+pub fn ingest_blocks() -> [(&'static str, String); 2] {
+    use crate::ingest::reason::{markdown_table, EventReason, StatsdReason};
+    [
+        ("statsd-reasons", markdown_table::<StatsdReason>()),
+        ("event-reasons", markdown_table::<EventReason>()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_blocks_are_replaced_in_place() {
+        let doc = "a\n<!-- generated: x (how) -->\nold\n<!-- end generated -->\nb\n";
+        let out = fill_generated(doc, "x", "new\n").expect("markers");
+        assert_eq!(
+            out,
+            "a\n<!-- generated: x (how) -->\nnew\n<!-- end generated -->\nb\n"
+        );
+        assert_eq!(fill_generated(&out, "x", "new\n").as_deref(), Some(&*out));
+        assert!(fill_generated(doc, "y", "").is_none());
     }
 }

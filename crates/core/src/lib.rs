@@ -13,6 +13,7 @@ pub mod probe;
 pub mod process;
 pub mod profiling;
 pub mod schema;
+pub mod self_metrics;
 pub mod server;
 pub mod telemetry;
 pub mod web_config;
@@ -25,7 +26,9 @@ use std::path::Path;
 pub use crate::config::Config;
 pub use crate::context::{Shutdown, TaskContext};
 pub use crate::health::{Health, SourceHealth};
-pub use crate::metrics::{Exemplar, Limits, Metric, Metrics, UpdateError};
+pub use crate::metrics::{
+    Counter, Exemplar, Gauge, Histogram, Limits, Metric, Metrics, UpdateError,
+};
 pub use crate::runtime::{run, Tier};
 pub use crate::schema::Schema;
 

@@ -1,24 +1,27 @@
 //! The registry of one tier, built from its schema: every metric registered up front so that
-//! every unlabelled series is exposed from the first scrape, and every update checked against
-//! the metric's declared type and labels.
+//! every unlabelled series is exposed from the first scrape. Code updates metrics through
+//! typed handles ([`Counter`], [`Gauge`], [`Histogram`]) resolved once at start-up, so a
+//! misspelt or mistyped name is a start-up error, and a hot path never looks a name up.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::Counter as PcCounter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::Gauge as PcGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::schema::{MetricDef, MetricType, Schema, Source, TierInfo};
+use crate::schema::{MetricDef, MetricType, Schema, SchemaError, Source, TierInfo};
+use crate::self_metrics::SelfMetrics;
 
 /// Label values in the order the schema declares the label names.
 pub type LabelSet = Vec<(&'static str, String)>;
-type FloatCounter = Counter<f64, AtomicU64>;
-type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = PcCounter<f64, AtomicU64>;
+type FloatGauge = PcGauge<f64, AtomicU64>;
 type Hist = HistogramWithExemplars<LabelSet>;
 
 /// OpenMetrics limits an exemplar's label names and values to 128 characters in total.
@@ -50,10 +53,10 @@ impl Exemplar<'_> {
     }
 }
 
-/// Why an update was refused; `reason()` is the label value of the rejection self-metric.
+/// Why an update was refused; the ingest channels turn it into their rejection reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateError {
-    WrongType,
+    /// Not one value per declared label.
     LabelMismatch,
     LabelValueTooLong,
     NotFinite,
@@ -61,27 +64,20 @@ pub enum UpdateError {
     SeriesLimit,
 }
 
-impl UpdateError {
-    pub fn reason(self) -> &'static str {
-        match self {
-            UpdateError::WrongType => "type_mismatch",
-            UpdateError::LabelMismatch => "missing_label",
-            UpdateError::LabelValueTooLong => "label_value_too_long",
-            UpdateError::NotFinite => "invalid_value",
-            UpdateError::NegativeCounter => "negative_counter",
-            UpdateError::SeriesLimit => "series_limit",
-        }
+impl fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpdateError::LabelMismatch => "label values do not match the declared labels",
+            UpdateError::LabelValueTooLong => "label value too long",
+            UpdateError::NotFinite => "value is not a finite number",
+            UpdateError::NegativeCounter => "negative counter increment",
+            UpdateError::SeriesLimit => "series limit reached",
+        })
     }
 }
 
-impl std::fmt::Display for UpdateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.reason())
-    }
-}
-
-#[derive(Clone)]
-struct HistogramCtor(Arc<[f64]>);
+#[derive(Clone, Debug)]
+pub struct HistogramCtor(Arc<[f64]>);
 
 impl MetricConstructor<Hist> for HistogramCtor {
     fn new_metric(&self) -> Hist {
@@ -89,185 +85,61 @@ impl MetricConstructor<Hist> for HistogramCtor {
     }
 }
 
-enum Store {
-    Counter(FloatCounter),
-    Gauge(FloatGauge),
-    Histogram(Hist),
-    CounterFamily(Family<LabelSet, FloatCounter>),
-    GaugeFamily(Family<LabelSet, FloatGauge>),
-    HistogramFamily(Family<LabelSet, Hist, HistogramCtor>),
+/// One series (unlabelled) or a family of labelled series.
+enum Cell<M, C> {
+    One(M),
+    Many(Family<LabelSet, M, C>),
 }
 
-/// One registered metric: its schema entry and its storage.
-pub struct Metric {
+/// A metric's storage and the bookkeeping that bounds its labelled series.
+struct Inner<M, C> {
     def: MetricDef,
     label_names: Vec<&'static str>,
-    store: Store,
+    cell: Cell<M, C>,
     series_limit: usize,
     series: AtomicUsize,
     creating: Mutex<()>,
-    /// Last update per labelled series, kept only when a TTL is configured.
+    /// Last update per labelled series, kept only when a TTL applies to this metric.
     touched: Option<Mutex<HashMap<LabelSet, Instant>>>,
 }
 
-impl Metric {
-    pub fn def(&self) -> &MetricDef {
-        &self.def
-    }
-
-    /// Adds to a counter.
-    pub fn inc_by(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
-        if !v.is_finite() {
-            return Err(UpdateError::NotFinite);
-        }
-        if v < 0.0 {
-            return Err(UpdateError::NegativeCounter);
-        }
-        match &self.store {
-            Store::Counter(c) => {
-                self.check_unlabelled(labels)?;
-                c.inc_by(v);
-            }
-            Store::CounterFamily(f) => self.with_series(f, labels, |c| {
-                c.inc_by(v);
-            })?,
-            _ => return Err(UpdateError::WrongType),
-        }
-        Ok(())
-    }
-
-    /// Sets a gauge.
-    pub fn set(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
-        self.gauge_op(labels, v, |g| {
-            g.set(v);
-        })
-    }
-
-    /// Marks a gauge as unknown (NaN): the thing it measures cannot be measured right now.
-    pub fn set_unknown(&self, labels: &[&str]) -> Result<(), UpdateError> {
-        self.gauge_op(labels, 0.0, |g| {
-            g.set(f64::NAN);
-        })
-    }
-
-    /// Adds a (possibly negative) delta to a gauge.
-    pub fn add(&self, labels: &[&str], delta: f64) -> Result<(), UpdateError> {
-        self.gauge_op(labels, delta, |g| {
-            g.inc_by(delta);
-        })
-    }
-
-    fn gauge_op(
-        &self,
-        labels: &[&str],
-        v: f64,
-        op: impl FnOnce(&FloatGauge),
-    ) -> Result<(), UpdateError> {
-        if !v.is_finite() {
-            return Err(UpdateError::NotFinite);
-        }
-        match &self.store {
-            Store::Gauge(g) => {
-                self.check_unlabelled(labels)?;
-                op(g);
-            }
-            Store::GaugeFamily(f) => self.with_series(f, labels, op)?,
-            _ => return Err(UpdateError::WrongType),
-        }
-        Ok(())
-    }
-
-    /// Observes a value into a histogram, with an optional exemplar.
-    pub fn observe(
-        &self,
-        labels: &[&str],
-        v: f64,
-        exemplar: Option<Exemplar<'_>>,
-    ) -> Result<(), UpdateError> {
-        if !v.is_finite() {
-            return Err(UpdateError::NotFinite);
-        }
-        let exemplar = exemplar.and_then(|e| e.label_set());
-        match &self.store {
-            Store::Histogram(h) => {
-                self.check_unlabelled(labels)?;
-                h.observe(v, exemplar, None);
-            }
-            Store::HistogramFamily(f) => {
-                self.with_series(f, labels, |h| h.observe(v, exemplar, None))?
-            }
-            _ => return Err(UpdateError::WrongType),
-        }
-        Ok(())
-    }
-
-    /// Current value of a counter or gauge series; None for histograms and absent series.
-    pub fn value(&self, labels: &[&str]) -> Option<f64> {
-        let set = || self.zip(labels).ok();
-        match &self.store {
-            Store::Counter(c) => Some(c.get()),
-            Store::Gauge(g) => Some(g.get()),
-            Store::CounterFamily(f) => f.get(&set()?).map(|c| c.get()),
-            Store::GaugeFamily(f) => f.get(&set()?).map(|g| g.get()),
-            Store::Histogram(_) | Store::HistogramFamily(_) => None,
-        }
-    }
-
-    /// Removes a labelled series; returns whether it existed.
-    pub fn remove(&self, labels: &[&str]) -> bool {
-        let Ok(set) = self.zip(labels) else {
-            return false;
-        };
-        if let Some(touched) = &self.touched {
-            lock(touched).remove(&set);
-        }
-        self.remove_set(&set)
-    }
-
-    fn remove_set(&self, set: &LabelSet) -> bool {
-        let _creating = lock(&self.creating);
-        let removed = match &self.store {
-            Store::CounterFamily(f) => f.remove(set),
-            Store::GaugeFamily(f) => f.remove(set),
-            Store::HistogramFamily(f) => f.remove(set),
-            _ => false,
-        };
-        if removed {
-            self.series.fetch_sub(1, Ordering::Relaxed);
-        }
-        removed
-    }
-
-    fn check_unlabelled(&self, labels: &[&str]) -> Result<(), UpdateError> {
-        if labels.is_empty() {
-            Ok(())
-        } else {
-            Err(UpdateError::LabelMismatch)
-        }
-    }
-
-    fn zip(&self, labels: &[&str]) -> Result<LabelSet, UpdateError> {
-        if labels.len() != self.label_names.len() {
-            return Err(UpdateError::LabelMismatch);
-        }
-        if labels.iter().any(|v| v.len() > MAX_LABEL_VALUE_LEN) {
-            return Err(UpdateError::LabelValueTooLong);
-        }
-        Ok(self
-            .label_names
+impl<M, C: MetricConstructor<M>> Inner<M, C> {
+    fn new(def: &MetricDef, one: impl FnOnce() -> M, ctor: C, limits: Limits) -> Inner<M, C> {
+        // Label names live as long as the process; leaking them once avoids a String per series.
+        let label_names: Vec<&'static str> = def
+            .labels
             .iter()
-            .zip(labels)
-            .map(|(k, v)| (*k, (*v).to_owned()))
-            .collect())
+            .map(|l| &*Box::leak(l.clone().into_boxed_str()))
+            .collect();
+        let labelled = !label_names.is_empty();
+        // The exporter's own series never expire: only what the engine pushes is subject to
+        // the TTL and the series limit.
+        let own = def.source == Source::Exporter;
+        Inner {
+            def: def.clone(),
+            label_names,
+            cell: if labelled {
+                Cell::Many(Family::new_with_constructor(ctor))
+            } else {
+                Cell::One(one())
+            },
+            series_limit: if own { usize::MAX } else { limits.series_limit },
+            series: AtomicUsize::new(0),
+            creating: Mutex::new(()),
+            touched: (labelled && !own && limits.series_ttl.is_some()).then(Default::default),
+        }
     }
 
-    /// Runs `op` on the series for `labels`, creating it if the per-metric cap allows.
-    fn with_series<M, C: MetricConstructor<M>>(
-        &self,
-        family: &Family<LabelSet, M, C>,
-        labels: &[&str],
-        op: impl FnOnce(&M),
-    ) -> Result<(), UpdateError> {
+    /// Runs `op` on the series for `labels`, creating it if the series limit allows.
+    fn with(&self, labels: &[&str], op: impl FnOnce(&M)) -> Result<(), UpdateError> {
+        let family = match &self.cell {
+            Cell::One(m) if labels.is_empty() => {
+                op(m);
+                return Ok(());
+            }
+            Cell::One(_) => return Err(UpdateError::LabelMismatch),
+            Cell::Many(f) => f,
+        };
         let set = self.zip(labels)?;
         if let Some(touched) = &self.touched {
             lock(touched).insert(set.clone(), Instant::now());
@@ -291,9 +163,48 @@ impl Metric {
         Ok(())
     }
 
-    /// Number of labelled series this metric holds.
-    pub fn series_count(&self) -> usize {
-        self.series.load(Ordering::Relaxed)
+    fn read<T>(&self, labels: &[&str], f: impl FnOnce(&M) -> T) -> Option<T> {
+        match &self.cell {
+            Cell::One(m) => labels.is_empty().then(|| f(m)),
+            Cell::Many(family) => family.get(&self.zip(labels).ok()?).map(|m| f(&m)),
+        }
+    }
+
+    fn zip(&self, labels: &[&str]) -> Result<LabelSet, UpdateError> {
+        if labels.len() != self.label_names.len() {
+            return Err(UpdateError::LabelMismatch);
+        }
+        if labels.iter().any(|v| v.len() > MAX_LABEL_VALUE_LEN) {
+            return Err(UpdateError::LabelValueTooLong);
+        }
+        Ok(self
+            .label_names
+            .iter()
+            .zip(labels)
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect())
+    }
+
+    fn remove(&self, labels: &[&str]) -> bool {
+        let Ok(set) = self.zip(labels) else {
+            return false;
+        };
+        if let Some(touched) = &self.touched {
+            lock(touched).remove(&set);
+        }
+        self.remove_set(&set)
+    }
+
+    fn remove_set(&self, set: &LabelSet) -> bool {
+        let Cell::Many(family) = &self.cell else {
+            return false;
+        };
+        let _creating = lock(&self.creating);
+        let removed = family.remove(set);
+        if removed {
+            self.series.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
     }
 
     fn expire(&self, ttl: Duration, now: Instant) -> usize {
@@ -321,12 +232,154 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+type CounterCtor = fn() -> FloatCounter;
+type GaugeCtor = fn() -> FloatGauge;
+
+/// A counter of the schema. Label values come in the schema's label order.
+#[derive(Clone)]
+pub struct Counter(Arc<Inner<FloatCounter, CounterCtor>>);
+
+impl Counter {
+    /// Adds `v` (finite, >= 0).
+    pub fn inc_by(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
+        if !v.is_finite() {
+            return Err(UpdateError::NotFinite);
+        }
+        if v < 0.0 {
+            return Err(UpdateError::NegativeCounter);
+        }
+        self.0.with(labels, |c| {
+            c.inc_by(v);
+        })
+    }
+
+    /// Adds a count the exporter itself made (always finite and non-negative); only a
+    /// wrong label count can fail, which the self-metric tests rule out.
+    pub fn add(&self, labels: &[&str], n: u64) {
+        if let Err(e) = self.inc_by(labels, n as f64) {
+            tracing::warn!(target: "metrics", metric = %self.0.def.name, error = %e, "self-metric update failed");
+        }
+    }
+
+    pub fn value(&self, labels: &[&str]) -> Option<f64> {
+        self.0.read(labels, |c| c.get())
+    }
+
+    pub fn def(&self) -> &MetricDef {
+        &self.0.def
+    }
+}
+
+/// A gauge of the schema.
+#[derive(Clone)]
+pub struct Gauge(Arc<Inner<FloatGauge, GaugeCtor>>);
+
+impl Gauge {
+    pub fn set(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
+        if !v.is_finite() {
+            return Err(UpdateError::NotFinite);
+        }
+        self.0.with(labels, |g| {
+            g.set(v);
+        })
+    }
+
+    /// Adds a (possibly negative) delta.
+    pub fn add(&self, labels: &[&str], delta: f64) -> Result<(), UpdateError> {
+        if !delta.is_finite() {
+            return Err(UpdateError::NotFinite);
+        }
+        self.0.with(labels, |g| {
+            g.inc_by(delta);
+        })
+    }
+
+    /// Marks the value unknown (NaN): what it measures cannot be measured right now.
+    pub fn set_unknown(&self, labels: &[&str]) -> Result<(), UpdateError> {
+        self.0.with(labels, |g| {
+            g.set(f64::NAN);
+        })
+    }
+
+    pub fn value(&self, labels: &[&str]) -> Option<f64> {
+        self.0.read(labels, |g| g.get())
+    }
+
+    /// Removes a labelled series; returns whether it existed.
+    pub fn remove(&self, labels: &[&str]) -> bool {
+        self.0.remove(labels)
+    }
+
+    pub fn def(&self) -> &MetricDef {
+        &self.0.def
+    }
+}
+
+/// A histogram of the schema.
+#[derive(Clone)]
+pub struct Histogram(Arc<Inner<Hist, HistogramCtor>>);
+
+impl Histogram {
+    /// Observes a finite value, with an optional exemplar.
+    pub fn observe(
+        &self,
+        labels: &[&str],
+        v: f64,
+        exemplar: Option<Exemplar<'_>>,
+    ) -> Result<(), UpdateError> {
+        if !v.is_finite() {
+            return Err(UpdateError::NotFinite);
+        }
+        let exemplar = exemplar.and_then(|e| e.label_set());
+        self.0.with(labels, |h| h.observe(v, exemplar, None))
+    }
+
+    pub fn def(&self) -> &MetricDef {
+        &self.0.def
+    }
+}
+
+/// Any metric of the registry, for code that handles every type (ingest mapping, tests).
+#[derive(Clone)]
+pub enum Metric {
+    Counter(Counter),
+    Gauge(Gauge),
+    Histogram(Histogram),
+}
+
+impl Metric {
+    pub fn def(&self) -> &MetricDef {
+        match self {
+            Metric::Counter(m) => m.def(),
+            Metric::Gauge(m) => m.def(),
+            Metric::Histogram(m) => m.def(),
+        }
+    }
+
+    /// Current value of a counter or gauge series; None for histograms and absent series.
+    pub fn value(&self, labels: &[&str]) -> Option<f64> {
+        match self {
+            Metric::Counter(m) => m.value(labels),
+            Metric::Gauge(m) => m.value(labels),
+            Metric::Histogram(_) => None,
+        }
+    }
+
+    fn expire(&self, ttl: Duration, now: Instant) -> usize {
+        match self {
+            Metric::Counter(m) => m.0.expire(ttl, now),
+            Metric::Gauge(m) => m.0.expire(ttl, now),
+            Metric::Histogram(m) => m.0.expire(ttl, now),
+        }
+    }
+}
+
 /// Options that bound what ingest can do to the registry.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Maximum series per labelled metric.
+    /// Maximum series per labelled engine metric.
     pub series_limit: usize,
-    /// Labelled series not updated for this long are removed.
+    /// Labelled engine series not updated for this long are removed.
     pub series_ttl: Option<Duration>,
 }
 
@@ -339,46 +392,80 @@ impl Default for Limits {
     }
 }
 
-/// The tier's registry: prometheus-client's registry plus name-indexed handles.
+/// The tier's registry: prometheus-client's registry plus a handle per schema metric.
 pub struct Metrics {
     tier: TierInfo,
     registry: Registry,
     by_name: HashMap<String, Metric>,
-    limits: Limits,
+    own: SelfMetrics,
+    series_ttl: Option<Duration>,
 }
 
 impl Metrics {
-    pub fn new(schema: &Schema, limits: Limits) -> Metrics {
+    /// Registers every metric of the schema and resolves the exporter's own handles; fails
+    /// when the schema lacks a self-metric the code needs.
+    pub fn new(schema: &Schema, limits: Limits) -> Result<Metrics, SchemaError> {
         let mut registry = Registry::default();
         let mut by_name = HashMap::new();
         for def in &schema.metrics {
             let metric = register(&mut registry, def, limits);
-            for values in &def.initial {
-                let values: Vec<&str> = values.iter().map(String::as_str).collect();
-                // Checked by the schema: counters with one value per label.
-                let _ = metric.inc_by(&values, 0.0);
+            if let Metric::Counter(c) = &metric {
+                for values in &def.initial {
+                    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                    // Checked by the schema: one value per label.
+                    let _ = c.inc_by(&values, 0.0);
+                }
             }
             by_name.insert(def.name.clone(), metric);
         }
-        Metrics {
+        let own = SelfMetrics::resolve(&schema.tier.self_prefix, |name| by_name.get(name))?;
+        Ok(Metrics {
             tier: schema.tier.clone(),
             registry,
             by_name,
-            limits,
-        }
+            own,
+            series_ttl: limits.series_ttl,
+        })
     }
 
+    /// A metric by its exposed name, for start-up resolution and tests; never on a hot path.
     pub fn get(&self, name: &str) -> Option<&Metric> {
         self.by_name.get(name)
     }
 
-    pub fn tier(&self) -> &TierInfo {
-        &self.tier
+    /// Every metric with its exposed name, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Metric)> {
+        self.by_name.iter().map(|(k, v)| (k.as_str(), v))
     }
 
-    /// A self-metric by its name without the tier's self prefix.
-    pub fn self_metric(&self, suffix: &str) -> Option<&Metric> {
-        self.get(&format!("{}{suffix}", self.tier.self_prefix))
+    pub fn counter(&self, name: &str) -> Result<Counter, SchemaError> {
+        match self.get(name) {
+            Some(Metric::Counter(c)) => Ok(c.clone()),
+            other => Err(wrong(name, "counter", other)),
+        }
+    }
+
+    pub fn gauge(&self, name: &str) -> Result<Gauge, SchemaError> {
+        match self.get(name) {
+            Some(Metric::Gauge(g)) => Ok(g.clone()),
+            other => Err(wrong(name, "gauge", other)),
+        }
+    }
+
+    pub fn histogram(&self, name: &str) -> Result<Histogram, SchemaError> {
+        match self.get(name) {
+            Some(Metric::Histogram(h)) => Ok(h.clone()),
+            other => Err(wrong(name, "histogram", other)),
+        }
+    }
+
+    /// The exporter's own metrics.
+    pub fn own(&self) -> &SelfMetrics {
+        &self.own
+    }
+
+    pub fn tier(&self) -> &TierInfo {
+        &self.tier
     }
 
     pub fn registry(&self) -> &Registry {
@@ -389,71 +476,78 @@ impl Metrics {
         &mut self.registry
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
-    /// Removes labelled series older than the TTL; returns how many were removed.
+    /// Removes labelled engine series older than the TTL; returns how many were removed.
     pub fn expire_series(&self, now: Instant) -> usize {
-        match self.limits.series_ttl {
+        match self.series_ttl {
             Some(ttl) => self.by_name.values().map(|m| m.expire(ttl, now)).sum(),
             None => 0,
         }
     }
 }
 
-fn register(registry: &mut Registry, def: &MetricDef, limits: Limits) -> Metric {
-    // Label names live as long as the process; leaking them once avoids a String per series.
-    let label_names: Vec<&'static str> = def
-        .labels
-        .iter()
-        .map(|l| &*Box::leak(l.clone().into_boxed_str()))
-        .collect();
-    let labelled = !label_names.is_empty();
-    let store = match (def.kind, labelled) {
-        (MetricType::Counter, false) => Store::Counter(FloatCounter::default()),
-        (MetricType::Gauge, false) => {
-            let gauge = FloatGauge::default();
-            // A measured value nobody has measured yet is unknown, not 0.
-            if matches!(def.source, Source::Probe | Source::Derived) {
-                gauge.set(f64::NAN);
-            }
-            Store::Gauge(gauge)
-        }
-        (MetricType::Histogram, false) => Store::Histogram(Hist::new(def.buckets.iter().copied())),
-        (MetricType::Counter, true) => Store::CounterFamily(Family::default()),
-        (MetricType::Gauge, true) => Store::GaugeFamily(Family::default()),
-        (MetricType::Histogram, true) => Store::HistogramFamily(Family::new_with_constructor(
-            HistogramCtor(def.buckets.clone().into()),
+pub(crate) fn wrong(name: &str, wanted: &str, found: Option<&Metric>) -> SchemaError {
+    match found {
+        Some(m) => SchemaError(format!(
+            "{name} is a {}, the code needs a {wanted}",
+            m.def().kind.as_str()
         )),
-    };
+        None => SchemaError(format!("{name}: no such {wanted} in the schema")),
+    }
+}
+
+fn register(registry: &mut Registry, def: &MetricDef, limits: Limits) -> Metric {
     let name = def.base_name().to_owned();
     let help = def.help.clone();
     let unit = def.unit.as_deref().map(unit_of);
     macro_rules! reg {
-        ($m:expr) => {
-            match unit {
-                Some(u) => registry.register_with_unit(name, help, u, $m.clone()),
-                None => registry.register(name, help, $m.clone()),
+        ($inner:expr) => {{
+            let inner = $inner;
+            match (&inner.cell, unit) {
+                (Cell::One(m), Some(u)) => registry.register_with_unit(name, help, u, m.clone()),
+                (Cell::One(m), None) => registry.register(name, help, m.clone()),
+                (Cell::Many(f), Some(u)) => registry.register_with_unit(name, help, u, f.clone()),
+                (Cell::Many(f), None) => registry.register(name, help, f.clone()),
             }
-        };
+            Arc::new(inner)
+        }};
     }
-    match &store {
-        Store::Counter(m) => reg!(m),
-        Store::Gauge(m) => reg!(m),
-        Store::Histogram(m) => reg!(m),
-        Store::CounterFamily(m) => reg!(m),
-        Store::GaugeFamily(m) => reg!(m),
-        Store::HistogramFamily(m) => reg!(m),
-    }
-    Metric {
-        def: def.clone(),
-        label_names,
-        store,
-        series_limit: limits.series_limit,
-        series: AtomicUsize::new(0),
-        creating: Mutex::new(()),
-        touched: (labelled && limits.series_ttl.is_some()).then(Default::default),
+    match def.kind {
+        MetricType::Counter => Metric::Counter(Counter(reg!(Inner::new(
+            def,
+            FloatCounter::default,
+            FloatCounter::default as CounterCtor,
+            limits
+        )))),
+        MetricType::Gauge => {
+            // A measured value nobody has measured yet is unknown, not 0.
+            let measured = matches!(def.source, Source::Probe | Source::Derived);
+            let first = move || {
+                let g = FloatGauge::default();
+                if measured {
+                    g.set(f64::NAN);
+                }
+                g
+            };
+            Metric::Gauge(Gauge(reg!(Inner::new(
+                def,
+                first,
+                FloatGauge::default as GaugeCtor,
+                limits
+            ))))
+        }
+        MetricType::Histogram => {
+            let buckets: Arc<[f64]> = def.buckets.clone().into();
+            let one = {
+                let b = buckets.clone();
+                move || Hist::new(b.iter().copied())
+            };
+            Metric::Histogram(Histogram(reg!(Inner::new(
+                def,
+                one,
+                HistogramCtor(buckets),
+                limits
+            ))))
+        }
     }
 }
 

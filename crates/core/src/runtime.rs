@@ -13,11 +13,12 @@ use crate::config::{self, Config};
 use crate::context::{Shutdown, TaskContext};
 use crate::health::Health;
 use crate::metrics::{Limits, Metrics};
-use crate::schema::Schema;
+use crate::schema::{Schema, SchemaError};
 use crate::{ingest, logging, probe, process, profiling, server, telemetry, web_config, REVISION};
 
-type BoxTask = Box<dyn FnOnce(TaskContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
-type MakeScrapeHook = Box<dyn FnOnce(&Config) -> server::ScrapeHook>;
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type BoxTask = Box<dyn FnOnce(TaskContext) -> Result<BoxFuture, SchemaError> + Send>;
+type MakeScrapeHook = Box<dyn FnOnce(&Config, &Metrics) -> Result<server::ScrapeHook, SchemaError>>;
 
 /// One tier: its schema plus the probes only it has.
 pub struct Tier {
@@ -35,26 +36,31 @@ impl Tier {
         }
     }
 
-    /// Adds a background task started once the registry exists; it should return when
-    /// `ctx.shutdown` fires.
-    pub fn task<F, Fut>(mut self, name: &'static str, f: F) -> Tier
+    /// Adds a background task. `start` runs once the registry exists, before anything is
+    /// served: it resolves its metric handles (an error stops start-up) and returns the
+    /// task, which should end when `ctx.shutdown` fires.
+    pub fn task<F, Fut>(mut self, name: &'static str, start: F) -> Tier
     where
-        F: FnOnce(TaskContext) -> Fut + Send + 'static,
+        F: FnOnce(TaskContext) -> Result<Fut, SchemaError> + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.tasks
-            .push((name, Box::new(move |ctx| Box::pin(f(ctx)))));
+        self.tasks.push((
+            name,
+            Box::new(move |ctx| start(ctx).map(|f| Box::pin(f) as BoxFuture)),
+        ));
         self
     }
 
     /// Adds work done at the start of every scrape (cheap reads such as /proc or clocks).
+    /// `make` resolves its metric handles once; an error stops start-up.
     pub fn on_scrape<F, H>(mut self, make: F) -> Tier
     where
-        F: FnOnce(&Config) -> H + 'static,
-        H: Fn(&Metrics) + Send + Sync + 'static,
+        F: FnOnce(&Config, &Metrics) -> Result<H, SchemaError> + 'static,
+        H: Fn() + Send + Sync + 'static,
     {
-        self.scrape_hooks
-            .push(Box::new(move |c| Box::new(make(c)) as server::ScrapeHook));
+        self.scrape_hooks.push(Box::new(move |c, m| {
+            make(c, m).map(|h| Box::new(h) as server::ScrapeHook)
+        }));
         self
     }
 }
@@ -167,17 +173,14 @@ async fn serve(
         series_ttl: (config.ingest.series_ttl_seconds > 0)
             .then(|| Duration::from_secs(config.ingest.series_ttl_seconds)),
     };
-    let mut metrics = Metrics::new(&schema, limits);
+    let mut metrics = Metrics::new(&schema, limits).map_err(|e| format!("schema: {e}"))?;
     metrics
         .registry_mut()
         .register_collector(Box::new(process::ProcessCollector));
-    let self_prefix = schema.tier.self_prefix.clone();
-    if let Some(info) = metrics.get(&format!("{self_prefix}build_info")) {
-        let _ = info.set(
-            &[env!("CARGO_PKG_VERSION"), REVISION, &schema.tier.name],
-            1.0,
-        );
-    }
+    let _ = metrics.own().build_info.set(
+        &[env!("CARGO_PKG_VERSION"), REVISION, &schema.tier.name],
+        1.0,
+    );
     let metrics = Arc::new(metrics);
     let config = Arc::new(config);
     let health = Health::default();
@@ -198,27 +201,37 @@ async fn serve(
         .set_nonblocking(true)
         .map_err(|e| format!("listener: {e}"))?;
 
-    let mut handles = Vec::new();
+    // Resolve every handle before starting anything: a schema/code mismatch stops here.
+    let schema_error = |e: SchemaError| format!("schema: {e}");
+    let mut tier_tasks = Vec::new();
     for (name, task) in tier.tasks {
-        tracing::debug!(target: "main", event = "task_started", task = name);
-        handles.push(tokio::spawn(task(ctx.clone())));
+        tier_tasks.push((name, task(ctx.clone()).map_err(schema_error)?));
     }
-    handles.extend(ingest::spawn(&ctx));
+    let derived = probe::derived::start(ctx.clone()).map_err(schema_error)?;
+    let engine = probe::engine::EngineProbe::new(&config.engine, &metrics).map_err(schema_error)?;
+    let mut scrape_hooks: Vec<server::ScrapeHook> = vec![Box::new({
+        let engine = engine.clone();
+        move || engine.on_scrape()
+    })];
+    for make in tier.scrape_hooks {
+        scrape_hooks.push(make(&config, &metrics).map_err(schema_error)?);
+    }
+
+    let mut handles = Vec::new();
+    for (name, task) in tier_tasks {
+        tracing::debug!(target: "main", event = "task_started", task = name);
+        handles.push(tokio::spawn(task));
+    }
+    handles.extend(ingest::spawn(&ctx).map_err(schema_error)?);
     if let Some(ttl) = limits.series_ttl {
         handles.push(tokio::spawn(expire_series(ctx.clone(), ttl)));
     }
-    handles.push(tokio::spawn(probe::derived::run(ctx.clone())));
-    let engine = probe::engine::EngineProbe::new(
-        &config.engine,
-        &schema.tier.metric_prefix,
-        &schema.tier.self_prefix,
-    );
+    if let Some(derived) = derived {
+        handles.push(tokio::spawn(derived));
+    }
     handles.push(tokio::spawn(
-        engine.clone().run(ctx.clone(), ctx.health.source("engine")),
+        engine.run(ctx.clone(), ctx.health.source("engine")),
     ));
-    let mut scrape_hooks: Vec<server::ScrapeHook> =
-        vec![Box::new(move |m: &Metrics| engine.on_scrape(m))];
-    scrape_hooks.extend(tier.scrape_hooks.into_iter().map(|make| make(&config)));
 
     let state = Arc::new(server::AppState {
         metrics: metrics.clone(),
@@ -227,7 +240,6 @@ async fn serve(
         binary: schema.tier.binary.clone(),
         tier: schema.tier.name.clone(),
         telemetry_path: config.web.telemetry_path.clone(),
-        scrape_duration_metric: format!("{self_prefix}scrape_duration_seconds"),
         profiler: config
             .web
             .enable_profiling
@@ -281,10 +293,6 @@ async fn serve(
 
 async fn expire_series(mut ctx: TaskContext, ttl: Duration) {
     let period = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let expired_name = format!(
-        "{}ingest_series_expired_total",
-        ctx.metrics.tier().self_prefix
-    );
     loop {
         tokio::select! {
             _ = ctx.shutdown.wait() => return,
@@ -292,9 +300,7 @@ async fn expire_series(mut ctx: TaskContext, ttl: Duration) {
         }
         let removed = ctx.metrics.expire_series(std::time::Instant::now());
         if removed > 0 {
-            if let Some(m) = ctx.metrics.get(&expired_name) {
-                let _ = m.inc_by(&[], removed as f64);
-            }
+            ctx.metrics.own().series_expired.add(&[], removed as u64);
         }
     }
 }

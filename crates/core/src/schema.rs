@@ -8,8 +8,16 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ingest::reason::{rejection_series, CHANNELS};
+
+/// Most labels a metric may declare; ingest keeps label values in arrays of this size.
+pub const MAX_LABELS: usize = 8;
+
 /// Self-metrics shared by every tier; names omit the tier's self prefix.
 pub const SELF_SCHEMA: &str = include_str!("../self_schema.toml");
+
+/// Engine-process metrics shared by every tier; names omit the tier's metric prefix.
+pub const ENGINE_SCHEMA: &str = include_str!("../engine_schema.toml");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -157,7 +165,8 @@ pub enum Effect {
         #[serde(default)]
         labels: BTreeMap<String, String>,
     },
-    /// Histogram observation of a numeric field; `_ms` fields are converted to seconds.
+    /// Histogram observation of a numeric field; `_ms`/`_us`/`_ns` fields are converted to
+    /// seconds (see [`duration_scale`]).
     Observe {
         metric: String,
         field: String,
@@ -211,10 +220,25 @@ pub struct EventRule {
 pub struct TierInfo {
     pub name: String,
     pub binary: String,
+    /// The Prometheus job that scrapes this tier in the shipped configs and dashboards.
+    pub job: String,
     pub metric_prefix: String,
     pub self_prefix: String,
+    /// What the engine beside the sidecar is called in help texts ("OLAP shard engine").
+    pub engine: String,
     pub web_listen_address: String,
     pub statsd_udp: String,
+}
+
+impl TierInfo {
+    /// The default scrape port.
+    pub fn port(&self) -> u16 {
+        self.web_listen_address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,7 +253,7 @@ struct TierFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SelfFile {
+struct Fragment {
     metrics: Vec<MetricDef>,
 }
 
@@ -263,10 +287,26 @@ impl Schema {
     pub fn parse(tier_toml: &str) -> Result<Schema, SchemaError> {
         let file: TierFile =
             toml::from_str(tier_toml).map_err(|e| SchemaError(format!("tier schema: {e}")))?;
-        let own: SelfFile =
+        let own: Fragment =
             toml::from_str(SELF_SCHEMA).map_err(|e| SchemaError(format!("self schema: {e}")))?;
+        let engine: Fragment = toml::from_str(ENGINE_SCHEMA)
+            .map_err(|e| SchemaError(format!("engine schema: {e}")))?;
         let mut metrics = file.metrics;
+        for mut def in engine.metrics {
+            def.name = format!("{}{}", file.tier.metric_prefix, def.name);
+            def.help = def.help.replace("{engine}", &file.tier.engine);
+            metrics.push(def);
+        }
         for mut def in own.metrics {
+            // The channels and their rejection reasons are closed enums in the code; the
+            // series they name exist at 0 from the first scrape.
+            match def.name.as_str() {
+                "ingest_samples_accepted_total" => {
+                    def.initial = CHANNELS.iter().map(|c| vec![(*c).to_owned()]).collect()
+                }
+                "ingest_rejected_total" => def.initial = rejection_series(),
+                _ => {}
+            }
             def.name = format!("{}{}", file.tier.self_prefix, def.name);
             metrics.push(def);
         }
@@ -286,6 +326,29 @@ impl Schema {
         }
         schema.add_event_rules(file.events)?;
         Ok(schema)
+    }
+
+    /// Every tier of a checkout: each `crates/*/schema.toml` under `root`, in port order.
+    /// Tests, generators and bundle checks take the tier list from here.
+    pub fn discover(root: &std::path::Path) -> Result<Vec<Schema>, SchemaError> {
+        let dir = root.join("crates");
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| SchemaError(format!("{}: {e}", dir.display())))?;
+        let mut schemas = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path().join("schema.toml");
+            if !path.is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| SchemaError(format!("{}: {e}", path.display())))?;
+            schemas.push(
+                Schema::parse(&text)
+                    .map_err(|e| SchemaError(format!("{}: {e}", path.display())))?,
+            );
+        }
+        schemas.sort_by_key(|s| s.tier.port());
+        Ok(schemas)
     }
 
     pub fn metric(&self, name: &str) -> Option<&MetricDef> {
@@ -347,6 +410,9 @@ impl Schema {
         }
         if def.help.trim().is_empty() || def.help.contains(['\n', '\\', '"']) {
             bail!("{name}: help must be one line without backslashes or quotes");
+        }
+        if def.labels.len() > MAX_LABELS {
+            bail!("{name}: at most {MAX_LABELS} labels");
         }
         for label in &def.labels {
             if !valid_label(label) || label == "le" || label == "quantile" {
@@ -418,6 +484,19 @@ impl Schema {
         Ok(())
     }
 
+    /// Every StatsD name that resolves to `def`: its exposed name and, for counters, the name
+    /// without `_total` and the seed's spelling, unless another metric claims that name.
+    pub fn statsd_names(&self, def: &MetricDef) -> Vec<String> {
+        let mut names = vec![def.name.clone()];
+        if def.kind == MetricType::Counter {
+            names.extend(def.name.strip_suffix("_total").map(str::to_owned));
+            names.extend(def.seed.clone());
+        }
+        names.retain(|n| self.resolve_statsd_name(n).map(|d| &d.name) == Some(&def.name));
+        names.dedup();
+        names
+    }
+
     /// Resolves a StatsD name: the exposed name, or for counters the name without `_total`
     /// or the seed's spelling.
     pub fn resolve_statsd_name(&self, name: &str) -> Option<&MetricDef> {
@@ -432,6 +511,20 @@ impl Schema {
         self.metrics
             .iter()
             .find(|d| d.kind == MetricType::Counter && d.seed.as_deref() == Some(name))
+    }
+}
+
+/// Event fields named `*_ms`, `*_us`, `*_ns` hold durations in that unit; an `observe` scales
+/// them to the histogram's seconds. Any other field is taken as is.
+pub fn duration_scale(field: &str) -> f64 {
+    if field.ends_with("_ms") {
+        1e-3
+    } else if field.ends_with("_us") {
+        1e-6
+    } else if field.ends_with("_ns") {
+        1e-9
+    } else {
+        1.0
     }
 }
 
@@ -457,8 +550,8 @@ pub(crate) fn test_schema_toml(tier: &str, metrics_toml: &str) -> String {
         _ => ("tx_engine_", 9090),
     };
     format!(
-        "[tier]\nname = \"{tier}\"\nbinary = \"{tier}-exporter\"\n\
-         metric_prefix = \"{prefix}\"\nself_prefix = \"{tier}_exporter_\"\n\
+        "[tier]\nname = \"{tier}\"\nbinary = \"{tier}-exporter\"\njob = \"{tier}\"\n\
+         metric_prefix = \"{prefix}\"\nself_prefix = \"{tier}_exporter_\"\nengine = \"engine\"\n\
          web_listen_address = \"0.0.0.0:{port}\"\nstatsd_udp = \"127.0.0.1:8125\"\n\
          {metrics_toml}"
     )

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::profiling::{self, Profiler};
 use crate::web_config::BasicAuth;
 
-pub type ScrapeHook = Box<dyn Fn(&Metrics) + Send + Sync>;
+pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
 pub struct AppState {
     pub metrics: Arc<Metrics>,
@@ -31,7 +31,6 @@ pub struct AppState {
     pub binary: String,
     pub tier: String,
     pub telemetry_path: String,
-    pub scrape_duration_metric: String,
     /// Set when `web.enable_profiling` is on.
     pub profiler: Option<Arc<Profiler>>,
 }
@@ -129,15 +128,13 @@ async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respon
             tracing::info_span!(target: "http", "scrape.hooks", hooks = app.scrape_hooks.len())
                 .entered();
         for hook in &app.scrape_hooks {
-            hook(&app.metrics);
+            hook();
         }
     }
     let rendered = tracing::info_span!(target: "http", "scrape.render")
         .in_scope(|| exposition::render(app.metrics.registry(), format));
     let took = started.elapsed().as_secs_f64();
-    if let Some(m) = app.metrics.get(&app.scrape_duration_metric) {
-        let _ = m.observe(&[], took, None);
-    }
+    let _ = app.metrics.own().scrape_duration.observe(&[], took, None);
     tracing::debug!(target: "http", event = "scrape", format = ?format, duration_seconds = took);
     match rendered {
         Ok(body) => (
@@ -211,13 +208,12 @@ mod tests {
         let schema = Schema::parse(&crate::schema::test_schema_toml("tx", "")).expect("schema");
         let health = Health::default();
         let state = Arc::new(AppState {
-            metrics: Arc::new(Metrics::new(&schema, Default::default())),
+            metrics: Arc::new(Metrics::new(&schema, Default::default()).expect("registry")),
             health: health.clone(),
             scrape_hooks: Vec::new(),
             binary: "tx-exporter".into(),
             tier: "tx".into(),
             telemetry_path: "/metrics".into(),
-            scrape_duration_metric: "tx_exporter_scrape_duration_seconds".into(),
             profiler: None,
         });
         let app = router(state, None);

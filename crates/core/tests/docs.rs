@@ -1,4 +1,4 @@
-//! docs/metrics.md must match the schemas. Regenerate with
+//! docs/metrics.md and the generated blocks of docs/ingest.md must match the code. Regenerate with
 //! `UPDATE_DOCS=1 cargo test -p exporter-core --test docs`.
 
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
@@ -14,29 +14,17 @@ fn root() -> PathBuf {
 }
 
 fn tier_schemas(root: &Path) -> Vec<Schema> {
-    let mut schemas: Vec<Schema> = std::fs::read_dir(root.join("crates"))
-        .expect("crates/")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("schema.toml"))
-        .filter(|p| p.exists())
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).expect("readable schema");
-            Schema::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        })
-        .collect();
-    // Port order: tx, ingestion, olap, clock.
-    schemas.sort_by(|a, b| a.tier.web_listen_address.cmp(&b.tier.web_listen_address));
-    schemas
+    Schema::discover(root).unwrap()
 }
 
 #[test]
 fn metrics_reference_matches_the_schemas() {
     let root = root();
     let schemas = tier_schemas(&root);
-    assert_eq!(schemas.len(), 4, "four tiers");
+    assert!(!schemas.is_empty(), "no crates/*/schema.toml found");
     let expected = metrics_markdown(&schemas);
     let path = root.join("docs/metrics.md");
-    if std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1") {
+    if update_docs() {
         std::fs::write(&path, &expected).expect("write docs/metrics.md");
         return;
     }
@@ -63,39 +51,73 @@ fn configuration_doc_names_every_flag() {
     }
 }
 
-/// Reason names listed under a "### ... rejection reasons" heading of docs/ingest.md.
-fn documented_reasons(doc: &str, heading: &str) -> Vec<String> {
-    let start = doc
-        .find(heading)
-        .unwrap_or_else(|| panic!("{heading} in docs/ingest.md"));
-    doc[start..]
-        .lines()
-        .skip(1)
-        .skip_while(|l| !l.starts_with('|'))
-        .take_while(|l| l.starts_with('|'))
-        .filter_map(|l| l.strip_prefix("| `")?.split('`').next().map(str::to_owned))
-        .collect()
+fn update_docs() -> bool {
+    std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1")
 }
 
 #[test]
-fn every_documented_rejection_reason_exists_from_the_start() {
-    let doc = std::fs::read_to_string(root().join("docs/ingest.md")).expect("docs/ingest.md");
-    let mut documented: Vec<Vec<String>> = Vec::new();
-    for (source, heading) in [
-        ("statsd", "### StatsD rejection reasons"),
-        ("events", "### Event rejection reasons"),
-    ] {
-        let reasons = documented_reasons(&doc, heading);
-        assert!(reasons.len() >= 8, "{heading}: {reasons:?}");
-        documented.extend(reasons.into_iter().map(|r| vec![source.to_owned(), r]));
+fn ingest_reason_tables_are_generated_from_the_reason_enums() {
+    let path = root().join("docs/ingest.md");
+    let mut doc = std::fs::read_to_string(&path).expect("docs/ingest.md");
+    let before = doc.clone();
+    for (name, content) in exporter_core::docs::ingest_blocks() {
+        doc = exporter_core::docs::fill_generated(&doc, name, &content)
+            .unwrap_or_else(|| panic!("docs/ingest.md lacks the generated block {name}"));
     }
-    let tier = std::fs::read_to_string(root().join("crates/tx-exporter/schema.toml")).unwrap();
-    let schema = Schema::parse(&tier).expect("schema");
-    let rejected = schema
-        .metric("tx_exporter_ingest_rejected_total")
-        .expect("metric");
-    assert_eq!(
-        rejected.initial, documented,
-        "self_schema.toml initial vs docs/ingest.md"
+    if update_docs() {
+        std::fs::write(&path, &doc).expect("write docs/ingest.md");
+        return;
+    }
+    assert!(
+        doc == before,
+        "docs/ingest.md reason tables are out of date; run \
+         UPDATE_DOCS=1 cargo test -p exporter-core --test docs"
     );
+}
+
+/// Every reason the code can emit is a series at 0 from the first scrape, and nothing else.
+#[test]
+fn every_rejection_reason_exists_from_the_start_and_no_other() {
+    use exporter_core::ingest::reason::{EventReason, Reason, StatsdReason};
+    fn labels<R: Reason>() -> Vec<Vec<String>> {
+        R::ALL
+            .iter()
+            .map(|r| vec![R::CHANNEL.to_owned(), r.label().to_owned()])
+            .collect()
+    }
+    let mut expected = labels::<StatsdReason>();
+    expected.extend(labels::<EventReason>());
+    for schema in tier_schemas(&root()) {
+        let name = format!("{}ingest_rejected_total", schema.tier.self_prefix);
+        let metrics = exporter_core::Metrics::new(&schema, Default::default()).expect("registry");
+        let mut served = String::new();
+        prometheus_client::encoding::text::encode(&mut served, metrics.registry()).expect("encode");
+        let series: Vec<Vec<String>> = served
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name}{{")))
+            .map(|l| {
+                assert!(l.ends_with("} 0.0"), "{l}");
+                let source = l
+                    .split("source=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                let reason = l
+                    .split("reason=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                vec![source.to_owned(), reason.to_owned()]
+            })
+            .collect();
+        let mut sorted = expected.clone();
+        sorted.sort();
+        let mut series = series;
+        series.sort();
+        assert_eq!(series, sorted, "{}", schema.tier.name);
+    }
 }

@@ -9,7 +9,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use exporter_core::TaskContext;
+use std::future::Future;
+
+use exporter_core::schema::SchemaError;
+use exporter_core::{Gauge, Metrics, TaskContext};
 
 /// Shortest pause between walks; statvfs is refreshed at this pace too.
 const MIN_INTERVAL: Duration = Duration::from_secs(15);
@@ -69,12 +72,39 @@ pub fn allocated_bytes(root: &Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
-pub async fn run(mut ctx: TaskContext) {
+/// The gauges this probe writes, resolved once at start-up.
+struct DataDirMetrics {
+    fs_size: Gauge,
+    fs_free: Gauge,
+    fs_avail: Gauge,
+    used: Gauge,
+    walk_seconds: Gauge,
+}
+
+impl DataDirMetrics {
+    fn resolve(metrics: &Metrics) -> Result<DataDirMetrics, SchemaError> {
+        Ok(DataDirMetrics {
+            fs_size: metrics.gauge("olap_data_filesystem_size_bytes")?,
+            fs_free: metrics.gauge("olap_data_filesystem_free_bytes")?,
+            fs_avail: metrics.gauge("olap_data_filesystem_avail_bytes")?,
+            used: metrics.gauge("olap_data_dir_used_bytes")?,
+            walk_seconds: metrics.gauge("olap_exporter_data_dir_walk_seconds")?,
+        })
+    }
+}
+
+/// Resolves the data-dir gauges; the task measures `olap.data_dir` until shutdown (and does
+/// nothing when no directory is configured).
+pub fn start(ctx: TaskContext) -> Result<impl Future<Output = ()>, SchemaError> {
+    let metrics = DataDirMetrics::resolve(&ctx.metrics)?;
+    Ok(run(ctx, metrics))
+}
+
+async fn run(mut ctx: TaskContext, m: DataDirMetrics) {
     let Some(dir) = ctx.config.olap.as_ref().and_then(|o| o.data_dir.clone()) else {
         return;
     };
     let health = ctx.health.source("data_dir");
-    let metric = |name: &str| ctx.metrics.get(name);
     let mut next_walk = Instant::now();
     loop {
         let path = dir.clone();
@@ -96,33 +126,26 @@ pub async fn run(mut ctx: TaskContext) {
         let mut problems = Vec::new();
         match fs {
             Ok(fs) => {
-                set(metric("olap_data_filesystem_size_bytes"), fs.size_bytes);
-                set(metric("olap_data_filesystem_free_bytes"), fs.free_bytes);
-                set(metric("olap_data_filesystem_avail_bytes"), fs.avail_bytes);
+                let _ = m.fs_size.set(&[], fs.size_bytes);
+                let _ = m.fs_free.set(&[], fs.free_bytes);
+                let _ = m.fs_avail.set(&[], fs.avail_bytes);
             }
             Err(e) => {
                 problems.push(format!("statvfs {}: {e}", dir.display()));
-                for name in [
-                    "olap_data_filesystem_size_bytes",
-                    "olap_data_filesystem_free_bytes",
-                    "olap_data_filesystem_avail_bytes",
-                ] {
-                    unknown(metric(name));
+                for g in [&m.fs_size, &m.fs_free, &m.fs_avail] {
+                    let _ = g.set_unknown(&[]);
                 }
             }
         }
         match used {
             Some(Ok(bytes)) => {
-                set(metric("olap_data_dir_used_bytes"), bytes as f64);
-                set(
-                    metric("olap_exporter_data_dir_walk_seconds"),
-                    took.as_secs_f64(),
-                );
+                let _ = m.used.set(&[], bytes as f64);
+                let _ = m.walk_seconds.set(&[], took.as_secs_f64());
                 next_walk = Instant::now() + (took * BACKOFF_FACTOR).max(MIN_INTERVAL);
             }
             Some(Err(e)) => {
                 problems.push(format!("walking {}: {e}", dir.display()));
-                unknown(metric("olap_data_dir_used_bytes"));
+                let _ = m.used.set_unknown(&[]);
                 next_walk = Instant::now() + MIN_INTERVAL;
             }
             None => {}
@@ -136,18 +159,6 @@ pub async fn run(mut ctx: TaskContext) {
             _ = ctx.shutdown.wait() => return,
             _ = tokio::time::sleep(MIN_INTERVAL) => {}
         }
-    }
-}
-
-fn set(metric: Option<&exporter_core::Metric>, v: f64) {
-    if let Some(m) = metric {
-        let _ = m.set(&[], v);
-    }
-}
-
-fn unknown(metric: Option<&exporter_core::Metric>) {
-    if let Some(m) = metric {
-        let _ = m.set_unknown(&[]);
     }
 }
 

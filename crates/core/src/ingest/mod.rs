@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod logtail;
+pub mod reason;
 pub mod statsd;
 pub mod tally;
 
@@ -14,14 +15,14 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use crate::context::TaskContext;
+use crate::schema::SchemaError;
 
 /// Starts every configured ingest source; each handle finishes after `ctx.shutdown`
 /// (the follower persists its positions first).
-pub fn spawn(ctx: &TaskContext) -> Vec<JoinHandle<()>> {
-    let mut handles = statsd::spawn(ctx, Arc::new(statsd::Mapper::new(&ctx.schema)));
-    handles.extend(logtail::spawn(
-        ctx,
-        Arc::new(events::EventMapper::new(&ctx.schema)),
-    ));
-    handles
+pub fn spawn(ctx: &TaskContext) -> Result<Vec<JoinHandle<()>>, SchemaError> {
+    let statsd_mapper = statsd::Mapper::new(&ctx.metrics, &ctx.schema)?;
+    let event_mapper = events::EventMapper::new(&ctx.metrics, &ctx.schema)?;
+    let mut handles = statsd::spawn(ctx, Arc::new(statsd_mapper));
+    handles.extend(logtail::spawn(ctx, Arc::new(event_mapper)));
+    Ok(handles)
 }

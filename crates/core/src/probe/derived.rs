@@ -5,13 +5,22 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::context::TaskContext;
-use crate::schema::{Derived, MetricType, Source};
+use crate::metrics::{Gauge, Metric, Metrics};
+use crate::schema::{Derived, Schema, SchemaError, Source};
 
 /// How often derived values are recomputed.
 pub const REFRESH: Duration = Duration::from_secs(5);
 
+/// One derived gauge: where it reads and writes.
+struct DerivedGauge {
+    target: Gauge,
+    numerator: Metric,
+    denominator: Metric,
+    window: Window,
+}
+
+/// The arithmetic of one derived gauge over its sliding window.
 struct Window {
-    metric: String,
     rule: Derived,
     counters: bool,
     samples: VecDeque<(Instant, f64, f64)>,
@@ -42,46 +51,61 @@ fn ratio(num: f64, den: f64, scale: f64) -> f64 {
     }
 }
 
-/// Recomputes every derived gauge of the schema every [`REFRESH`].
-pub async fn run(mut ctx: TaskContext) {
-    let mut windows: Vec<Window> = ctx
-        .schema
+/// A window per derived gauge of the schema, its inputs resolved to handles.
+fn resolve(metrics: &Metrics, schema: &Schema) -> Result<Vec<DerivedGauge>, SchemaError> {
+    let mut out = Vec::new();
+    for def in schema
         .metrics
         .iter()
         .filter(|m| m.source == Source::Derived)
-        .filter_map(|m| {
-            let rule = m.derived.clone()?;
-            let counters = ctx
-                .schema
-                .metric(&rule.numerator)
-                .is_some_and(|n| n.kind == MetricType::Counter);
-            Some(Window {
-                metric: m.name.clone(),
+    {
+        let Some(rule) = def.derived.clone() else {
+            continue;
+        };
+        let input = |name: &str| {
+            metrics
+                .get(name)
+                .cloned()
+                .ok_or_else(|| SchemaError(format!("{}: no input {name}", def.name)))
+        };
+        let numerator = input(&rule.numerator)?;
+        let denominator = input(&rule.denominator)?;
+        out.push(DerivedGauge {
+            target: metrics.gauge(&def.name)?,
+            window: Window {
+                counters: matches!(numerator, Metric::Counter(_)),
                 rule,
-                counters,
                 samples: VecDeque::new(),
-            })
-        })
-        .collect();
-    if windows.is_empty() {
-        return;
+            },
+            denominator,
+            numerator,
+        });
     }
+    Ok(out)
+}
+
+/// Resolves every derived gauge of the schema; the returned task recomputes them every
+/// [`REFRESH`].
+pub fn start(
+    ctx: TaskContext,
+) -> Result<Option<impl std::future::Future<Output = ()>>, SchemaError> {
+    let gauges = resolve(&ctx.metrics, &ctx.schema)?;
+    Ok((!gauges.is_empty()).then(|| run(ctx, gauges)))
+}
+
+async fn run(mut ctx: TaskContext, mut gauges: Vec<DerivedGauge>) {
     loop {
         let now = Instant::now();
-        for w in &mut windows {
-            let value = |name: &str| ctx.metrics.get(name).and_then(|m| m.value(&[]));
-            let (Some(num), Some(den)) = (value(&w.rule.numerator), value(&w.rule.denominator))
-            else {
+        for w in &mut gauges {
+            let (Some(num), Some(den)) = (w.numerator.value(&[]), w.denominator.value(&[])) else {
                 continue;
             };
-            let v = w.update(now, num, den);
-            if let Some(m) = ctx.metrics.get(&w.metric) {
-                let _ = if v.is_finite() {
-                    m.set(&[], v)
-                } else {
-                    m.set_unknown(&[])
-                };
-            }
+            let v = w.window.update(now, num, den);
+            let _ = if v.is_finite() {
+                w.target.set(&[], v)
+            } else {
+                w.target.set_unknown(&[])
+            };
         }
         tokio::select! {
             _ = ctx.shutdown.wait() => return,
@@ -96,7 +120,6 @@ mod tests {
 
     fn window(counters: bool) -> Window {
         Window {
-            metric: "m".into(),
             rule: Derived {
                 numerator: "n".into(),
                 denominator: "d".into(),

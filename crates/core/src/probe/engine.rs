@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use crate::config::{parse_listen_addr, EngineConfig};
 use crate::context::TaskContext;
 use crate::health::SourceHealth;
-use crate::metrics::Metrics;
+use crate::metrics::{Gauge, Metrics};
 use crate::process::{read_stat, ProcStat};
+use crate::schema::SchemaError;
 
 /// How often the process is looked up again and the address checked.
 pub const REFRESH: Duration = Duration::from_secs(5);
@@ -39,24 +40,26 @@ pub struct EngineProbe {
     config: EngineConfig,
     address: Option<SocketAddr>,
     state: Arc<Mutex<State>>,
-    memory_metric: String,
-    cpu_metric: String,
-    up_metric: String,
+    memory: Gauge,
+    cpu: Gauge,
+    up: Gauge,
 }
 
 impl EngineProbe {
-    pub fn new(config: &EngineConfig, metric_prefix: &str, self_prefix: &str) -> EngineProbe {
-        EngineProbe {
+    /// Resolves the engine-process metrics (`crates/core/engine_schema.toml`) and `engine_up`.
+    pub fn new(config: &EngineConfig, metrics: &Metrics) -> Result<EngineProbe, SchemaError> {
+        let prefix = &metrics.tier().metric_prefix;
+        Ok(EngineProbe {
             address: config
                 .address
                 .as_deref()
                 .and_then(|a| parse_listen_addr(a).ok()),
             config: config.clone(),
             state: Arc::default(),
-            memory_metric: format!("{metric_prefix}memory_used_bytes"),
-            cpu_metric: format!("{metric_prefix}cpu_usage_percent"),
-            up_metric: format!("{self_prefix}engine_up"),
-        }
+            memory: metrics.gauge(&format!("{prefix}memory_used_bytes"))?,
+            cpu: metrics.gauge(&format!("{prefix}cpu_usage_percent"))?,
+            up: metrics.own().engine_up.clone(),
+        })
     }
 
     fn configured(&self) -> bool {
@@ -115,7 +118,7 @@ impl EngineProbe {
     }
 
     /// Scrape-time update: fresh memory and CPU from /proc, and engine_up.
-    pub fn on_scrape(&self, metrics: &Metrics) {
+    pub fn on_scrape(&self) {
         let mut state = self.state();
         let stat: Option<ProcStat> = state.found.and_then(|f| {
             read_stat(&f.pid.to_string()).filter(|s| s.start_time_seconds == f.start_time)
@@ -126,15 +129,8 @@ impl EngineProbe {
             state.last_cpu = None;
         }
         let up = stat.is_some() && state.address_ok;
-        if let Some(m) = metrics.get(&self.up_metric) {
-            let _ = m.set(&[], if up { 1.0 } else { 0.0 });
-        }
-        let (Some(memory), Some(cpu)) = (
-            metrics.get(&self.memory_metric),
-            metrics.get(&self.cpu_metric),
-        ) else {
-            return;
-        };
+        let _ = self.up.set(&[], if up { 1.0 } else { 0.0 });
+        let (memory, cpu) = (&self.memory, &self.cpu);
         match stat {
             Some(s) => {
                 let _ = memory.set(&[], s.resident_bytes);

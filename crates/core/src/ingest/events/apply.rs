@@ -7,9 +7,10 @@ use std::time::UNIX_EPOCH;
 use serde_json::Value;
 
 use super::parse::{parse_event, Event};
+use crate::ingest::reason::EventReason;
 use crate::ingest::tally::Tally;
 use crate::metrics::{Exemplar, Metric, Metrics};
-use crate::schema::{Effect, EventRule, Schema};
+use crate::schema::{duration_scale, Effect, Schema, SchemaError};
 
 /// What one effect will do, once the whole line has been checked.
 enum Op {
@@ -18,48 +19,57 @@ enum Op {
     Observe(f64),
 }
 
+/// An event rule with its metrics resolved to handles.
+struct Rule {
+    effects: Vec<(Effect, Metric)>,
+}
+
 pub struct EventMapper {
-    rules: HashMap<String, EventRule>,
+    rules: HashMap<String, Rule>,
 }
 
 impl EventMapper {
-    pub fn new(schema: &Schema) -> EventMapper {
-        EventMapper {
-            rules: schema
-                .events
-                .iter()
-                .map(|r| (r.event.clone(), r.clone()))
-                .collect(),
+    /// Resolves every rule's metrics once; the schema has checked their types and labels.
+    pub fn new(metrics: &Metrics, schema: &Schema) -> Result<EventMapper, SchemaError> {
+        let mut rules = HashMap::new();
+        for rule in &schema.events {
+            let mut effects = Vec::with_capacity(rule.effects.len());
+            for effect in &rule.effects {
+                let metric = metrics.get(effect.metric()).cloned().ok_or_else(|| {
+                    SchemaError(format!(
+                        "event {}: {} is not registered",
+                        rule.event,
+                        effect.metric()
+                    ))
+                })?;
+                effects.push((effect.clone(), metric));
+            }
+            rules.insert(rule.event.clone(), Rule { effects });
         }
+        Ok(EventMapper { rules })
     }
 
     /// Applies one log line; every outcome lands in `tally`.
-    pub fn apply_line(&self, metrics: &Metrics, line: &[u8], tally: &mut Tally) {
+    pub fn apply_line(&self, line: &[u8], tally: &mut Tally<EventReason>) {
         let event = match parse_event(line) {
             Ok(e) => e,
             Err(e) => {
                 return tally.reject_with(e.reason(), || {
-                    format!(
-                        "{}: {}",
-                        e.reason(),
-                        String::from_utf8_lossy(&line[..line.len().min(120)])
-                    )
+                    String::from_utf8_lossy(&line[..line.len().min(120)]).into_owned()
                 })
             }
         };
         let Some(rule) = self.rules.get(event.name()) else {
-            return tally.reject_with("unknown_event", || {
-                format!("unknown_event: {}", event.name())
-            });
+            return tally.reject_with(EventReason::UnknownEvent, || event.name().to_owned());
         };
         let mut planned: Vec<(&Metric, Op, Vec<String>)> = Vec::with_capacity(rule.effects.len());
-        for effect in &rule.effects {
-            match plan(metrics, &event, effect) {
-                Ok(Some(p)) => planned.push(p),
+        for (effect, metric) in &rule.effects {
+            match plan(metric, &event, effect) {
+                Ok(Some(op)) => planned.push(op),
                 Ok(None) => {}
                 Err(reason) => {
                     return tally.reject_with(reason, || {
-                        format!("{reason}: event {} ({})", event.name(), effect.metric())
+                        format!("event {} ({})", event.name(), effect.metric())
                     })
                 }
             }
@@ -70,20 +80,17 @@ impl EventMapper {
         });
         for (metric, op, labels) in planned {
             let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-            let result = match op {
-                Op::Inc(v) => metric.inc_by(&labels, v),
-                Op::Set(v) => metric.set(&labels, v),
-                Op::Observe(v) => metric.observe(&labels, v, exemplar),
+            let result = match (metric, op) {
+                (Metric::Counter(c), Op::Inc(v)) => c.inc_by(&labels, v),
+                (Metric::Gauge(g), Op::Set(v)) => g.set(&labels, v),
+                (Metric::Histogram(h), Op::Observe(v)) => h.observe(&labels, v, exemplar),
+                // The schema matched each op to its metric type at start-up.
+                _ => continue,
             };
             match result {
                 Ok(()) => tally.accepted += 1,
-                Err(e) => tally.reject_with(e.reason(), || {
-                    format!(
-                        "{}: event {} ({})",
-                        e.reason(),
-                        event.name(),
-                        metric.def().name
-                    )
+                Err(e) => tally.reject_with(e.into(), || {
+                    format!("event {} ({})", event.name(), metric.def().name)
                 }),
             }
         }
@@ -94,17 +101,15 @@ type Planned<'m> = (&'m Metric, Op, Vec<String>);
 
 /// Checks one effect against the event; Ok(None) when an optional field is absent.
 fn plan<'m>(
-    metrics: &'m Metrics,
+    metric: &'m Metric,
     event: &Event,
     effect: &Effect,
-) -> Result<Option<Planned<'m>>, &'static str> {
-    // Rules were checked against the schema at start-up; a miss here is a config bug.
-    let metric = metrics.get(effect.metric()).ok_or("unknown_metric")?;
-    let number = |field: &str, optional: bool| -> Result<Option<f64>, &'static str> {
+) -> Result<Option<Planned<'m>>, EventReason> {
+    let number = |field: &str, optional: bool| -> Result<Option<f64>, EventReason> {
         match event.field(field) {
             None if optional => Ok(None),
-            None => Err("missing_field"),
-            Some(v) => v.as_f64().map(Some).ok_or("wrong_field_type"),
+            None => Err(EventReason::MissingField),
+            Some(v) => v.as_f64().map(Some).ok_or(EventReason::WrongFieldType),
         }
     };
     let op = match effect {
@@ -123,20 +128,20 @@ fn plan<'m>(
         },
         Effect::SetTimestamp { .. } => {
             let raw = match event.field("timestamp") {
-                None => return Err("missing_field"),
+                None => return Err(EventReason::MissingField),
                 Some(Value::String(s)) => s,
-                Some(_) => return Err("wrong_field_type"),
+                Some(_) => return Err(EventReason::WrongFieldType),
             };
-            Op::Set(parse_timestamp(raw).ok_or("invalid_timestamp")?)
+            Op::Set(parse_timestamp(raw).ok_or(EventReason::InvalidTimestamp)?)
         }
         Effect::Observe {
             field, optional, ..
         } => match number(field, *optional)? {
             Some(v) => {
-                let scale = unit_scale(field);
+                let scale = duration_scale(field);
                 if scale != 1.0 && v < 0.0 {
                     // A negative duration is a bug upstream, not a fast operation.
-                    return Err("invalid_value");
+                    return Err(EventReason::InvalidValue);
                 }
                 Op::Observe(v * scale)
             }
@@ -144,34 +149,21 @@ fn plan<'m>(
         },
     };
     if matches!(op, Op::Inc(v) if v < 0.0) {
-        return Err("negative_counter");
+        return Err(EventReason::NegativeCounter);
     }
     let mapping = effect.labels();
     let mut labels = Vec::with_capacity(mapping.len());
     for label in &metric.def().labels {
-        let field = mapping.get(label).ok_or("missing_label")?;
+        let field = mapping.get(label).ok_or(EventReason::MissingLabel)?;
         labels.push(match event.field(field) {
-            None => return Err("missing_label"),
-            Some(Value::String(s)) if s.is_empty() => return Err("missing_label"),
+            None => return Err(EventReason::MissingLabel),
+            Some(Value::String(s)) if s.is_empty() => return Err(EventReason::MissingLabel),
             Some(Value::String(s)) => s.clone(),
             Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-            Some(_) => return Err("wrong_field_type"),
+            Some(_) => return Err(EventReason::WrongFieldType),
         });
     }
     Ok(Some((metric, op, labels)))
-}
-
-/// Fields named `*_ms`, `*_us`, `*_ns` hold durations in that unit; histograms are seconds.
-fn unit_scale(field: &str) -> f64 {
-    if field.ends_with("_ms") {
-        1e-3
-    } else if field.ends_with("_us") {
-        1e-6
-    } else if field.ends_with("_ns") {
-        1e-9
-    } else {
-        1.0
-    }
 }
 
 /// RFC 3339 → Unix seconds, with `Z` or a numeric offset (humantime alone only takes `Z`).
@@ -202,6 +194,7 @@ fn split_offset(raw: &str) -> Option<(&str, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::reason::Reason;
     use crate::metrics::Limits;
 
     const METRICS: &str = r#"
@@ -253,9 +246,10 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
     fn setup() -> (EventMapper, Metrics) {
         let schema =
             Schema::parse(&crate::schema::test_schema_toml("olap", METRICS)).expect("schema");
+        let metrics = Metrics::new(&schema, Limits::default()).expect("registry");
         (
-            EventMapper::new(&schema),
-            Metrics::new(&schema, Limits::default()),
+            EventMapper::new(&metrics, &schema).expect("mapper"),
+            metrics,
         )
     }
 
@@ -268,16 +262,14 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
         let (m, metrics) = setup();
         let mut t = Tally::default();
         m.apply_line(
-            &metrics,
             br#"{"event":"query_completed","timestamp":"2026-11-21T10:00:00Z","duration_ms":250,"bytes_read":4096,"trace_id":"abc123","span_id":"def"}"#,
             &mut t,
         );
         m.apply_line(
-            &metrics,
             br#"{"event":"query_completed","timestamp":"2026-11-21T12:00:00.5+02:00","duration_ms":5}"#,
             &mut t,
         );
-        m.apply_line(&metrics, br#"{"event":"received","server_id":17}"#, &mut t);
+        m.apply_line(br#"{"event":"received","server_id":17}"#, &mut t);
         assert_eq!(t.accepted, 4 + 3 + 1);
         assert_eq!(value(&metrics, "olap_queries_total", &[]), Some(2.0));
         assert_eq!(value(&metrics, "olap_read_bytes_total", &[]), Some(4096.0));
@@ -311,7 +303,11 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
         ];
         for (line, reason) in cases {
             let mut t = Tally::default();
-            m.apply_line(&metrics, line, &mut t);
+            m.apply_line(line, &mut t);
+            let reason = *EventReason::ALL
+                .iter()
+                .find(|r| r.label() == reason)
+                .expect("reason");
             assert_eq!(
                 (t.accepted, t.rejected(reason)),
                 (0, 1),
@@ -334,9 +330,9 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
     proptest::proptest! {
         #[test]
         fn arbitrary_lines_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-            let (m, metrics) = setup();
+            let (m, _metrics) = setup();
             let mut t = Tally::default();
-            m.apply_line(&metrics, &bytes, &mut t);
+            m.apply_line(&bytes, &mut t);
         }
 
         #[test]
@@ -346,7 +342,7 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
             ts in "[0-9T:+Z.-]{0,30}",
             sid in proptest::option::of("[a-z0-9]{0,300}"),
         ) {
-            let (m, metrics) = setup();
+            let (m, _metrics) = setup();
             let mut t = Tally::default();
             let mut obj = serde_json::json!({"event": event, "timestamp": ts});
             if duration.is_finite() {
@@ -356,7 +352,7 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
             if let Some(sid) = sid {
                 obj["server_id"] = serde_json::json!(sid);
             }
-            m.apply_line(&metrics, obj.to_string().as_bytes(), &mut t);
+            m.apply_line(obj.to_string().as_bytes(), &mut t);
             proptest::prop_assert!(t.accepted > 0 || !t.is_empty());
         }
     }

@@ -2,6 +2,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::ingest::reason::EventReason;
+
 /// Why a line is not an event; `reason()` is the rejection label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventError {
@@ -13,11 +15,11 @@ pub enum EventError {
 }
 
 impl EventError {
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> EventReason {
         match self {
-            EventError::MalformedJson => "malformed_json",
-            EventError::MissingEvent => "missing_event",
-            EventError::WrongFieldType => "wrong_field_type",
+            EventError::MalformedJson => EventReason::MalformedJson,
+            EventError::MissingEvent => EventReason::MissingEvent,
+            EventError::WrongFieldType => EventReason::WrongFieldType,
         }
     }
 }

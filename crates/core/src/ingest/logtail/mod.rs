@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use self::positions::{FileId, Position};
 use self::reader::{Line, Reader};
 use super::events::EventMapper;
+use super::reason::EventReason;
 use super::tally::{Counters, Tally};
 use crate::context::TaskContext;
 
@@ -47,7 +48,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<JoinHandle<(
         return None;
     }
     let health = ctx.health.source("event_log");
-    let counters = Counters::new(ctx.metrics.clone(), "events", health.clone());
+    let counters = Counters::new(ctx.metrics.clone(), health.clone());
     for g in &ingest.log_path {
         if let Err(e) = glob::Pattern::new(g) {
             health.failed("not following", format!("invalid glob {g:?}: {e}"));
@@ -84,7 +85,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<JoinHandle<(
 pub struct Follower {
     options: Options,
     mapper: Arc<EventMapper>,
-    counters: Counters,
+    counters: Counters<EventReason>,
     active: HashMap<FileId, Reader>,
     retired: Vec<Reader>,
     /// The file last seen at each path, to tell a rotation from a file that merely grew.
@@ -99,7 +100,11 @@ pub struct Follower {
 }
 
 impl Follower {
-    pub fn new(options: Options, mapper: Arc<EventMapper>, counters: Counters) -> Follower {
+    pub fn new(
+        options: Options,
+        mapper: Arc<EventMapper>,
+        counters: Counters<EventReason>,
+    ) -> Follower {
         let stored = match &options.positions_file {
             Some(path) => positions::load(path).unwrap_or_else(|e| {
                 // Starting without positions is better than not starting: files present now
@@ -159,12 +164,12 @@ impl Follower {
             }
             let mut tally = Tally::default();
             let mapper = &self.mapper;
-            let metrics = self.counters.metrics();
-            let lines = r.finish(self.options.max_line_bytes, |l| {
-                line(mapper, metrics, l, &mut tally)
-            });
+            let lines = r.finish(self.options.max_line_bytes, |l| line(mapper, l, &mut tally));
             self.counters
-                .inc("log_lines_read_total", &[&r.label], lines as f64);
+                .metrics()
+                .own()
+                .log_lines_read
+                .add(&[&r.label], lines);
             self.counters.flush(&mut tally);
             self.dirty = true;
             tracing::info!(target: "ingest", event = "file_closed", path = %r.path.display(), "rotated file drained");
@@ -218,7 +223,11 @@ impl Follower {
         let label = path.to_string_lossy().into_owned();
         match self.path_ids.insert(path.clone(), id) {
             Some(old) if old != id => {
-                self.counters.inc("log_rotations_total", &[&label], 1.0);
+                self.counters
+                    .metrics()
+                    .own()
+                    .log_rotations
+                    .add(&[&label], 1);
                 tracing::info!(target: "ingest", event = "rotation", path = %label);
             }
             _ => {}
@@ -238,8 +247,16 @@ impl Follower {
         match Reader::open(path.clone(), id, label.clone(), start) {
             Ok(r) => {
                 tracing::info!(target: "ingest", event = "file_opened", path = %label, offset = start);
-                for name in ["log_lines_read_total", "log_read_bytes_total"] {
-                    self.counters.inc(name, &[&label], 0.0);
+                // Every per-path counter exists at 0 from the first sight of the path, so
+                // increase() sees its first event.
+                let own = self.counters.metrics().own();
+                for counter in [
+                    &own.log_lines_read,
+                    &own.log_read_bytes,
+                    &own.log_rotations,
+                    &own.log_truncations,
+                ] {
+                    counter.add(&[&label], 0);
                 }
                 self.active.insert(id, r);
                 self.dirty = true;
@@ -280,7 +297,6 @@ impl Follower {
     fn read(&mut self, r: &mut Reader) -> bool {
         let mut tally = Tally::default();
         let mapper = &self.mapper;
-        let metrics = self.counters.metrics();
         let before = r.committed();
         // Opened at the first line, so polls that find nothing new leave no span.
         let mut span: Option<tracing::Span> = None;
@@ -288,7 +304,7 @@ impl Follower {
             span.get_or_insert_with(|| {
                 tracing::info_span!(target: "ingest", "events.read", path = tracing::field::Empty, lines = tracing::field::Empty, bytes = tracing::field::Empty)
             })
-            .in_scope(|| line(mapper, metrics, l, &mut tally))
+            .in_scope(|| line(mapper, l, &mut tally))
         });
         self.counters.flush(&mut tally);
         if let (Some(span), Ok(stats)) = (&span, &result) {
@@ -296,17 +312,16 @@ impl Follower {
             span.record("lines", stats.lines);
             span.record("bytes", stats.bytes);
         }
+        let own = self.counters.metrics().own();
         match result {
             Ok(stats) => {
                 if stats.truncated {
-                    self.counters.inc("log_truncations_total", &[&r.label], 1.0);
+                    own.log_truncations.add(&[&r.label], 1);
                     tracing::info!(target: "ingest", event = "truncation", path = %r.label);
                 }
                 if stats.bytes > 0 {
-                    self.counters
-                        .inc("log_lines_read_total", &[&r.label], stats.lines as f64);
-                    self.counters
-                        .inc("log_read_bytes_total", &[&r.label], stats.bytes as f64);
+                    own.log_lines_read.add(&[&r.label], stats.lines);
+                    own.log_read_bytes.add(&[&r.label], stats.bytes);
                 }
                 if stats.truncated || r.committed() != before {
                     self.dirty = true;
@@ -324,14 +339,14 @@ impl Follower {
 
     fn report(&mut self) {
         let n = self.active.len();
-        self.counters.set("log_files_followed", &[], n as f64);
+        let own = self.counters.metrics().own();
+        let _ = own.log_files_followed.set(&[], n as f64);
         let mut behind: BTreeMap<&str, u64> = BTreeMap::new();
         for r in self.active.values().chain(self.retired.iter()) {
             *behind.entry(&r.label).or_default() += r.behind();
         }
         for (label, bytes) in behind {
-            self.counters
-                .set("log_behind_bytes", &[label], bytes as f64);
+            let _ = own.log_behind_bytes.set(&[label], bytes as f64);
         }
         if self.followed_reported != Some(n) {
             self.counters.health().ok(format!("following {n} files"));
@@ -365,9 +380,9 @@ impl Follower {
     }
 }
 
-fn line(mapper: &EventMapper, metrics: &crate::Metrics, l: Line<'_>, tally: &mut Tally) {
+fn line(mapper: &EventMapper, l: Line<'_>, tally: &mut Tally<EventReason>) {
     match l {
-        Line::Complete(bytes) => mapper.apply_line(metrics, bytes, tally),
-        Line::TooLong => tally.reject_with("line_too_long", || "line_too_long".into()),
+        Line::Complete(bytes) => mapper.apply_line(bytes, tally),
+        Line::TooLong => tally.reject_with(EventReason::LineTooLong, String::new),
     }
 }

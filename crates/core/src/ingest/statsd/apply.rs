@@ -4,113 +4,93 @@
 use std::collections::HashMap;
 
 use super::parse::{self, Kind, Sample};
+use crate::ingest::reason::StatsdReason;
 use crate::ingest::tally::Tally;
-use crate::metrics::Metrics;
-use crate::schema::{MetricType, Schema, Source};
-
-/// More labels than any tier declares; a metric above this is rejected rather than
-/// allocating per sample.
-const MAX_LABELS: usize = 8;
+use crate::metrics::{Metric, Metrics};
+use crate::schema::{Schema, SchemaError, Source, MAX_LABELS};
 
 /// Histogram samples with a rate below 1/this would need that many observations each.
 const MAX_HISTOGRAM_REPEAT: f64 = 1000.0;
 
-/// What a StatsD name resolves to.
-#[derive(Debug, Clone)]
-struct Target {
-    metric: String,
-    kind: MetricType,
-    writable: bool,
+/// What a StatsD name resolves to: the metric's handle, or why no sample may write it.
+#[derive(Clone)]
+enum Target {
+    Writable(Metric),
+    ReadOnly,
 }
 
-/// Name → metric table built once from the schema, so resolving a name costs one hash
+/// Name → handle table built once from the schema, so resolving a name costs one hash
 /// lookup and no allocation.
 pub struct Mapper {
     names: HashMap<String, Target>,
 }
 
 impl Mapper {
-    pub fn new(schema: &Schema) -> Mapper {
+    pub fn new(metrics: &Metrics, schema: &Schema) -> Result<Mapper, SchemaError> {
         let mut names = HashMap::new();
         for def in &schema.metrics {
-            let target = Target {
-                metric: def.name.clone(),
-                kind: def.kind,
-                writable: def.source == Source::Engine,
+            let target = match def.source {
+                Source::Engine => Target::Writable(
+                    metrics
+                        .get(&def.name)
+                        .cloned()
+                        .ok_or_else(|| SchemaError(format!("{} is not registered", def.name)))?,
+                ),
+                _ => Target::ReadOnly,
             };
-            let mut aliases = vec![def.name.clone()];
-            if def.kind == MetricType::Counter {
-                if let Some(stem) = def.name.strip_suffix("_total") {
-                    aliases.push(stem.to_owned());
-                }
-                aliases.extend(def.seed.clone());
-            }
-            for alias in aliases {
-                // Exposed names win over aliases, as in Schema::resolve_statsd_name.
-                if schema.resolve_statsd_name(&alias).map(|d| &d.name) == Some(&def.name) {
-                    names.entry(alias).or_insert_with(|| target.clone());
-                }
+            for alias in schema.statsd_names(def) {
+                names.insert(alias, target.clone());
             }
         }
-        Mapper { names }
+        Ok(Mapper { names })
     }
 
     /// Parses and applies one datagram, counting into `tally`; returns the number of lines.
-    pub fn apply_datagram(&self, metrics: &Metrics, datagram: &[u8], tally: &mut Tally) -> u64 {
+    pub fn apply_datagram(&self, datagram: &[u8], tally: &mut Tally<StatsdReason>) -> u64 {
         let mut lines = 0;
         for line in parse::lines(datagram) {
             lines += 1;
             parse::parse_line(line, |sample| match sample {
-                Ok(s) => self.apply(metrics, &s, tally),
+                Ok(s) => self.apply(&s, tally),
                 Err(e) => tally.reject_with(e.reason(), || {
-                    format!(
-                        "{}: {}",
-                        e.reason(),
-                        String::from_utf8_lossy(truncate(line))
-                    )
+                    String::from_utf8_lossy(truncate(line)).into_owned()
                 }),
             });
         }
         lines
     }
 
-    fn apply(&self, metrics: &Metrics, s: &Sample<'_>, tally: &mut Tally) {
-        let reject = |tally: &mut Tally, reason: &'static str| {
+    fn apply(&self, s: &Sample<'_>, tally: &mut Tally<StatsdReason>) {
+        let reject = |tally: &mut Tally<StatsdReason>, reason: StatsdReason| {
             tally.reject_with(reason, || {
-                format!("{reason}: {}", String::from_utf8_lossy(truncate(s.name)))
+                String::from_utf8_lossy(truncate(s.name)).into_owned()
             })
         };
-        let Some(target) = std::str::from_utf8(s.name)
+        let metric = match std::str::from_utf8(s.name)
             .ok()
             .and_then(|n| self.names.get(n))
-        else {
-            return reject(tally, "unknown_metric");
+        {
+            Some(Target::Writable(m)) => m,
+            Some(Target::ReadOnly) => return reject(tally, StatsdReason::ReadOnlyMetric),
+            None => return reject(tally, StatsdReason::UnknownMetric),
         };
-        if !target.writable {
-            return reject(tally, "read_only_metric");
-        }
         let type_ok = matches!(
-            (s.kind, target.kind),
-            (Kind::Counter, MetricType::Counter)
-                | (Kind::Gauge, MetricType::Gauge)
-                | (Kind::Timer | Kind::Histogram, MetricType::Histogram)
+            (s.kind, metric),
+            (Kind::Counter, Metric::Counter(_))
+                | (Kind::Gauge, Metric::Gauge(_))
+                | (Kind::Timer | Kind::Histogram, Metric::Histogram(_))
         );
         if !type_ok {
-            return reject(tally, "type_mismatch");
+            return reject(tally, StatsdReason::TypeMismatch);
         }
-        let Some(metric) = metrics.get(&target.metric) else {
-            return reject(tally, "unknown_metric");
-        };
+        // The schema caps labels at MAX_LABELS, so they fit in fixed arrays.
         let declared = &metric.def().labels;
-        if declared.len() > MAX_LABELS {
-            return reject(tally, "too_many_labels");
-        }
         let mut values: [Option<&str>; MAX_LABELS] = [None; MAX_LABELS];
         for (key, value) in parse::tags(s.tags) {
             let slot = declared.iter().position(|l| l.as_bytes() == key);
             match (slot, std::str::from_utf8(value)) {
                 (Some(i), Ok(v)) if !v.is_empty() => values[i] = Some(v),
-                (Some(_), _) => return reject(tally, "invalid_tag"),
+                (Some(_), _) => return reject(tally, StatsdReason::InvalidTag),
                 (None, _) => tally.tags_dropped += 1,
             }
         }
@@ -118,16 +98,16 @@ impl Mapper {
         for (i, v) in values.iter().take(declared.len()).enumerate() {
             match v {
                 Some(v) => labels[i] = v,
-                None => return reject(tally, "missing_label"),
+                None => return reject(tally, StatsdReason::MissingLabel),
             }
         }
         let labels = &labels[..declared.len()];
-        let result = match s.kind {
-            Kind::Counter => metric.inc_by(labels, s.value / s.rate),
-            Kind::Gauge if s.signed => metric.add(labels, s.value),
-            Kind::Gauge => metric.set(labels, s.value),
-            Kind::Timer | Kind::Histogram => {
-                let v = if s.kind == Kind::Timer {
+        let result = match (metric, s.kind) {
+            (Metric::Counter(c), _) => c.inc_by(labels, s.value / s.rate),
+            (Metric::Gauge(g), _) if s.signed => g.add(labels, s.value),
+            (Metric::Gauge(g), _) => g.set(labels, s.value),
+            (Metric::Histogram(h), kind) => {
+                let v = if kind == Kind::Timer {
                     s.value / 1000.0
                 } else {
                     s.value
@@ -135,11 +115,11 @@ impl Mapper {
                 // A sampled observation stands for 1/rate of them, as statsd_exporter does.
                 let repeat = (1.0 / s.rate).round();
                 if repeat > MAX_HISTOGRAM_REPEAT {
-                    return reject(tally, "invalid_sample_rate");
+                    return reject(tally, StatsdReason::InvalidSampleRate);
                 }
                 let mut r = Ok(());
                 for _ in 0..(repeat as u32).max(1) {
-                    r = metric.observe(labels, v, None);
+                    r = h.observe(labels, v, None);
                     if r.is_err() {
                         break;
                     }
@@ -149,7 +129,7 @@ impl Mapper {
         };
         match result {
             Ok(()) => tally.accepted += 1,
-            Err(e) => reject(tally, e.reason()),
+            Err(e) => reject(tally, e.into()),
         }
     }
 }
@@ -161,7 +141,15 @@ fn truncate(b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::reason::Reason;
     use crate::metrics::Limits;
+
+    fn by_label(label: &str) -> StatsdReason {
+        *StatsdReason::ALL
+            .iter()
+            .find(|r| r.label() == label)
+            .expect("a known reason")
+    }
 
     const METRICS: &str = r#"
 
@@ -207,13 +195,14 @@ source = "probe"
                 series_limit: limit,
                 series_ttl: None,
             },
-        );
-        (Mapper::new(&schema), metrics)
+        )
+        .expect("registry");
+        (Mapper::new(&metrics, &schema).expect("mapper"), metrics)
     }
 
-    fn send(m: &Mapper, metrics: &Metrics, d: &str) -> Tally {
+    fn send(m: &Mapper, _metrics: &Metrics, d: &str) -> Tally<StatsdReason> {
         let mut t = Tally::default();
-        m.apply_datagram(metrics, d.as_bytes(), &mut t);
+        m.apply_datagram(d.as_bytes(), &mut t);
         t
     }
 
@@ -276,11 +265,11 @@ source = "probe"
         for (line, reason) in cases {
             let t = send(&m, &metrics, line);
             assert_eq!(t.accepted, 0, "{line}");
-            assert_eq!(t.rejected(reason), 1, "{line}");
+            assert_eq!(t.rejected(by_label(reason)), 1, "{line}");
         }
         send(&m, &metrics, "tx_engine_lag_seconds:1|g|#server_id:a");
         let t = send(&m, &metrics, "tx_engine_lag_seconds:1|g|#server_id:b");
-        assert_eq!(t.rejected("series_limit"), 1);
+        assert_eq!(t.rejected(StatsdReason::SeriesLimit), 1);
     }
 
     #[test]
@@ -308,8 +297,9 @@ source = "probe"
             bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)
         ) {
             let (m, metrics) = setup(5);
-            let mut t = Tally::default();
-            let lines = m.apply_datagram(&metrics, &bytes, &mut t);
+            let _ = &metrics;
+            let mut t = Tally::<StatsdReason>::default();
+            let lines = m.apply_datagram(&bytes, &mut t);
             let rejected = t.rejected_total();
             // Each line yields at least one outcome (multi-value lines can yield more).
             proptest::prop_assert!(t.accepted + rejected >= lines);

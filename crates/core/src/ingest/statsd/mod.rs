@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 pub use apply::Mapper;
 
+use super::reason::StatsdReason;
 use super::tally::{Counters, Tally};
 use crate::context::TaskContext;
 
@@ -36,7 +37,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
     match ctx.config.statsd_udp_addr() {
         Ok(Some(addr)) => {
             let health = ctx.health.source("statsd_udp");
-            let counters = Counters::new(ctx.metrics.clone(), "statsd", health.clone());
+            let counters = Counters::new(ctx.metrics.clone(), health.clone());
             match bind_udp(addr) {
                 Ok(sock) => {
                     let local = sock.local_addr().map_or(addr, |a| a);
@@ -71,7 +72,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
     }
     if let Some(path) = ctx.config.ingest.statsd_unixgram.clone() {
         let health = ctx.health.source("statsd_unixgram");
-        let counters = Counters::new(ctx.metrics.clone(), "statsd", health.clone());
+        let counters = Counters::new(ctx.metrics.clone(), health.clone());
         match bind_unixgram(&path) {
             Ok(sock) => {
                 health.ok(format!("listening on unixgram {}", path.display()));
@@ -236,7 +237,7 @@ impl RecvBatch {
 struct Listener {
     name: &'static str,
     fd: RawFd,
-    counters: Counters,
+    counters: Counters<StatsdReason>,
     mapper: Arc<Mapper>,
     /// Last cumulative kernel drop count seen; None for sockets that cannot report it.
     kernel_drops: Option<u32>,
@@ -248,7 +249,7 @@ struct Batch {
     datagrams: u64,
     lines: u64,
     bytes: u64,
-    tally: Tally,
+    tally: Tally<StatsdReason>,
     /// One span per flush window that saw datagrams: cheap even under a flood.
     span: Option<tracing::Span>,
 }
@@ -258,11 +259,14 @@ impl Listener {
         let mut rb = RecvBatch::new();
         let mut batch = Batch::default();
         let mut last_flush = Instant::now();
-        self.counters
-            .inc("statsd_datagrams_total", &[self.name], 0.0);
-        self.counters.inc("statsd_lines_total", &[self.name], 0.0);
-        self.counters
-            .inc("statsd_received_bytes_total", &[self.name], 0.0);
+        let own = self.counters.metrics().own();
+        for counter in [
+            &own.statsd_datagrams,
+            &own.statsd_lines,
+            &own.statsd_received_bytes,
+        ] {
+            counter.add(&[self.name], 0);
+        }
         loop {
             match rb.recv(self.fd) {
                 Ok(n) => {
@@ -285,24 +289,16 @@ impl Listener {
                         batch.datagrams += 1;
                         batch.bytes += r.len as u64;
                         if r.truncated {
-                            batch.tally.reject_with("datagram_too_large", || {
-                                format!("datagram_too_large: more than {MAX_DATAGRAM} bytes")
+                            batch.tally.reject_with(StatsdReason::DatagramTooLarge, || {
+                                format!("more than {MAX_DATAGRAM} bytes")
                             });
                         } else {
-                            let metrics = self.counters.metrics();
-                            batch.lines += self.mapper.apply_datagram(
-                                metrics,
-                                rb.datagram(i),
-                                &mut batch.tally,
-                            );
+                            batch.lines +=
+                                self.mapper.apply_datagram(rb.datagram(i), &mut batch.tally);
                         }
                         if let (Some(seen), Some(now)) = (self.kernel_drops, r.drops) {
                             if now > seen {
-                                self.counters.inc(
-                                    "statsd_udp_dropped_total",
-                                    &[],
-                                    f64::from(now - seen),
-                                );
+                                own.statsd_udp_dropped.add(&[], u64::from(now - seen));
                                 self.kernel_drops = Some(now);
                             }
                         }
@@ -337,18 +333,10 @@ impl Listener {
 
     fn flush(&self, batch: &mut Batch) {
         if batch.datagrams > 0 {
-            let c = &self.counters;
-            c.inc(
-                "statsd_datagrams_total",
-                &[self.name],
-                batch.datagrams as f64,
-            );
-            c.inc("statsd_lines_total", &[self.name], batch.lines as f64);
-            c.inc(
-                "statsd_received_bytes_total",
-                &[self.name],
-                batch.bytes as f64,
-            );
+            let own = self.counters.metrics().own();
+            own.statsd_datagrams.add(&[self.name], batch.datagrams);
+            own.statsd_lines.add(&[self.name], batch.lines);
+            own.statsd_received_bytes.add(&[self.name], batch.bytes);
         }
         self.counters.flush(&mut batch.tally);
         if let Some(span) = batch.span.take() {

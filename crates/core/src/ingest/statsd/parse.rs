@@ -7,6 +7,8 @@
 //!
 //! Mapping samples to metrics is `super::apply`'s job; this module only splits bytes.
 
+use crate::ingest::reason::StatsdReason;
+
 /// The StatsD type letter(s) of a sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -45,13 +47,13 @@ pub enum ParseError {
 }
 
 impl ParseError {
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> StatsdReason {
         match self {
-            ParseError::Malformed => "malformed_line",
-            ParseError::InvalidValue => "invalid_value",
-            ParseError::UnknownType => "unknown_type",
-            ParseError::SetNotSupported => "set_not_supported",
-            ParseError::InvalidSampleRate => "invalid_sample_rate",
+            ParseError::Malformed => StatsdReason::MalformedLine,
+            ParseError::InvalidValue => StatsdReason::InvalidValue,
+            ParseError::UnknownType => StatsdReason::UnknownType,
+            ParseError::SetNotSupported => StatsdReason::SetNotSupported,
+            ParseError::InvalidSampleRate => StatsdReason::InvalidSampleRate,
         }
     }
 }
