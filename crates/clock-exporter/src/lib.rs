@@ -8,6 +8,7 @@ pub mod chrony;
 pub mod ntp;
 pub mod probes;
 pub mod ptp;
+pub mod settings;
 pub mod timex;
 
 pub use probes::{spawn_clock_probes, ClockProbes, Kind, ProbeConfig, Sample, TargetStatus};

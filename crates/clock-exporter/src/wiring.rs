@@ -10,20 +10,21 @@ use exporter_core::schema::{SchemaError, Source};
 use exporter_core::{Config, Gauge, Metric, Metrics, TaskContext, Tier};
 
 use crate::probes::{ClockProbes, Kind, ProbeConfig, Sample};
+use crate::settings::ClockSettings;
 
 /// How often `/health` is brought up to date with the probes' state.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The probe configuration from the core config's clock section (defaults when absent).
+/// The probe configuration from the `[clock]` section (defaults when absent).
 pub fn probe_config(config: &Config) -> ProbeConfig {
-    match &config.clock {
-        Some(c) => ProbeConfig::from_parts(&c.chrony_address, &c.ntp_server, &c.ptp_device),
-        None => ProbeConfig::default(),
-    }
+    let defaults = ClockSettings::default();
+    let c = config.section::<ClockSettings>().unwrap_or(&defaults);
+    ProbeConfig::from_parts(&c.chrony_address, &c.ntp_server, &c.ptp_device)
 }
 
 /// Adds the clock probes to a tier: `exporter_core::run(clock_exporter::register(Tier::new(..)))`.
 pub fn register(tier: Tier) -> Tier {
+    let tier = tier.settings::<ClockSettings>();
     // The task and the scrape hook are built separately by core; they share one probe set.
     let cell: Arc<OnceLock<ClockProbes>> = Arc::new(OnceLock::new());
     let for_task = cell.clone();

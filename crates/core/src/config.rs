@@ -1,17 +1,21 @@
 //! Configuration: embedded defaults → optional `--config.file` (TOML or YAML) → environment
 //! (`TX_EXPORTER__WEB__LISTEN_ADDRESS`) → command-line flags, each layer overriding the last.
 
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{EventRule, TierInfo};
 
+/// Unknown top-level sections are refused in `layer` (tier sections are not fields here).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Config {
     pub web: WebConfig,
     pub log: LogConfig,
@@ -21,10 +25,126 @@ pub struct Config {
     /// Event rules added to (or replacing) the tier's built-in ones.
     #[serde(default)]
     pub events: Vec<EventRule>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub olap: Option<OlapConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clock: Option<ClockConfig>,
+    /// The tier's own sections (`[olap]`, `[clock]`), each owned by its tier crate.
+    #[serde(skip)]
+    pub sections: Sections,
+}
+
+/// Settings a tier crate owns: a section of the config file with its flags, defaults and
+/// validation. Register it with `Tier::settings::<S>()`; read it with `Config::section`.
+pub trait Settings:
+    Serialize + DeserializeOwned + Default + Clone + Send + Sync + std::fmt::Debug + 'static
+{
+    /// The section name: `[SECTION]` in the file, `--SECTION.key` flags,
+    /// `<BINARY>__SECTION__KEY` environment variables.
+    const SECTION: &'static str;
+    /// Flags of the section's keys.
+    const FLAGS: &'static [Flag];
+    /// Checks beyond types, as `key: why` (the section name is prepended).
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A command-line flag and the config key it sets.
+#[derive(Debug, Clone, Copy)]
+pub struct Flag {
+    /// `web.listen-address` for `--web.listen-address`.
+    pub name: &'static str,
+    /// `web.listen_address`: `[web] listen_address` in the file.
+    pub key: &'static str,
+    /// Repeatable flags (and comma-separated environment values) build a list.
+    pub repeatable: bool,
+}
+
+impl Flag {
+    pub const fn one(name: &'static str, key: &'static str) -> Flag {
+        Flag {
+            name,
+            key,
+            repeatable: false,
+        }
+    }
+
+    pub const fn list(name: &'static str, key: &'static str) -> Flag {
+        Flag {
+            name,
+            key,
+            repeatable: true,
+        }
+    }
+}
+
+/// How core handles a tier's section without knowing its type.
+#[derive(Clone)]
+pub struct SectionSpec {
+    pub name: &'static str,
+    pub flags: &'static [Flag],
+    defaults: fn() -> serde_json::Value,
+    load: fn(&config::Config) -> Result<Section, ConfigError>,
+}
+
+impl SectionSpec {
+    pub fn of<S: Settings>() -> SectionSpec {
+        SectionSpec {
+            name: S::SECTION,
+            flags: S::FLAGS,
+            defaults: || serde_json::to_value(S::default()).unwrap_or_default(),
+            load: |c| {
+                let settings: S = match c.get(S::SECTION) {
+                    Ok(s) => s,
+                    // An empty section (every key at its default, all optional) is absent.
+                    Err(config::ConfigError::NotFound(_)) => S::default(),
+                    Err(e) => {
+                        return Err(ConfigError::Invalid(format!("invalid configuration: {e}")))
+                    }
+                };
+                settings
+                    .validate()
+                    .map_err(|e| ConfigError::Invalid(format!("{}.{e}", S::SECTION)))?;
+                Ok(Section::new(settings))
+            },
+        }
+    }
+}
+
+/// One loaded tier section: the typed value and its JSON form for printing and comparing.
+#[derive(Clone)]
+pub struct Section {
+    value: Arc<dyn Any + Send + Sync>,
+    shown: serde_json::Value,
+}
+
+impl Section {
+    fn new<S: Settings>(settings: S) -> Section {
+        Section {
+            shown: serde_json::to_value(&settings).unwrap_or_default(),
+            value: Arc::new(settings),
+        }
+    }
+}
+
+/// The loaded tier sections by name.
+#[derive(Clone, Default)]
+pub struct Sections(BTreeMap<&'static str, Section>);
+
+impl PartialEq for Sections {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|((a, x), (b, y))| a == b && x.shown == y.shown)
+    }
+}
+
+impl std::fmt::Debug for Sections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, &v.shown)))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -92,34 +212,6 @@ pub struct EngineConfig {
     pub address: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct OlapConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ClockConfig {
-    /// chronyd command socket: HOST:PORT or unix:///PATH; empty disables.
-    pub chrony_address: String,
-    #[serde(default)]
-    pub ntp_server: Vec<String>,
-    #[serde(default)]
-    pub ptp_device: Vec<String>,
-}
-
-impl Default for ClockConfig {
-    fn default() -> Self {
-        ClockConfig {
-            chrony_address: "127.0.0.1:323".into(),
-            ntp_server: Vec::new(),
-            ptp_device: Vec::new(),
-        }
-    }
-}
-
 impl Config {
     /// The embedded defaults of a tier: everything works with no file, env or flag.
     pub fn defaults(tier: &TierInfo) -> Config {
@@ -147,9 +239,26 @@ impl Config {
             },
             engine: EngineConfig::default(),
             events: Vec::new(),
-            olap: (tier.name == "olap").then(OlapConfig::default),
-            clock: (tier.name == "clock").then(ClockConfig::default),
+            sections: Sections::default(),
         }
+    }
+
+    /// A tier's own section, as registered with `Tier::settings`.
+    pub fn section<S: Settings>(&self) -> Option<&S> {
+        self.sections.0.get(S::SECTION)?.value.downcast_ref()
+    }
+
+    /// The effective configuration as TOML, tier sections included (for `--check-config`).
+    pub fn to_toml(&self) -> Result<String, String> {
+        let mut text = toml::to_string_pretty(self).map_err(|e| e.to_string())?;
+        for (name, section) in &self.sections.0 {
+            let mut table = toml::Table::new();
+            let value = toml::Value::try_from(&section.shown).map_err(|e| e.to_string())?;
+            table.insert((*name).to_owned(), value);
+            text.push('\n');
+            text.push_str(&toml::to_string_pretty(&table).map_err(|e| e.to_string())?);
+        }
+        Ok(text)
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -167,7 +276,7 @@ impl Config {
             .map_err(|e| ConfigError::invalid("ingest.statsd_udp", e))
     }
 
-    fn validate(&self, tier: &TierInfo) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.statsd_udp_addr()?;
         let path = &self.web.telemetry_path;
@@ -197,28 +306,6 @@ impl Config {
         for glob in &self.ingest.log_path {
             if glob.trim().is_empty() {
                 return Err(ConfigError::invalid("ingest.log_path", "empty glob"));
-            }
-        }
-        if self.olap.is_some() && tier.name != "olap" {
-            return Err(ConfigError::Invalid(format!(
-                "the [olap] section applies only to olap-exporter, not {}",
-                tier.binary
-            )));
-        }
-        if self.clock.is_some() && tier.name != "clock" {
-            return Err(ConfigError::Invalid(format!(
-                "the [clock] section applies only to clock-exporter, not {}",
-                tier.binary
-            )));
-        }
-        if let Some(clock) = &self.clock {
-            for server in &clock.ntp_server {
-                if !server.contains(':') {
-                    return Err(ConfigError::invalid(
-                        "clock.ntp_server",
-                        format!("{server:?} must be HOST:PORT"),
-                    ));
-                }
             }
         }
         Ok(())
@@ -265,46 +352,35 @@ pub struct Loaded {
     pub config_file: Option<PathBuf>,
 }
 
-/// (flag, config key, repeatable, only for tier) — one table so flags, keys and docs agree.
-pub const FLAGS: &[(&str, &str, bool, Option<&str>)] = &[
-    ("web.listen-address", "web.listen_address", false, None),
-    ("web.telemetry-path", "web.telemetry_path", false, None),
-    ("web.config.file", "web.config_file", false, None),
-    ("web.enable-profiling", "web.enable_profiling", false, None),
-    ("log.level", "log.level", false, None),
-    ("log.format", "log.format", false, None),
-    ("ingest.statsd-udp", "ingest.statsd_udp", false, None),
-    (
-        "ingest.statsd-unixgram",
-        "ingest.statsd_unixgram",
-        false,
-        None,
-    ),
-    ("ingest.log-path", "ingest.log_path", true, None),
-    (
-        "ingest.positions-file",
-        "ingest.positions_file",
-        false,
-        None,
-    ),
-    ("engine.pid-file", "engine.pid_file", false, None),
-    ("engine.process-name", "engine.process_name", false, None),
-    ("engine.address", "engine.address", false, None),
-    ("olap.data-dir", "olap.data_dir", false, Some("olap")),
-    (
-        "clock.chrony-address",
-        "clock.chrony_address",
-        false,
-        Some("clock"),
-    ),
-    ("clock.ntp-server", "clock.ntp_server", true, Some("clock")),
-    ("clock.ptp-device", "clock.ptp_device", true, Some("clock")),
+/// Flags of the sections every tier has; tier sections bring their own ([`Settings::FLAGS`]).
+pub const FLAGS: &[Flag] = &[
+    Flag::one("web.listen-address", "web.listen_address"),
+    Flag::one("web.telemetry-path", "web.telemetry_path"),
+    Flag::one("web.config.file", "web.config_file"),
+    Flag::one("web.enable-profiling", "web.enable_profiling"),
+    Flag::one("log.level", "log.level"),
+    Flag::one("log.format", "log.format"),
+    Flag::one("ingest.statsd-udp", "ingest.statsd_udp"),
+    Flag::one("ingest.statsd-unixgram", "ingest.statsd_unixgram"),
+    Flag::list("ingest.log-path", "ingest.log_path"),
+    Flag::one("ingest.positions-file", "ingest.positions_file"),
+    Flag::one("engine.pid-file", "engine.pid_file"),
+    Flag::one("engine.process-name", "engine.process_name"),
+    Flag::one("engine.address", "engine.address"),
 ];
+
+/// Top-level keys of the file that core itself reads.
+const CORE_SECTIONS: &[&str] = &["web", "log", "ingest", "engine", "events"];
 
 /// Boolean keys of [`FLAGS`] whose flag needs no value.
 const SWITCHES: &[&str] = &["web.enable_profiling"];
 
-fn command(tier: &TierInfo) -> Command {
+/// Core's flags followed by each tier section's.
+fn all_flags(sections: &[SectionSpec]) -> impl Iterator<Item = &Flag> {
+    FLAGS.iter().chain(sections.iter().flat_map(|s| s.flags))
+}
+
+fn command(tier: &TierInfo, sections: &[SectionSpec]) -> Command {
     let mut cmd = Command::new(tier.binary.clone())
         .version(env!("CARGO_PKG_VERSION"))
         // The last occurrence of a flag wins, so wrappers can append overrides.
@@ -327,21 +403,23 @@ fn command(tier: &TierInfo) -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Validate the configuration, print the effective one and exit"),
         );
-    for (flag, key, repeatable, only) in FLAGS {
-        if only.is_some_and(|t| t != tier.name) {
-            continue;
-        }
-        let mut arg = Arg::new(*flag)
-            .long(*flag)
+    for &Flag {
+        name: flag,
+        key,
+        repeatable,
+    } in all_flags(sections)
+    {
+        let mut arg = Arg::new(flag)
+            .long(flag)
             .value_name("VALUE")
             .help(format!("Sets {key}"));
-        if *repeatable {
+        if repeatable {
             arg = arg
                 .action(ArgAction::Append)
                 .help(format!("Adds to {key} (repeatable)"));
         }
         // Switches work bare (`--web.enable-profiling`) or as `--web.enable-profiling=false`.
-        if SWITCHES.contains(key) {
+        if SWITCHES.contains(&key) {
             arg = arg
                 .num_args(0..=1)
                 .require_equals(true)
@@ -359,23 +437,26 @@ pub fn env_prefix(tier: &TierInfo) -> String {
 }
 
 /// Parses the command line and layers all configuration sources.
-pub fn load<I, T>(tier: &TierInfo, args: I) -> Result<Loaded, ConfigError>
+pub fn load<I, T>(tier: &TierInfo, sections: &[SectionSpec], args: I) -> Result<Loaded, ConfigError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = command(tier).try_get_matches_from(args).map_err(|e| {
-        use clap::error::ErrorKind;
-        match e.kind() {
-            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                ConfigError::Display(e.to_string())
+    let matches = command(tier, sections)
+        .try_get_matches_from(args)
+        .map_err(|e| {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    ConfigError::Display(e.to_string())
+                }
+                _ => ConfigError::Invalid(e.to_string()),
             }
-            _ => ConfigError::Invalid(e.to_string()),
-        }
-    })?;
+        })?;
     let config_file = matches.get_one::<String>("config.file").map(PathBuf::from);
     let config = layer(
         tier,
+        sections,
         config_file.as_deref(),
         std::env::vars().collect(),
         &matches,
@@ -389,11 +470,19 @@ where
 
 fn layer(
     tier: &TierInfo,
+    sections: &[SectionSpec],
     file: Option<&Path>,
     env: std::collections::HashMap<String, String>,
     matches: &ArgMatches,
 ) -> Result<Config, ConfigError> {
-    let defaults = config::Config::try_from(&Config::defaults(tier))
+    let mut defaults = serde_json::to_value(Config::defaults(tier))
+        .map_err(|e| ConfigError::Invalid(format!("embedded defaults: {e}")))?;
+    if let Some(table) = defaults.as_object_mut() {
+        for section in sections {
+            table.insert(section.name.to_owned(), (section.defaults)());
+        }
+    }
+    let defaults = config::Config::try_from(&defaults)
         .map_err(|e| ConfigError::Invalid(format!("embedded defaults: {e}")))?;
     let mut builder = config::Config::builder().add_source(defaults);
     if let Some(path) = file {
@@ -417,7 +506,7 @@ fn layer(
             .map_err(|e| ConfigError::Invalid(format!("--config.file {}: {e}", path.display())))?;
         builder = builder.add_source(file_source);
     }
-    let list_keys = FLAGS.iter().filter(|f| f.2).map(|f| f.1);
+    let list_keys = all_flags(sections).filter(|f| f.repeatable).map(|f| f.key);
     let mut environment = config::Environment::with_prefix(&env_prefix(tier))
         .prefix_separator("__")
         .separator("__")
@@ -428,28 +517,47 @@ fn layer(
         environment = environment.with_list_parse_key(key);
     }
     builder = builder.add_source(environment);
-    for (flag, key, repeatable, _) in FLAGS {
-        let Ok(Some(values)) = matches.try_get_many::<String>(flag) else {
+    for flag in all_flags(sections) {
+        let Ok(Some(values)) = matches.try_get_many::<String>(flag.name) else {
             continue;
         };
         let values: Vec<String> = values.cloned().collect();
-        builder = if *repeatable {
-            builder.set_override(*key, values)
+        let (name, key) = (flag.name, flag.key);
+        builder = if flag.repeatable {
+            builder.set_override(key, values)
         } else {
-            builder.set_override(*key, values.last().cloned().unwrap_or_default())
+            builder.set_override(key, values.last().cloned().unwrap_or_default())
         }
-        .map_err(|e| ConfigError::Invalid(format!("--{flag}: {e}")))?;
+        .map_err(|e| ConfigError::Invalid(format!("--{name}: {e}")))?;
     }
     let source = if file.is_some() {
         "configuration"
     } else {
         "environment or flags"
     };
-    let config: Config = builder
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError::Invalid(format!("invalid {source}: {e}")))?;
-    config.validate(tier)?;
+    let invalid = |e: config::ConfigError| ConfigError::Invalid(format!("invalid {source}: {e}"));
+    let built = builder.build().map_err(invalid)?;
+    // A section is either core's or a registered tier's; anything else is refused by name.
+    let top: BTreeMap<String, config::Value> = built.clone().try_deserialize().map_err(invalid)?;
+    for key in top.keys() {
+        if !CORE_SECTIONS.contains(&key.as_str()) && !sections.iter().any(|s| s.name == key) {
+            let mut known: Vec<&str> = CORE_SECTIONS.to_vec();
+            known.extend(sections.iter().map(|s| s.name));
+            return Err(ConfigError::Invalid(format!(
+                "invalid {source}: unknown section [{key}]; {} reads {}",
+                tier.binary,
+                known.join(", ")
+            )));
+        }
+    }
+    let mut config: Config = built.clone().try_deserialize().map_err(invalid)?;
+    for section in sections {
+        config
+            .sections
+            .0
+            .insert(section.name, (section.load)(&built)?);
+    }
+    config.validate()?;
     Ok(config)
 }
 
@@ -479,14 +587,14 @@ mod tests {
         let t = tier();
         let mut argv = vec!["tx-exporter"];
         argv.extend_from_slice(args);
-        let matches = command(&t)
+        let matches = command(&t, &[])
             .try_get_matches_from(argv)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<HashMap<_, _>>();
-        layer(&t, file, env, &matches)
+        layer(&t, &[], file, env, &matches)
     }
 
     #[test]
@@ -550,6 +658,90 @@ mod tests {
         let env = [("TX_EXPORTER__WEB__ENABLE_PROFILING", "true")];
         assert!(run(&[], &env, None).expect("env").web.enable_profiling);
         assert!(run(&["--web.enable-profiling=maybe"], &[], None).is_err());
+    }
+
+    /// A tier section as a tier crate would declare it.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Probe {
+        target: String,
+        #[serde(default)]
+        extra: Vec<String>,
+    }
+
+    impl Default for Probe {
+        fn default() -> Self {
+            Probe {
+                target: "127.0.0.1:1".into(),
+                extra: Vec::new(),
+            }
+        }
+    }
+
+    impl Settings for Probe {
+        const SECTION: &'static str = "probe";
+        const FLAGS: &'static [Flag] = &[
+            Flag::one("probe.target", "probe.target"),
+            Flag::list("probe.extra", "probe.extra"),
+        ];
+        fn validate(&self) -> Result<(), String> {
+            if self.target.contains(':') {
+                Ok(())
+            } else {
+                Err(format!("target: {:?} must be HOST:PORT", self.target))
+            }
+        }
+    }
+
+    fn run_with_section(
+        args: &[&str],
+        env: &[(&str, &str)],
+        file: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let t = tier();
+        let sections = [SectionSpec::of::<Probe>()];
+        let mut argv = vec!["tx-exporter"];
+        argv.extend_from_slice(args);
+        let matches = command(&t, &sections)
+            .try_get_matches_from(argv)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>();
+        layer(&t, &sections, file, env, &matches)
+    }
+
+    #[test]
+    fn tier_sections_layer_like_core_ones() {
+        let c = run_with_section(&[], &[], None).expect("defaults");
+        assert_eq!(c.section::<Probe>(), Some(&Probe::default()));
+        let c =
+            run_with_section(&["--probe.extra=a", "--probe.extra=b"], &[], None).expect("flags");
+        assert_eq!(c.section::<Probe>().expect("section").extra, ["a", "b"]);
+        let env = [
+            ("TX_EXPORTER__PROBE__EXTRA", "x,y"),
+            ("TX_EXPORTER__PROBE__TARGET", "h:2"),
+        ];
+        let c = run_with_section(&[], &env, None).expect("env");
+        let p = c.section::<Probe>().expect("section");
+        assert_eq!((p.target.as_str(), p.extra.len()), ("h:2", 2));
+        let err = run_with_section(&["--probe.target=nope"], &[], None).expect_err("invalid");
+        assert!(err.to_string().contains("probe.target"), "{err}");
+        let err = run_with_section(&[], &[("TX_EXPORTER__PROBE__NOPE", "1")], None)
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let text = c.to_toml().expect("toml");
+        assert!(
+            text.contains("[probe]") && text.contains("target = \"h:2\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_sections_are_refused_by_name() {
+        let err = run(&[], &[("TX_EXPORTER__PROBE__TARGET", "h:1")], None).expect_err("no section");
+        assert!(err.to_string().contains("unknown section [probe]"), "{err}");
     }
 
     #[test]

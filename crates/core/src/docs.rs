@@ -136,6 +136,21 @@ fn describe_effect(effect: &Effect) -> String {
     }
 }
 
+/// Flags (and their config keys) that a configuration doc does not mention.
+pub fn undocumented_flags(doc: &str, flags: &[crate::config::Flag]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for f in flags {
+        let flag = format!("--{}", f.name);
+        if !doc.contains(&flag) {
+            missing.push(flag);
+        }
+        if !doc.contains(f.key) {
+            missing.push(f.key.to_owned());
+        }
+    }
+    missing
+}
+
 /// Replaces the body of the block `<!-- generated: NAME ... -->` … `<!-- end generated -->`
 /// in a hand-written doc with `content`; None when the markers are missing.
 pub fn fill_generated(doc: &str, name: &str, content: &str) -> Option<String> {

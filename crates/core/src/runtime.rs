@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, SectionSpec, Settings};
 use crate::context::{Shutdown, TaskContext};
 use crate::health::Health;
 use crate::metrics::{Limits, Metrics};
@@ -23,6 +23,7 @@ type MakeScrapeHook = Box<dyn FnOnce(&Config, &Metrics) -> Result<server::Scrape
 /// One tier: its schema plus the probes only it has.
 pub struct Tier {
     schema_toml: &'static str,
+    sections: Vec<SectionSpec>,
     tasks: Vec<(&'static str, BoxTask)>,
     scrape_hooks: Vec<MakeScrapeHook>,
 }
@@ -31,9 +32,17 @@ impl Tier {
     pub fn new(schema_toml: &'static str) -> Tier {
         Tier {
             schema_toml,
+            sections: Vec::new(),
             tasks: Vec::new(),
             scrape_hooks: Vec::new(),
         }
+    }
+
+    /// Adds the tier's own config section: its flags, defaults and validation join core's,
+    /// and tasks read it with `ctx.config.section::<S>()`.
+    pub fn settings<S: Settings>(mut self) -> Tier {
+        self.sections.push(SectionSpec::of::<S>());
+        self
     }
 
     /// Adds a background task. `start` runs once the registry exists, before anything is
@@ -80,7 +89,7 @@ pub fn run(tier: Tier) -> ExitCode {
         eprintln!("{binary}: error: {msg}");
         ExitCode::from(2)
     };
-    let loaded = match config::load(&schema.tier, std::env::args_os()) {
+    let loaded = match config::load(&schema.tier, &tier.sections, std::env::args_os()) {
         Ok(l) => l,
         Err(config::ConfigError::Display(text)) => {
             print!("{text}");
@@ -145,7 +154,7 @@ pub fn run(tier: Tier) -> ExitCode {
 }
 
 fn check_config(binary: &str, loaded: &config::Loaded) -> ExitCode {
-    match toml::to_string_pretty(&loaded.config) {
+    match loaded.config.to_toml() {
         Ok(text) => {
             let source = loaded
                 .config_file

@@ -14,6 +14,8 @@ use std::future::Future;
 use exporter_core::schema::SchemaError;
 use exporter_core::{Gauge, Metrics, TaskContext};
 
+use crate::settings::OlapSettings;
+
 /// Shortest pause between walks; statvfs is refreshed at this pace too.
 const MIN_INTERVAL: Duration = Duration::from_secs(15);
 /// Pause after a walk, as a multiple of how long the walk took.
@@ -101,7 +103,8 @@ pub fn start(ctx: TaskContext) -> Result<impl Future<Output = ()>, SchemaError> 
 }
 
 async fn run(mut ctx: TaskContext, m: DataDirMetrics) {
-    let Some(dir) = ctx.config.olap.as_ref().and_then(|o| o.data_dir.clone()) else {
+    let settings = ctx.config.section::<OlapSettings>();
+    let Some(dir) = settings.and_then(|o| o.data_dir.clone()) else {
         return;
     };
     let health = ctx.health.source("data_dir");

@@ -55,7 +55,7 @@ fn check_config_rejects_bad_files_with_a_clear_message() {
         ("unknown.toml", "[web]\nlisten_addres = \"127.0.0.1:1\"\n", "unknown field `listen_addres`"),
         ("addr.toml", "[web]\nlisten_address = \"localhost\"\n", "web.listen_address"),
         ("syntax.yaml", "web: [unclosed\n", "tx.yaml"),
-        ("section.toml", "[olap]\ndata_dir = \"/x\"\n", "only to olap-exporter"),
+        ("section.toml", "[olap]\ndata_dir = \"/x\"\n", "unknown section [olap]"),
         ("rule.toml", "[[events]]\nevent = \"x\"\neffects = [{ op = \"inc\", metric = \"tx_engine_nope_total\" }]\n", "unknown metric"),
     ];
     for (name, body, expected) in cases {

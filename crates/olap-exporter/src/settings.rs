@@ -1,0 +1,35 @@
+//! The `[olap]` config section: what only the OLAP tier measures.
+
+use std::path::PathBuf;
+
+use exporter_core::config::{Flag, Settings};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OlapSettings {
+    /// The shard's data directory: its size and its filesystem's free space are measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Settings for OlapSettings {
+    const SECTION: &'static str = "olap";
+    const FLAGS: &'static [Flag] = &[Flag::one("olap.data-dir", "olap.data_dir")];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_is_documented() {
+        let root = exporter_core::workspace_root(env!("CARGO_MANIFEST_DIR"));
+        let doc = std::fs::read_to_string(root.join("docs/configuration.md")).expect("doc");
+        let missing = exporter_core::docs::undocumented_flags(&doc, OlapSettings::FLAGS);
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md lacks {missing:?}"
+        );
+    }
+}
