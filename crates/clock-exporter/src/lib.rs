@@ -1,17 +1,20 @@
 //! clock-exporter's probes: how good time is on this host, from the kernel's clock discipline
 //! (adjtimex), chronyd (cmdmon), direct NTP queries and PTP hardware clocks.
 //!
-//! The binary wires [`spawn_clock_probes`] into the shared exporter runtime; everything here
-//! works without it so it can be tested against a real chronyd.
+//! One module per source (`kernel`, `chrony`, `ntp`, `ptp`) reads it and turns its reading
+//! into samples; `probes` refreshes them in the background and adds the cross-source
+//! summaries; `wiring` plugs them into the shared exporter runtime with [`register`].
+//! Everything works without the runtime so it can be tested against a real chronyd.
 
 pub mod chrony;
+pub mod kernel;
 pub mod ntp;
 pub mod probes;
 pub mod ptp;
+pub mod samples;
 pub mod settings;
-pub mod timex;
-
-pub use probes::{spawn_clock_probes, ClockProbes, Kind, ProbeConfig, Sample, TargetStatus};
 pub mod wiring;
 
+pub use probes::{ClockProbes, ProbeConfig, TargetStatus};
+pub use samples::{Kind, Sample};
 pub use wiring::register;

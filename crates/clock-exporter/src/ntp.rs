@@ -3,11 +3,14 @@
 //! ignored) and come from a synchronised server; kiss-of-death replies are rejected with their
 //! code.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
+
+use crate::samples::{self, error_factor, gauge};
 
 const PACKET_LEN: usize = 48;
 /// Seconds from 1900-01-01 (NTP era 0) to 1970-01-01.
@@ -249,6 +252,36 @@ async fn query_inner(server: &str) -> Result<Sample, Error> {
             Parsed::Sample(s) => return Ok(s),
             Parsed::Ignore(_) => continue,
         }
+    }
+}
+
+/// The `source` label of an NTP server.
+pub fn source_label(server: &str) -> String {
+    format!("ntp:{server}")
+}
+
+/// Samples of the NTP servers that answered their last query.
+pub fn collect(servers: &BTreeMap<String, Sample>, o: &mut Vec<samples::Sample>) {
+    // Direct NTP queries.
+    for (server, s) in servers {
+        let label = source_label(server);
+        let l: &[(&'static str, &str)] = &[("source", &label)];
+        gauge(o, "clock_master_source_offset_seconds", l, s.offset_seconds);
+        gauge(
+            o,
+            "clock_master_source_quality",
+            l,
+            error_factor(s.error_bound_seconds()),
+        );
+        gauge(o, "clock_master_ntp_rtt_seconds", l, s.delay_seconds);
+        gauge(o, "clock_master_ntp_stratum", l, f64::from(s.stratum));
+        gauge(o, "clock_master_ntp_leap", l, f64::from(s.leap));
+        gauge(
+            o,
+            "clock_master_ntp_root_distance_seconds",
+            l,
+            s.root_delay_seconds / 2.0 + s.root_dispersion_seconds,
+        );
     }
 }
 

@@ -12,24 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::Instrument;
 
-use crate::{chrony, ntp, ptp, timex};
-
-/// Source label values. Kinds are prefixes so one `source` label covers all of them.
-pub const KERNEL: &str = "kernel";
-pub const CHRONYD: &str = "chronyd";
-
-pub fn chrony_source_label(name: &str) -> String {
-    format!("chrony:{name}")
-}
-pub fn ntp_source_label(server: &str) -> String {
-    format!("ntp:{server}")
-}
-pub fn ptp_source_label(device: &str) -> String {
-    format!("ptp:{device}")
-}
-
-/// Error scale of the quality score: a source whose error bound equals this scores half.
-pub const QUALITY_ERROR_SCALE_SECONDS: f64 = 0.010;
+use crate::samples::{gauge, Kind, Sample, CHRONYD, KERNEL};
+use crate::{chrony, kernel, ntp, ptp};
 
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
@@ -89,22 +73,6 @@ impl ProbeConfig {
     }
 }
 
-/// One value to expose.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: &'static str,
-    pub labels: Vec<(&'static str, String)>,
-    pub value: f64,
-    pub kind: Kind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Gauge,
-    /// A cumulative total: exposed as a counter.
-    Counter,
-}
-
 /// Health of one probe target, for `/health`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetStatus {
@@ -124,7 +92,7 @@ struct TargetState {
 
 #[derive(Debug, Default)]
 struct State {
-    kernel: Option<timex::Timex>,
+    kernel: Option<kernel::Timex>,
     chrony: Option<chrony::Report>,
     /// chrony sources seen before: reported down (not dropped) while chronyd is unreachable.
     chrony_known: BTreeSet<String>,
@@ -169,15 +137,6 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts one background task per target on the current tokio runtime. Every configured
-/// target is registered at once, so its `source_up` series exists (as 0) before the first
-/// refresh has answered.
-pub fn spawn_clock_probes(config: ProbeConfig) -> ClockProbes {
-    let probes = ClockProbes::new(config);
-    probes.start();
-    probes
-}
-
 impl ClockProbes {
     /// Probes with no tasks running; [`ClockProbes::refresh_once`] drives them (tests).
     pub fn new(config: ProbeConfig) -> Self {
@@ -197,10 +156,10 @@ impl ClockProbes {
             register(CHRONYD.to_string());
         }
         for s in &config.ntp_servers {
-            register(ntp_source_label(s));
+            register(ntp::source_label(s));
         }
         for d in &config.ptp_devices {
-            register(ptp_source_label(d));
+            register(ptp::source_label(d));
         }
         ClockProbes {
             state: Arc::new(Mutex::new(state)),
@@ -257,7 +216,7 @@ impl ClockProbes {
     }
 
     fn refresh_kernel(&self) {
-        let r = timex::read();
+        let r = kernel::read();
         let mut st = lock(&self.state);
         match r {
             Ok(t) => {
@@ -283,7 +242,7 @@ impl ClockProbes {
     fn refresh_ptp(&self) {
         for dev in &self.config.ptp_devices {
             let r = ptp::measure(std::path::Path::new(dev));
-            let label = ptp_source_label(dev);
+            let label = ptp::source_label(dev);
             let mut st = lock(&self.state);
             match r {
                 Ok(s) => {
@@ -336,7 +295,7 @@ impl ClockProbes {
                 st.chrony_known = report
                     .sources
                     .iter()
-                    .map(|s| chrony_source_label(&s.name))
+                    .map(|s| chrony::source_label(&s.name))
                     .collect();
                 st.chrony = Some(report);
                 st.success(CHRONYD, detail);
@@ -355,7 +314,7 @@ impl ClockProbes {
             .instrument(span.clone())
             .await;
         span.record("ok", r.is_ok());
-        let label = ntp_source_label(server);
+        let label = ntp::source_label(server);
         let mut st = lock(&self.state);
         match r {
             Ok(s) => {
@@ -398,274 +357,23 @@ impl ClockProbes {
     }
 }
 
-/// The quality score of a chrony source, 0..1 (see docs/clock.md):
-/// state weight x fraction of the last 8 polls answered x error factor.
-pub fn chrony_source_quality(s: &chrony::SourceData) -> f64 {
-    use chrony::SourceState as S;
-    let state = match s.state {
-        S::Selected => 1.0,
-        S::Selectable => 0.9,
-        S::Unselected => 0.6,
-        S::Jittery => 0.4,
-        S::Falseticker => 0.1,
-        S::NonSelectable | S::Unknown(_) => 0.0,
-    };
-    let reach = f64::from((s.reachability & 0xff).count_ones()) / 8.0;
-    state * reach * error_factor(s.latest_meas_err.abs())
-}
-
-/// 1 for a perfect source, 0.5 when the error bound equals [`QUALITY_ERROR_SCALE_SECONDS`].
-pub fn error_factor(error_seconds: f64) -> f64 {
-    if !error_seconds.is_finite() || error_seconds < 0.0 {
-        return 0.0;
-    }
-    1.0 / (1.0 + error_seconds / QUALITY_ERROR_SCALE_SECONDS)
-}
-
-fn g(out: &mut Vec<Sample>, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
-    if value.is_finite() {
-        out.push(Sample {
-            name,
-            labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
-            value,
-            kind: Kind::Gauge,
-        });
-    }
-}
-
 fn build_samples(st: &State, now: f64) -> Vec<Sample> {
     let mut out = Vec::with_capacity(64);
     let o = &mut out;
-    g(o, "clock_master_current_timestamp_seconds", &[], now);
+    gauge(o, "clock_master_current_timestamp_seconds", &[], now);
 
-    // Kernel clock discipline.
-    if let Some(k) = &st.kernel {
-        g(
-            o,
-            "clock_master_kernel_offset_seconds",
-            &[],
-            k.offset_seconds,
-        );
-        g(o, "clock_master_kernel_frequency_ppm", &[], k.frequency_ppm);
-        g(
-            o,
-            "clock_master_kernel_max_error_seconds",
-            &[],
-            k.maxerror_seconds,
-        );
-        g(
-            o,
-            "clock_master_kernel_estimated_error_seconds",
-            &[],
-            k.esterror_seconds,
-        );
-        g(
-            o,
-            "clock_master_kernel_sync_status",
-            &[],
-            if k.synchronised() { 1.0 } else { 0.0 },
-        );
-        g(
-            o,
-            "clock_master_kernel_status_flags",
-            &[],
-            f64::from(k.status),
-        );
-        g(
-            o,
-            "clock_master_kernel_tai_offset_seconds",
-            &[],
-            k.tai_offset_seconds as f64,
-        );
-        g(o, "clock_master_kernel_tick_seconds", &[], k.tick_seconds);
-        g(
-            o,
-            "clock_master_kernel_time_constant",
-            &[],
-            k.constant as f64,
-        );
-    }
-
-    // chronyd: tracking, then each of its sources.
-    if let Some(r) = &st.chrony {
-        let t = &r.tracking;
-        // chrony's "System time" correction is positive when the clock is slow: negate it so
-        // every offset here reads "this host minus the reference".
-        g(
-            o,
-            "clock_master_chrony_system_time_offset_seconds",
-            &[],
-            -t.current_correction,
-        );
-        g(
-            o,
-            "clock_master_chrony_last_offset_seconds",
-            &[],
-            t.last_offset,
-        );
-        g(
-            o,
-            "clock_master_chrony_rms_offset_seconds",
-            &[],
-            t.rms_offset,
-        );
-        g(o, "clock_master_chrony_frequency_ppm", &[], t.freq_ppm);
-        g(
-            o,
-            "clock_master_chrony_residual_frequency_ppm",
-            &[],
-            t.resid_freq_ppm,
-        );
-        g(o, "clock_master_chrony_skew_ppm", &[], t.skew_ppm);
-        g(
-            o,
-            "clock_master_chrony_root_delay_seconds",
-            &[],
-            t.root_delay,
-        );
-        g(
-            o,
-            "clock_master_chrony_root_dispersion_seconds",
-            &[],
-            t.root_dispersion,
-        );
-        g(o, "clock_master_chrony_stratum", &[], f64::from(t.stratum));
-        g(
-            o,
-            "clock_master_chrony_leap_status",
-            &[],
-            f64::from(t.leap_status.code()),
-        );
-        g(
-            o,
-            "clock_master_chrony_update_interval_seconds",
-            &[],
-            t.last_update_interval,
-        );
-        g(
-            o,
-            "clock_master_chrony_reference_timestamp_seconds",
-            &[],
-            t.ref_time,
-        );
-        let ref_id = format!("{:08X}", t.ref_id);
-        let ref_name = t.ref_name();
-        g(
-            o,
-            "clock_master_chrony_tracking_info",
-            &[("reference_id", &ref_id), ("reference_name", &ref_name)],
-            1.0,
-        );
-        for s in &r.sources {
-            let label = chrony_source_label(&s.name);
-            let l: &[(&'static str, &str)] = &[("source", &label)];
-            g(o, "clock_master_source_offset_seconds", l, s.latest_meas);
-            g(
-                o,
-                "clock_master_source_quality",
-                l,
-                chrony_source_quality(s),
-            );
-            g(
-                o,
-                "clock_master_chrony_source_error_seconds",
-                l,
-                s.latest_meas_err,
-            );
-            g(
-                o,
-                "clock_master_chrony_source_stratum",
-                l,
-                f64::from(s.stratum),
-            );
-            g(
-                o,
-                "clock_master_chrony_source_reachability",
-                l,
-                f64::from(s.reachability),
-            );
-            g(
-                o,
-                "clock_master_chrony_source_poll_interval_seconds",
-                l,
-                2f64.powi(i32::from(s.poll)),
-            );
-            if s.since_sample != u32::MAX {
-                g(
-                    o,
-                    "clock_master_chrony_source_last_sample_age_seconds",
-                    l,
-                    f64::from(s.since_sample),
-                );
-            }
-            for state in chrony::SourceState::ALL {
-                let v = if state == s.state { 1.0 } else { 0.0 };
-                g(
-                    o,
-                    "clock_master_chrony_source_state",
-                    &[("source", &label), ("state", state.as_str())],
-                    v,
-                );
-            }
-            // A chrony source is up when its last poll was answered (lowest reach bit).
-            g(
-                o,
-                "clock_exporter_source_up",
-                l,
-                f64::from(s.reachability & 1),
-            );
-        }
-    } else {
-        // chronyd unreachable: its known sources are down, not missing.
-        for label in &st.chrony_known {
-            g(o, "clock_exporter_source_up", &[("source", label)], 0.0);
-            g(o, "clock_master_source_quality", &[("source", label)], 0.0);
-        }
-    }
-
-    // Direct NTP queries.
-    for (server, s) in &st.ntp {
-        let label = ntp_source_label(server);
-        let l: &[(&'static str, &str)] = &[("source", &label)];
-        g(o, "clock_master_source_offset_seconds", l, s.offset_seconds);
-        g(
-            o,
-            "clock_master_source_quality",
-            l,
-            error_factor(s.error_bound_seconds()),
-        );
-        g(o, "clock_master_ntp_rtt_seconds", l, s.delay_seconds);
-        g(o, "clock_master_ntp_stratum", l, f64::from(s.stratum));
-        g(o, "clock_master_ntp_leap", l, f64::from(s.leap));
-        g(
-            o,
-            "clock_master_ntp_root_distance_seconds",
-            l,
-            s.root_delay_seconds / 2.0 + s.root_dispersion_seconds,
-        );
-    }
-
-    // PTP hardware clocks.
-    for (dev, s) in &st.ptp {
-        let label = ptp_source_label(dev);
-        let l: &[(&'static str, &str)] = &[("source", &label)];
-        g(o, "clock_master_source_offset_seconds", l, s.offset_seconds);
-        g(
-            o,
-            "clock_master_source_quality",
-            l,
-            error_factor(s.delay_seconds),
-        );
-        g(o, "clock_master_ptp_read_delay_seconds", l, s.delay_seconds);
-    }
+    kernel::collect(st.kernel.as_ref(), o);
+    chrony::collect(st.chrony.as_ref(), &st.chrony_known, o);
+    ntp::collect(&st.ntp, o);
+    ptp::collect(&st.ptp, o);
 
     // Configured targets that are down get quality 0 (their offset is unknown, so absent).
     for (target, t) in &st.targets {
         let l: &[(&'static str, &str)] = &[("source", target)];
         let up = t.up == Some(true);
-        g(o, "clock_exporter_source_up", l, if up { 1.0 } else { 0.0 });
+        gauge(o, "clock_exporter_source_up", l, if up { 1.0 } else { 0.0 });
         if let Some(ts) = t.last_success_unix {
-            g(
+            gauge(
                 o,
                 "clock_exporter_source_last_success_timestamp_seconds",
                 l,
@@ -674,7 +382,7 @@ fn build_samples(st: &State, now: f64) -> Vec<Sample> {
         }
         let is_source = target.starts_with("ntp:") || target.starts_with("ptp:");
         if is_source && !up {
-            g(o, "clock_master_source_quality", l, 0.0);
+            gauge(o, "clock_master_source_quality", l, 0.0);
         }
     }
 
@@ -694,13 +402,13 @@ fn build_samples(st: &State, now: f64) -> Vec<Sample> {
         (None, None) => (None, None, None),
     };
     if let Some(v) = uncertainty {
-        g(o, "clock_master_uncertainty_seconds", &[], v);
+        gauge(o, "clock_master_uncertainty_seconds", &[], v);
     }
     if let Some(v) = jitter {
-        g(o, "clock_master_jitter_seconds", &[], v);
+        gauge(o, "clock_master_jitter_seconds", &[], v);
     }
     if let Some(v) = drift {
-        g(o, "clock_master_drift_ppm", &[], v);
+        gauge(o, "clock_master_drift_ppm", &[], v);
     }
 
     for ((target, reason), n) in &st.errors {
@@ -717,38 +425,10 @@ fn build_samples(st: &State, now: f64) -> Vec<Sample> {
     out
 }
 
-/// Renders samples in the Prometheus text format (debugging and tests without the core server).
-pub fn render_text(samples: &[Sample]) -> String {
-    let mut s = String::new();
-    for x in samples {
-        s.push_str(x.name);
-        if !x.labels.is_empty() {
-            s.push('{');
-            for (i, (k, v)) in x.labels.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                s.push_str(k);
-                s.push_str("=\"");
-                s.push_str(
-                    &v.replace('\\', "\\\\")
-                        .replace('"', "\\\"")
-                        .replace('\n', "\\n"),
-                );
-                s.push('"');
-            }
-            s.push('}');
-        }
-        s.push(' ');
-        s.push_str(&x.value.to_string());
-        s.push('\n');
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::samples::{error_factor, render_text};
 
     fn source(state: chrony::SourceState, reach: u16, err: f64) -> chrony::SourceData {
         chrony::SourceData {
@@ -769,18 +449,18 @@ mod tests {
     #[test]
     fn quality_scoring() {
         use chrony::SourceState as S;
-        let q = chrony_source_quality(&source(S::Selected, 0o377, 0.0));
+        let q = chrony::source_quality(&source(S::Selected, 0o377, 0.0));
         assert_eq!(q, 1.0);
-        let q = chrony_source_quality(&source(S::Selected, 0o377, 0.010));
+        let q = chrony::source_quality(&source(S::Selected, 0o377, 0.010));
         assert!((q - 0.5).abs() < 1e-12);
-        let q = chrony_source_quality(&source(S::Selected, 0o17, 0.0));
+        let q = chrony::source_quality(&source(S::Selected, 0o17, 0.0));
         assert!((q - 0.5).abs() < 1e-12, "half the polls answered");
         assert_eq!(
-            chrony_source_quality(&source(S::NonSelectable, 0o377, 0.0)),
+            chrony::source_quality(&source(S::NonSelectable, 0o377, 0.0)),
             0.0
         );
-        assert_eq!(chrony_source_quality(&source(S::Selected, 0, 0.0)), 0.0);
-        assert!(chrony_source_quality(&source(S::Falseticker, 0o377, 0.0)) < 0.2);
+        assert_eq!(chrony::source_quality(&source(S::Selected, 0, 0.0)), 0.0);
+        assert!(chrony::source_quality(&source(S::Falseticker, 0o377, 0.0)) < 0.2);
         assert_eq!(error_factor(f64::NAN), 0.0);
     }
 
@@ -820,7 +500,7 @@ mod tests {
         p.refresh_kernel();
         let s = p.samples();
         let get = |n: &str| s.iter().find(|x| x.name == n).map(|x| x.value);
-        let k = timex::read().expect("adjtimex");
+        let k = kernel::read().expect("adjtimex");
         let u = get("clock_master_uncertainty_seconds").expect("uncertainty");
         assert!(
             (u - k.maxerror_seconds).abs() < 0.01,
@@ -836,7 +516,7 @@ mod tests {
     fn all_samples_are_in_the_schema() {
         let schema = exporter_core::Schema::parse(include_str!("../schema.toml")).expect("schema");
         let mut st = State {
-            kernel: timex::read().ok(),
+            kernel: kernel::read().ok(),
             ..State::default()
         };
         st.chrony = Some(chrony::Report {

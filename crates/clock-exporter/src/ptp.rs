@@ -4,10 +4,13 @@
 //! tightest pair), and falls back to clock_gettime on the device's dynamic clock id when the
 //! ioctl is not supported. The device is opened read-only; nothing is adjusted.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+
+use crate::samples::{self, error_factor, gauge};
 
 const PTP_MAX_SAMPLES: usize = 25;
 const SAMPLES: u32 = 9;
@@ -155,6 +158,28 @@ pub fn measure(device: &Path) -> Result<Sample, Error> {
                 device.display()
             ))
         }),
+    }
+}
+
+/// The `source` label of a PTP device.
+pub fn source_label(device: &str) -> String {
+    format!("ptp:{device}")
+}
+
+/// Samples of the PTP clocks that could be read.
+pub fn collect(devices: &BTreeMap<String, Sample>, o: &mut Vec<samples::Sample>) {
+    // PTP hardware clocks.
+    for (dev, s) in devices {
+        let label = source_label(dev);
+        let l: &[(&'static str, &str)] = &[("source", &label)];
+        gauge(o, "clock_master_source_offset_seconds", l, s.offset_seconds);
+        gauge(
+            o,
+            "clock_master_source_quality",
+            l,
+            error_factor(s.delay_seconds),
+        );
+        gauge(o, "clock_master_ptp_read_delay_seconds", l, s.delay_seconds);
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use exporter_core::schema::{SchemaError, Source};
 use exporter_core::{Config, Gauge, Metric, Metrics, TaskContext, Tier};
 
-use crate::probes::{ClockProbes, Kind, ProbeConfig, Sample};
+use crate::probes::{ClockProbes, ProbeConfig};
+use crate::samples::{Kind, Sample};
 use crate::settings::ClockSettings;
 
 /// How often `/health` is brought up to date with the probes' state.

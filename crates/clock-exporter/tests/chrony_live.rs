@@ -174,7 +174,7 @@ async fn stopped_server_is_reported_down_quickly() {
         ..ProbeConfig::default()
     });
     probes.refresh_once().await;
-    let text = clock_exporter::probes::render_text(&probes.samples());
+    let text = clock_exporter::samples::render_text(&probes.samples());
     assert!(
         text.contains("clock_exporter_source_up{source=\"chronyd\"} 1"),
         "{text}"
@@ -194,7 +194,7 @@ async fn stopped_server_is_reported_down_quickly() {
     let t0 = Instant::now();
     let samples = probes.samples();
     let scrape = t0.elapsed();
-    let text = clock_exporter::probes::render_text(&samples);
+    let text = clock_exporter::samples::render_text(&samples);
     eprintln!("refresh with chronyd stopped: {refresh:?}; samples(): {scrape:?}");
     // Budget: 2 attempts x 300 ms for chrony, 300 ms for NTP, run concurrently.
     assert!(refresh < Duration::from_millis(1500), "{refresh:?}");

@@ -2,6 +2,8 @@
 //! which needs no privilege and changes nothing). Unit conversions follow node_exporter's
 //! timex collector so dashboards built on either agree.
 
+use crate::samples::{gauge, Sample};
+
 /// STA_UNSYNC: the clock is not synchronised (set by the kernel after maxerror reaches 16 s,
 /// or by a daemon that lost its sources).
 pub const STA_UNSYNC: i32 = 0x0040;
@@ -81,6 +83,57 @@ fn from_raw(tx: &libc::timex, state: i32) -> Timex {
         pps_jitter_seconds: tx.jitter as f64 * sub_unit,
         tai_offset_seconds: i64::from(tx.tai),
         time_seconds: tx.time.tv_sec as f64 + time_frac,
+    }
+}
+
+/// Samples of the kernel's clock discipline (none when adjtimex failed).
+pub fn collect(kernel: Option<&Timex>, o: &mut Vec<Sample>) {
+    // Kernel clock discipline.
+    if let Some(k) = kernel {
+        gauge(
+            o,
+            "clock_master_kernel_offset_seconds",
+            &[],
+            k.offset_seconds,
+        );
+        gauge(o, "clock_master_kernel_frequency_ppm", &[], k.frequency_ppm);
+        gauge(
+            o,
+            "clock_master_kernel_max_error_seconds",
+            &[],
+            k.maxerror_seconds,
+        );
+        gauge(
+            o,
+            "clock_master_kernel_estimated_error_seconds",
+            &[],
+            k.esterror_seconds,
+        );
+        gauge(
+            o,
+            "clock_master_kernel_sync_status",
+            &[],
+            if k.synchronised() { 1.0 } else { 0.0 },
+        );
+        gauge(
+            o,
+            "clock_master_kernel_status_flags",
+            &[],
+            f64::from(k.status),
+        );
+        gauge(
+            o,
+            "clock_master_kernel_tai_offset_seconds",
+            &[],
+            k.tai_offset_seconds as f64,
+        );
+        gauge(o, "clock_master_kernel_tick_seconds", &[], k.tick_seconds);
+        gauge(
+            o,
+            "clock_master_kernel_time_constant",
+            &[],
+            k.constant as f64,
+        );
     }
 }
 
