@@ -136,6 +136,19 @@ fn describe_effect(effect: &Effect) -> String {
     }
 }
 
+/// Flags (and their config keys) that the checkout's docs/configuration.md does not mention;
+/// `manifest_dir` is the calling crate's.
+pub fn undocumented_flags_in_repo(
+    manifest_dir: &str,
+    flags: &[crate::config::Flag],
+) -> Vec<String> {
+    let path = crate::workspace_root(manifest_dir).join("docs/configuration.md");
+    match std::fs::read_to_string(&path) {
+        Ok(doc) => undocumented_flags(&doc, flags),
+        Err(e) => vec![format!("{}: {e}", path.display())],
+    }
+}
+
 /// Flags (and their config keys) that a configuration doc does not mention.
 pub fn undocumented_flags(doc: &str, flags: &[crate::config::Flag]) -> Vec<String> {
     let mut missing = Vec::new();

@@ -24,9 +24,10 @@ mod tests {
 
     #[test]
     fn every_flag_is_documented() {
-        let root = exporter_core::workspace_root(env!("CARGO_MANIFEST_DIR"));
-        let doc = std::fs::read_to_string(root.join("docs/configuration.md")).expect("doc");
-        let missing = exporter_core::docs::undocumented_flags(&doc, OlapSettings::FLAGS);
+        let missing = exporter_core::docs::undocumented_flags_in_repo(
+            env!("CARGO_MANIFEST_DIR"),
+            OlapSettings::FLAGS,
+        );
         assert!(
             missing.is_empty(),
             "docs/configuration.md lacks {missing:?}"

@@ -1,4 +1,4 @@
-//! Traces, exemplars and profiles on the real tx-exporter binary: spans arrive at a real
+//! Traces, exemplars and profiles on the real fixture-exporter binary (the fixture tier of crates/core/fixture): spans arrive at a real
 //! OTLP/HTTP receiver (decoded with the opentelemetry-proto definitions), engine trace ids
 //! come back out of a real Prometheus' exemplar API, and a CPU profile decodes as pprof.
 #![allow(clippy::unwrap_used)]
@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use testkit::{eventually, Exporter, TempDir};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tx-exporter");
+const BIN: &str = env!("CARGO_BIN_EXE_fixture-exporter");
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN: &str = "00f067aa0ba902b7";
 
@@ -197,7 +197,7 @@ fn scrape_spans_reach_an_otlp_receiver_and_continue_the_callers_trace() {
             .filter(|s| s.name == name)
             .collect()
     };
-    assert!(spans.iter().all(|(svc, _)| svc == "tx-exporter"));
+    assert!(spans.iter().all(|(svc, _)| svc == "fixture-exporter"));
     let request = by_name("GET /metrics");
     assert_eq!(request.len(), 1, "{spans:#?}");
     let request = request[0];
@@ -342,7 +342,7 @@ fn engine_trace_ids_come_back_from_prometheus_exemplar_storage() {
     .unwrap_or_else(|| panic!("no exemplar in OpenMetrics output:\n{}", exp.logs()));
     let bucket = om
         .lines()
-        .find(|l| l.starts_with("tx_engine_query_duration_seconds_bucket") && l.contains(TRACE_ID))
+        .find(|l| l.starts_with("fixture_query_duration_seconds_bucket") && l.contains(TRACE_ID))
         .unwrap();
     assert!(
         bucket.contains(&format!(
@@ -383,7 +383,7 @@ fn engine_trace_ids_come_back_from_prometheus_exemplar_storage() {
         .unwrap()
         .as_secs();
     let url = format!(
-        "http://{}/api/v1/query_exemplars?query=tx_engine_query_duration_seconds_bucket&start={}&end={}",
+        "http://{}/api/v1/query_exemplars?query=fixture_query_duration_seconds_bucket&start={}&end={}",
         prom.addr,
         now - 600,
         now + 600
@@ -514,7 +514,7 @@ fn ingest_reads_and_probe_refreshes_are_traced() {
     .unwrap();
     eventually(Duration::from_secs(15), || {
         let text = exp.scrape_text();
-        (testkit::sample_value(&text, "tx_engine_query_duration_seconds_count") == Some(2.0))
+        (testkit::sample_value(&text, "fixture_query_duration_seconds_count") == Some(2.0))
             .then_some(())
     })
     .unwrap_or_else(|| panic!("events not applied: {}", exp.logs()));
@@ -525,7 +525,7 @@ fn ingest_reads_and_probe_refreshes_are_traced() {
         let text = exp.scrape_text();
         (testkit::sample_value(
             &text,
-            "tx_exporter_statsd_datagrams_total{listener=\"udp\"}",
+            "fixture_exporter_statsd_datagrams_total{listener=\"udp\"}",
         ) == Some(1.0))
         .then_some(())
     })

@@ -1,4 +1,4 @@
-//! JSON event-log following on the real tx-exporter binary: rotation by rename,
+//! JSON event-log following on the real fixture-exporter binary (the fixture tier of crates/core/fixture): rotation by rename,
 //! copytruncate, delete and re-create, restart from the positions file, bad lines, and
 //! exemplars in the OpenMetrics output.
 #![allow(clippy::unwrap_used)]
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use testkit::{eventually, sample_value, Exporter, TempDir};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tx-exporter");
-const TOTAL: &str = "tx_engine_transactions_total";
+const BIN: &str = env!("CARGO_BIN_EXE_fixture-exporter");
+const TOTAL: &str = "fixture_transactions_total";
 
 fn wait_for(exp: &Exporter, series: &str, want: f64) -> String {
     exp.wait_for_value(series, want, Duration::from_secs(15))
@@ -62,7 +62,7 @@ fn start(dir: &TempDir, extra: &[&str]) -> Exporter {
 }
 
 fn path_series(metric: &str, path: &Path) -> String {
-    format!("tx_exporter_{metric}{{path=\"{}\"}}", path.display())
+    format!("fixture_exporter_{metric}{{path=\"{}\"}}", path.display())
 }
 
 #[test]
@@ -96,17 +96,19 @@ fn rename_rotation_then_copytruncate_loses_and_repeats_nothing() {
     append(&log, (0..k).map(commit_line));
     let text = wait_for(&exp, TOTAL, (n + 5 + m + k) as f64);
     assert_eq!(
-        value(&text, "tx_engine_transactions_committed_total"),
+        value(&text, "fixture_transactions_committed_total"),
         (n + 5 + m + k) as f64
     );
     assert_eq!(
-        value(&text, "tx_engine_transaction_duration_seconds_count"),
+        value(&text, "fixture_transaction_duration_seconds_count"),
         (n + 5 + m + k) as f64
     );
-    assert_eq!(value(&text, "tx_exporter_log_files_followed"), 1.0);
+    assert_eq!(value(&text, "fixture_exporter_log_files_followed"), 1.0);
     assert_eq!(value(&text, &path_series("log_behind_bytes", &log)), 0.0);
-    let rejected =
-        testkit::sum_values(&text, "tx_exporter_ingest_rejected_total{source=\"events\"");
+    let rejected = testkit::sum_values(
+        &text,
+        "fixture_exporter_ingest_rejected_total{source=\"events\"",
+    );
     assert_eq!(rejected, 0.0, "nothing rejected");
     let health = exp.get("/health", &[]).text();
     assert!(health.contains("following 1 files"), "{health}");
@@ -163,7 +165,7 @@ fn restart_resumes_from_positions_without_loss_or_double_count() {
     assert_eq!(value(&text2, TOTAL), 50.0, "{text}");
     let malformed = testkit::sum_values(
         &text2,
-        "tx_exporter_ingest_rejected_total{source=\"events\",reason=\"malformed_json\"}",
+        "fixture_exporter_ingest_rejected_total{source=\"events\",reason=\"malformed_json\"}",
     );
     assert_eq!(malformed, 0.0, "{text2}");
 
@@ -220,7 +222,7 @@ fn garbage_and_huge_lines_are_skipped_and_counted() {
     append(&log, lines);
     let text = wait_for(
         &exp,
-        "tx_exporter_ingest_rejected_total{source=\"events\",reason=\"line_too_long\"}",
+        "fixture_exporter_ingest_rejected_total{source=\"events\",reason=\"line_too_long\"}",
         2.0,
     );
     let text = if value(&text, TOTAL) == 2.0 {
@@ -234,15 +236,13 @@ fn garbage_and_huge_lines_are_skipped_and_counted() {
     }
     *expected.entry("malformed_json").or_default() += 1.0;
     for (reason, n) in expected {
-        let series =
-            format!("tx_exporter_ingest_rejected_total{{source=\"events\",reason=\"{reason}\"}}");
+        let series = format!(
+            "fixture_exporter_ingest_rejected_total{{source=\"events\",reason=\"{reason}\"}}"
+        );
         assert_eq!(value(&text, &series), n, "{reason}\n{text}");
     }
-    assert_eq!(
-        value(&text, "tx_engine_replication_events_sent_total"),
-        12.0
-    );
-    assert_eq!(value(&text, "tx_engine_transactions_committed_total"), 2.0);
+    assert_eq!(value(&text, "fixture_replication_events_sent_total"), 12.0);
+    assert_eq!(value(&text, "fixture_transactions_committed_total"), 2.0);
     // Lines read counts every line, good or bad.
     assert_eq!(
         value(&text, &path_series("log_lines_read_total", &log)),
@@ -267,11 +267,11 @@ fn trace_ids_become_exemplars_in_openmetrics() {
             "{\"event\":\"query_executed\",\"duration_ms\":0.5,\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"span_id\":\"00f067aa0ba902b7\"}\n".to_owned(),
         ],
     );
-    wait_for(&exp, "tx_engine_query_duration_seconds_count", 1.0);
+    wait_for(&exp, "fixture_query_duration_seconds_count", 1.0);
     let om = exp.scrape_openmetrics();
     let bucket = om
         .lines()
-        .find(|l| l.starts_with("tx_engine_query_duration_seconds_bucket{le=\"0.001\"}"))
+        .find(|l| l.starts_with("fixture_query_duration_seconds_bucket{le=\"0.001\"}"))
         .unwrap_or_else(|| panic!("{om}"));
     assert!(
         bucket.contains(
@@ -281,7 +281,7 @@ fn trace_ids_become_exemplars_in_openmetrics() {
     );
     if testkit::require_python(&["prometheus_client"]) {
         let parsed = testkit::parse_with_python(&om, "openmetrics");
-        let fam = &parsed["tx_engine_query_duration_seconds"];
+        let fam = &parsed["fixture_query_duration_seconds"];
         let with_exemplar = fam["samples"]
             .as_array()
             .unwrap()
@@ -309,7 +309,7 @@ fn a_last_line_without_newline_waits_for_it() {
     let text = wait_for(&exp, TOTAL, 2.0);
     let malformed = testkit::sum_values(
         &text,
-        "tx_exporter_ingest_rejected_total{source=\"events\",reason=\"malformed_json\"}",
+        "fixture_exporter_ingest_rejected_total{source=\"events\",reason=\"malformed_json\"}",
     );
     assert_eq!(malformed, 0.0, "{text}");
 }

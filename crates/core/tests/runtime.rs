@@ -1,4 +1,4 @@
-//! Runtime behaviour shared by every tier, exercised through the real tx-exporter binary:
+//! Runtime behaviour shared by every tier, exercised through the real fixture-exporter binary (the fixture tier of crates/core/fixture):
 //! configuration layering and checking, TLS with basic auth, clean shutdown.
 
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
@@ -7,7 +7,7 @@ use std::process::Command;
 
 use testkit::{free_tcp_port, require_tool, Exporter, TempDir};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tx-exporter");
+const BIN: &str = env!("CARGO_BIN_EXE_fixture-exporter");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -44,7 +44,7 @@ fn check_config_accepts_a_good_file_and_prints_the_effective_config() {
     );
     assert_eq!(
         effective.get("ingest", "statsd_udp"),
-        Some("\"127.0.0.1:8125\"")
+        Some("\"127.0.0.1:8190\"")
     );
 }
 
@@ -56,7 +56,7 @@ fn check_config_rejects_bad_files_with_a_clear_message() {
         ("addr.toml", "[web]\nlisten_address = \"localhost\"\n", "web.listen_address"),
         ("syntax.yaml", "web: [unclosed\n", "tx.yaml"),
         ("section.toml", "[olap]\ndata_dir = \"/x\"\n", "unknown section [olap]"),
-        ("rule.toml", "[[events]]\nevent = \"x\"\neffects = [{ op = \"inc\", metric = \"tx_engine_nope_total\" }]\n", "unknown metric"),
+        ("rule.toml", "[[events]]\nevent = \"x\"\neffects = [{ op = \"inc\", metric = \"fixture_nope_total\" }]\n", "unknown metric"),
     ];
     for (name, body, expected) in cases {
         let file = dir.join(name);
@@ -97,7 +97,7 @@ fn env_overrides_file_and_flags_override_env() {
     )
     .unwrap();
     let f = file.to_str().unwrap();
-    let env = [("TX_EXPORTER__WEB__TELEMETRY_PATH", "/from-env")];
+    let env = [("FIXTURE_EXPORTER__WEB__TELEMETRY_PATH", "/from-env")];
     let (code, stdout, stderr) = run(&["--config.file", f, "--check-config"], &env);
     assert_eq!(code, 0, "{stderr}");
     assert!(

@@ -1,4 +1,4 @@
-//! StatsD/DogStatsD ingest on the real tx-exporter binary: real Python clients push, the
+//! StatsD/DogStatsD ingest on the real fixture-exporter binary (the fixture tier of crates/core/fixture): real Python clients push, the
 //! scrape shows exactly what was sent; malformed input is rejected and counted by reason.
 #![allow(clippy::unwrap_used)]
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use testkit::{eventually, sample_value, Exporter, TempDir};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tx-exporter");
+const BIN: &str = env!("CARGO_BIN_EXE_fixture-exporter");
 
 fn wait_for(exp: &Exporter, series: &str, want: f64) {
     exp.wait_for_value(series, want, Duration::from_secs(10));
@@ -35,7 +35,7 @@ fn python(script: &str, args: &[&str]) {
 fn rejected(text: &str, reason: &str) -> f64 {
     sample_value(
         text,
-        &format!("tx_exporter_ingest_rejected_total{{source=\"statsd\",reason=\"{reason}\"}}"),
+        &format!("fixture_exporter_ingest_rejected_total{{source=\"statsd\",reason=\"{reason}\"}}"),
     )
     .unwrap_or(0.0)
 }
@@ -52,74 +52,73 @@ fn python_statsd_client_values_arrive_exactly() {
 import sys, statsd
 c = statsd.StatsClient("127.0.0.1", int(sys.argv[1]))
 for _ in range(7):
-    c.incr("tx_engine_transactions_committed")      # seed spelling of a counter
-c.incr("tx_engine_transactions_total", 5)           # exposed name
-c.incr("tx_engine_cache_hits", 3)                   # name without _total
-c.gauge("tx_engine_cache_size_bytes", 1048576)
-c.gauge("tx_engine_connections_active", 10)
-c.gauge("tx_engine_connections_active", -4, delta=True)
-c.gauge("tx_engine_connections_active", 1, delta=True)
-c.timing("tx_engine_query_duration_seconds", 250)   # milliseconds -> 0.25 s
-c.timing("tx_engine_query_duration_seconds", 2)     # -> 0.002 s
+    c.incr("fixture_transactions_committed")      # seed spelling of a counter
+c.incr("fixture_transactions_total", 5)           # exposed name
+c.incr("fixture_cache_hits", 3)                   # name without _total
+c.gauge("fixture_cache_size_bytes", 1048576)
+c.gauge("fixture_connections_active", 10)
+c.gauge("fixture_connections_active", -4, delta=True)
+c.gauge("fixture_connections_active", 1, delta=True)
+c.timing("fixture_query_duration_seconds", 250)   # milliseconds -> 0.25 s
+c.timing("fixture_query_duration_seconds", 2)     # -> 0.002 s
 with c.pipeline() as p:                             # several lines in one datagram
-    p.incr("tx_engine_replication_events_sent", 40)
-    p.incr("tx_engine_replication_events_sent", 2)
-    p.gauge("tx_engine_replication_queue_depth", 17)
+    p.incr("fixture_replication_events_sent", 40)
+    p.incr("fixture_replication_events_sent", 2)
+    p.gauge("fixture_replication_queue_depth", 17)
 "#,
         &[&port],
     );
-    wait_for(&exp, "tx_engine_replication_queue_depth", 17.0);
+    wait_for(&exp, "fixture_replication_queue_depth", 17.0);
     wait_for(
         &exp,
-        "tx_exporter_ingest_samples_accepted_total{source=\"statsd\"}",
+        "fixture_exporter_ingest_samples_accepted_total{source=\"statsd\"}",
         18.0,
     );
     let text = exp.scrape_text();
-    assert_eq!(value(&text, "tx_engine_transactions_committed_total"), 7.0);
-    assert_eq!(value(&text, "tx_engine_transactions_total"), 5.0);
-    assert_eq!(value(&text, "tx_engine_cache_hits_total"), 3.0);
-    assert_eq!(value(&text, "tx_engine_cache_size_bytes"), 1048576.0);
-    assert_eq!(value(&text, "tx_engine_connections_active"), 7.0);
+    assert_eq!(value(&text, "fixture_transactions_committed_total"), 7.0);
+    assert_eq!(value(&text, "fixture_transactions_total"), 5.0);
+    assert_eq!(value(&text, "fixture_cache_hits_total"), 3.0);
+    assert_eq!(value(&text, "fixture_cache_size_bytes"), 1048576.0);
+    assert_eq!(value(&text, "fixture_connections_active"), 7.0);
+    assert_eq!(value(&text, "fixture_replication_events_sent_total"), 42.0);
+    assert_eq!(value(&text, "fixture_query_duration_seconds_count"), 2.0);
+    assert!((value(&text, "fixture_query_duration_seconds_sum") - 0.252).abs() < 1e-9);
     assert_eq!(
-        value(&text, "tx_engine_replication_events_sent_total"),
-        42.0
-    );
-    assert_eq!(value(&text, "tx_engine_query_duration_seconds_count"), 2.0);
-    assert!((value(&text, "tx_engine_query_duration_seconds_sum") - 0.252).abs() < 1e-9);
-    assert_eq!(
-        value(
-            &text,
-            "tx_engine_query_duration_seconds_bucket{le=\"0.001\"}"
-        ),
+        value(&text, "fixture_query_duration_seconds_bucket{le=\"0.001\"}"),
         0.0
     );
     assert_eq!(
-        value(
-            &text,
-            "tx_engine_query_duration_seconds_bucket{le=\"0.01\"}"
-        ),
+        value(&text, "fixture_query_duration_seconds_bucket{le=\"0.01\"}"),
         1.0
     );
     assert_eq!(
-        value(&text, "tx_engine_query_duration_seconds_bucket{le=\"1.0\"}"),
+        value(&text, "fixture_query_duration_seconds_bucket{le=\"1.0\"}"),
         2.0
     );
     // 16 datagrams (15 single lines + 1 pipeline of 3), nothing rejected.
     assert_eq!(
         value(
             &text,
-            "tx_exporter_statsd_datagrams_total{listener=\"udp\"}"
+            "fixture_exporter_statsd_datagrams_total{listener=\"udp\"}"
         ),
         16.0
     );
     assert_eq!(
-        value(&text, "tx_exporter_statsd_lines_total{listener=\"udp\"}"),
+        value(
+            &text,
+            "fixture_exporter_statsd_lines_total{listener=\"udp\"}"
+        ),
         18.0
     );
-    let rejected =
-        testkit::sum_values(&text, "tx_exporter_ingest_rejected_total{source=\"statsd\"");
+    let rejected = testkit::sum_values(
+        &text,
+        "fixture_exporter_ingest_rejected_total{source=\"statsd\"",
+    );
     assert_eq!(rejected, 0.0, "nothing rejected");
-    assert_eq!(value(&text, "tx_exporter_statsd_udp_dropped_total"), 0.0);
+    assert_eq!(
+        value(&text, "fixture_exporter_statsd_udp_dropped_total"),
+        0.0
+    );
 }
 
 #[test]
@@ -140,11 +139,11 @@ udp = DogStatsd(host="127.0.0.1", port=int(sys.argv[1]), disable_telemetry=True,
                 origin_detection_enabled=False)
 uds = DogStatsd(socket_path=sys.argv[2], disable_telemetry=True, origin_detection_enabled=False)
 for client in (udp, uds):
-    client.increment("tx_engine_transactions_rolled_back", 2, tags=["env:prod", "host:a"])
-    client.gauge("tx_engine_replication_lag_seconds", 0.75, tags=["env:prod"])
-    client.histogram("tx_engine_transaction_duration_seconds", 0.02)
-    client.distribution("tx_engine_transaction_duration_seconds", 0.3)
-    client.timing("tx_engine_transaction_duration_seconds", 4000)  # ms -> 4 s
+    client.increment("fixture_transactions_rolled_back", 2, tags=["env:prod", "host:a"])
+    client.gauge("fixture_replication_lag_seconds", 0.75, tags=["env:prod"])
+    client.histogram("fixture_transaction_duration_seconds", 0.02)
+    client.distribution("fixture_transaction_duration_seconds", 0.3)
+    client.timing("fixture_transaction_duration_seconds", 4000)  # ms -> 4 s
     client.flush()
 udp.close_socket(); uds.close_socket()
 "#,
@@ -152,34 +151,34 @@ udp.close_socket(); uds.close_socket()
     );
     wait_for(
         &exp,
-        "tx_exporter_ingest_samples_accepted_total{source=\"statsd\"}",
+        "fixture_exporter_ingest_samples_accepted_total{source=\"statsd\"}",
         10.0,
     );
     let text = exp.scrape_text();
+    assert_eq!(value(&text, "fixture_transactions_rolled_back_total"), 4.0);
+    assert_eq!(value(&text, "fixture_replication_lag_seconds"), 0.75);
     assert_eq!(
-        value(&text, "tx_engine_transactions_rolled_back_total"),
-        4.0
-    );
-    assert_eq!(value(&text, "tx_engine_replication_lag_seconds"), 0.75);
-    assert_eq!(
-        value(&text, "tx_engine_transaction_duration_seconds_count"),
+        value(&text, "fixture_transaction_duration_seconds_count"),
         6.0
     );
-    assert!((value(&text, "tx_engine_transaction_duration_seconds_sum") - 8.64).abs() < 1e-9);
+    assert!((value(&text, "fixture_transaction_duration_seconds_sum") - 8.64).abs() < 1e-9);
     assert_eq!(
         value(
             &text,
-            "tx_engine_transaction_duration_seconds_bucket{le=\"0.05\"}"
+            "fixture_transaction_duration_seconds_bucket{le=\"0.05\"}"
         ),
         2.0
     );
-    // tx declares no labels: every tag (2 + 1 per client) is dropped and counted.
-    assert_eq!(value(&text, "tx_exporter_ingest_tags_dropped_total"), 6.0);
+    // the fixture tier declares no labels: every tag (2 + 1 per client) is dropped and counted.
+    assert_eq!(
+        value(&text, "fixture_exporter_ingest_tags_dropped_total"),
+        6.0
+    );
     for listener in ["udp", "unixgram"] {
         assert_eq!(
             value(
                 &text,
-                &format!("tx_exporter_statsd_lines_total{{listener=\"{listener}\"}}")
+                &format!("fixture_exporter_statsd_lines_total{{listener=\"{listener}\"}}")
             ),
             5.0
         );
@@ -196,26 +195,23 @@ udp.close_socket(); uds.close_socket()
 fn malformed_statsd_input_is_rejected_and_counted_by_reason() {
     let exp = Exporter::start(BIN, &[]);
     let cases: &[(&str, &str)] = &[
-        ("tx_engine_nope:1|c", "unknown_metric"),
-        ("tx_engine_cache_size_bytes:1|c", "type_mismatch"),
-        ("tx_engine_transactions_total:5|g", "type_mismatch"),
-        ("tx_engine_transactions_total:1|ms", "type_mismatch"),
-        ("tx_engine_transactions_total:-1|c", "negative_counter"),
-        ("tx_engine_transactions_total:abc|c", "invalid_value"),
-        ("tx_engine_connections_active:NaN|g", "invalid_value"),
-        ("tx_engine_connections_active:+Inf|g", "invalid_value"),
-        ("tx_engine_connections_active:1|s", "set_not_supported"),
-        ("tx_engine_connections_active:1|x", "unknown_type"),
-        ("tx_engine_transactions_total:1|c|@0", "invalid_sample_rate"),
-        (
-            "tx_engine_transactions_total:1|c|@1.5",
-            "invalid_sample_rate",
-        ),
-        ("tx_engine_memory_used_bytes:5|g", "read_only_metric"),
-        ("tx_exporter_engine_up:1|g", "read_only_metric"),
+        ("fixture_nope:1|c", "unknown_metric"),
+        ("fixture_cache_size_bytes:1|c", "type_mismatch"),
+        ("fixture_transactions_total:5|g", "type_mismatch"),
+        ("fixture_transactions_total:1|ms", "type_mismatch"),
+        ("fixture_transactions_total:-1|c", "negative_counter"),
+        ("fixture_transactions_total:abc|c", "invalid_value"),
+        ("fixture_connections_active:NaN|g", "invalid_value"),
+        ("fixture_connections_active:+Inf|g", "invalid_value"),
+        ("fixture_connections_active:1|s", "set_not_supported"),
+        ("fixture_connections_active:1|x", "unknown_type"),
+        ("fixture_transactions_total:1|c|@0", "invalid_sample_rate"),
+        ("fixture_transactions_total:1|c|@1.5", "invalid_sample_rate"),
+        ("fixture_memory_used_bytes:5|g", "read_only_metric"),
+        ("fixture_exporter_engine_up:1|g", "read_only_metric"),
         ("just garbage", "malformed_line"),
-        ("tx_engine_transactions_total", "malformed_line"),
-        ("tx_engine_transactions_total:1", "malformed_line"),
+        ("fixture_transactions_total", "malformed_line"),
+        ("fixture_transactions_total:1", "malformed_line"),
         (":1|c", "malformed_line"),
     ];
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -224,7 +220,7 @@ fn malformed_statsd_input_is_rejected_and_counted_by_reason() {
     }
     // Binary junk and a good line in one datagram: the good line still counts.
     sock.send_to(
-        b"\xff\xfe\x00:1|c\ntx_engine_transactions_total:3|c\n",
+        b"\xff\xfe\x00:1|c\nfixture_transactions_total:3|c\n",
         exp.statsd,
     )
     .unwrap();
@@ -247,11 +243,8 @@ fn malformed_statsd_input_is_rejected_and_counted_by_reason() {
     for (reason, n) in &expected {
         assert_eq!(rejected(&last, reason), *n, "reason {reason}\n{last}");
     }
-    assert_eq!(value(&last, "tx_engine_transactions_total"), 3.0);
-    assert_ne!(
-        sample_value(&last, "tx_engine_memory_used_bytes"),
-        Some(5.0)
-    );
+    assert_eq!(value(&last, "fixture_transactions_total"), 3.0);
+    assert_ne!(sample_value(&last, "fixture_memory_used_bytes"), Some(5.0));
     // A bad sample never breaks /metrics: both formats still parse with a real parser.
     if testkit::require_python(&["prometheus_client"]) {
         testkit::parse_with_python(&last, "text");
@@ -265,35 +258,35 @@ fn malformed_statsd_input_is_rejected_and_counted_by_reason() {
 fn sample_rates_multi_value_lines_and_counts_per_datagram() {
     let exp = Exporter::start(BIN, &[]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let datagram = "tx_engine_transactions_total:1|c|@0.1\n\
-                    tx_engine_cache_misses:1|c:2|c:3|c\n\
-                    tx_engine_query_duration_seconds:0.5:0.05|h\n\
-                    tx_engine_query_duration_seconds:100|ms|@0.5\n\
-                    tx_engine_connections_idle:5|g\n";
+    let datagram = "fixture_transactions_total:1|c|@0.1\n\
+                    fixture_cache_misses:1|c:2|c:3|c\n\
+                    fixture_query_duration_seconds:0.5:0.05|h\n\
+                    fixture_query_duration_seconds:100|ms|@0.5\n\
+                    fixture_connections_idle:5|g\n";
     sock.send_to(datagram.as_bytes(), exp.statsd).unwrap();
-    wait_for(&exp, "tx_engine_connections_idle", 5.0);
+    wait_for(&exp, "fixture_connections_idle", 5.0);
     wait_for(
         &exp,
-        "tx_exporter_statsd_lines_total{listener=\"udp\"}",
+        "fixture_exporter_statsd_lines_total{listener=\"udp\"}",
         5.0,
     );
     let text = exp.scrape_text();
-    assert_eq!(value(&text, "tx_engine_transactions_total"), 10.0);
-    assert_eq!(value(&text, "tx_engine_cache_misses_total"), 6.0);
+    assert_eq!(value(&text, "fixture_transactions_total"), 10.0);
+    assert_eq!(value(&text, "fixture_cache_misses_total"), 6.0);
     // Two values, plus one timer sampled at 0.5 standing for two observations.
-    assert_eq!(value(&text, "tx_engine_query_duration_seconds_count"), 4.0);
-    assert!((value(&text, "tx_engine_query_duration_seconds_sum") - 0.75).abs() < 1e-9);
+    assert_eq!(value(&text, "fixture_query_duration_seconds_count"), 4.0);
+    assert!((value(&text, "fixture_query_duration_seconds_sum") - 0.75).abs() < 1e-9);
     assert_eq!(
         value(
             &text,
-            "tx_exporter_statsd_received_bytes_total{listener=\"udp\"}"
+            "fixture_exporter_statsd_received_bytes_total{listener=\"udp\"}"
         ),
         datagram.len() as f64
     );
     assert_eq!(
         value(
             &text,
-            "tx_exporter_ingest_samples_accepted_total{source=\"statsd\"}"
+            "fixture_exporter_ingest_samples_accepted_total{source=\"statsd\"}"
         ),
         8.0
     );
@@ -309,7 +302,7 @@ fn a_statsd_port_in_use_is_reported_on_health_and_metrics_keep_working() {
     assert_eq!(health.status, 503, "{body}");
     assert!(body.contains("\"statsd_udp\""), "{body}");
     assert!(body.contains("cannot listen on udp"), "{body}");
-    assert!(exp.scrape_text().contains("tx_engine_transactions_total"));
+    assert!(exp.scrape_text().contains("fixture_transactions_total"));
 }
 
 #[test]
@@ -327,7 +320,7 @@ fn every_sent_datagram_is_processed_or_counted_as_a_kernel_drop() {
     // Stopped, the exporter reads nothing: the receive queue fills and the kernel drops
     // the rest, which it reports with the next datagram delivered after SIGCONT.
     signal("-STOP");
-    let line = "tx_engine_transactions_total:1|c\n";
+    let line = "fixture_transactions_total:1|c\n";
     let datagram = line.repeat(50);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut sent = 0u32;
@@ -346,12 +339,12 @@ fn every_sent_datagram_is_processed_or_counted_as_a_kernel_drop() {
         last = exp.scrape_text();
         let got = sample_value(
             &last,
-            "tx_exporter_statsd_datagrams_total{listener=\"udp\"}",
+            "fixture_exporter_statsd_datagrams_total{listener=\"udp\"}",
         )?;
-        let dropped = sample_value(&last, "tx_exporter_statsd_udp_dropped_total")?;
+        let dropped = sample_value(&last, "fixture_exporter_statsd_udp_dropped_total")?;
         (got + dropped == f64::from(sent)).then_some((got, dropped))
     });
     let (got, dropped) = done.unwrap_or_else(|| panic!("sent {sent}, scrape:\n{last}"));
     assert!(dropped > 0.0, "the queue never overflowed: {last}");
-    assert_eq!(value(&last, "tx_engine_transactions_total"), got * 50.0);
+    assert_eq!(value(&last, "fixture_transactions_total"), got * 50.0);
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use testkit::{eventually, sample_value, Exporter, TempDir};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tx-exporter");
+const BIN: &str = env!("CARGO_BIN_EXE_fixture-exporter");
 /// The probe re-finds the engine every 5 s; allow two rounds.
 const REFIND: Duration = Duration::from_secs(12);
 
@@ -43,11 +43,11 @@ fn engine_found_by_pid_file_then_killed_then_restarted() {
     let mut engine = spawn_engine(&dir, "engine-a");
     std::fs::write(&pid_file, engine.id().to_string()).unwrap();
     let exporter = Exporter::start(BIN, &[&format!("--engine.pid-file={}", pid_file.display())]);
-    wait_for(&exporter, "tx_exporter_engine_up", 1.0);
-    let rss = value(&exporter, "tx_engine_memory_used_bytes").expect("memory series");
+    wait_for(&exporter, "fixture_exporter_engine_up", 1.0);
+    let rss = value(&exporter, "fixture_memory_used_bytes").expect("memory series");
     assert!(rss > 100_000.0 && rss < 1e9, "engine RSS {rss}");
     assert!(
-        eventually(REFIND, || value(&exporter, "tx_engine_cpu_usage_percent")
+        eventually(REFIND, || value(&exporter, "fixture_cpu_usage_percent")
             .filter(|v| v.is_finite()))
         .is_some(),
         "cpu percent becomes a number"
@@ -56,12 +56,12 @@ fn engine_found_by_pid_file_then_killed_then_restarted() {
     engine.kill().unwrap();
     engine.wait().unwrap();
     // The scrape itself notices the process is gone.
-    assert_eq!(value(&exporter, "tx_exporter_engine_up"), Some(0.0));
-    assert!(value(&exporter, "tx_engine_memory_used_bytes").is_some_and(f64::is_nan));
+    assert_eq!(value(&exporter, "fixture_exporter_engine_up"), Some(0.0));
+    assert!(value(&exporter, "fixture_memory_used_bytes").is_some_and(f64::is_nan));
 
     let mut engine = spawn_engine(&dir, "engine-a");
     std::fs::write(&pid_file, engine.id().to_string()).unwrap();
-    wait_for(&exporter, "tx_exporter_engine_up", 1.0);
+    wait_for(&exporter, "fixture_exporter_engine_up", 1.0);
     engine.kill().unwrap();
     engine.wait().unwrap();
 }
@@ -72,15 +72,15 @@ fn engine_found_by_process_name() {
     let name = format!("eng-{}", std::process::id() % 100_000);
     let exporter = Exporter::start(BIN, &[&format!("--engine.process-name={name}")]);
     assert_eq!(
-        value(&exporter, "tx_exporter_engine_up"),
+        value(&exporter, "fixture_exporter_engine_up"),
         Some(0.0),
         "absent engine: series exists, 0"
     );
     let mut engine = spawn_engine(&dir, &name);
-    wait_for(&exporter, "tx_exporter_engine_up", 1.0);
+    wait_for(&exporter, "fixture_exporter_engine_up", 1.0);
     engine.kill().unwrap();
     engine.wait().unwrap();
-    wait_for(&exporter, "tx_exporter_engine_up", 0.0);
+    wait_for(&exporter, "fixture_exporter_engine_up", 0.0);
 }
 
 #[test]
@@ -89,12 +89,12 @@ fn engine_found_by_listening_address_and_up_needs_connections() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let exporter = Exporter::start(BIN, &[&format!("--engine.address={addr}")]);
-    wait_for(&exporter, "tx_exporter_engine_up", 1.0);
+    wait_for(&exporter, "fixture_exporter_engine_up", 1.0);
     let health: serde_json::Value =
         serde_json::from_slice(&exporter.get("/health", &[]).body).unwrap();
     assert_eq!(health["sources"]["engine"]["state"], "ok", "{health}");
     drop(listener);
-    wait_for(&exporter, "tx_exporter_engine_up", 0.0);
+    wait_for(&exporter, "fixture_exporter_engine_up", 0.0);
     let health: serde_json::Value =
         serde_json::from_slice(&exporter.get("/health", &[]).body).unwrap();
     assert_eq!(health["sources"]["engine"]["state"], "degraded", "{health}");
