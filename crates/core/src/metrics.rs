@@ -558,3 +558,163 @@ fn unit_of(unit: &str) -> Unit {
         other => Unit::Other(other.to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::test_schema_toml;
+
+    const METRICS: &str = r#"
+[[metrics]]
+name = "tx_engine_ops_total"
+type = "counter"
+help = "c"
+
+[[metrics]]
+name = "tx_engine_by_server_total"
+type = "counter"
+help = "c"
+labels = ["server_id"]
+
+[[metrics]]
+name = "tx_engine_depth"
+type = "gauge"
+help = "g"
+
+[[metrics]]
+name = "tx_engine_lag_seconds"
+type = "gauge"
+unit = "seconds"
+help = "g"
+labels = ["server_id"]
+
+[[metrics]]
+name = "tx_engine_probe_bytes"
+type = "gauge"
+unit = "bytes"
+help = "p"
+source = "probe"
+
+[[metrics]]
+name = "tx_engine_latency_seconds"
+type = "histogram"
+unit = "seconds"
+help = "h"
+buckets = [0.1, 1.0]
+"#;
+
+    fn registry(limits: Limits) -> Metrics {
+        let schema = Schema::parse(&test_schema_toml("tx", METRICS)).expect("schema");
+        Metrics::new(&schema, limits).expect("registry")
+    }
+
+    fn render(m: &Metrics) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, m.registry()).expect("encode");
+        out
+    }
+
+    #[test]
+    fn handles_resolve_by_type_and_refuse_the_wrong_one() {
+        let m = registry(Limits::default());
+        assert!(m.counter("tx_engine_ops_total").is_ok());
+        assert!(m.gauge("tx_engine_depth").is_ok());
+        assert!(m.histogram("tx_engine_latency_seconds").is_ok());
+        let e = m.gauge("tx_engine_ops_total").err().expect("a counter");
+        assert!(e.0.contains("is a counter"), "{e}");
+        let e = m.counter("tx_engine_opz_total").err().expect("missing");
+        assert!(e.0.contains("no such counter"), "{e}");
+    }
+
+    #[test]
+    fn unlabelled_series_exist_from_the_start_and_measured_gauges_are_unknown() {
+        let m = registry(Limits::default());
+        let out = render(&m);
+        assert!(out.contains("tx_engine_ops_total 0"), "{out}");
+        assert!(out.contains("tx_engine_depth 0"), "{out}");
+        assert!(out.contains("tx_engine_probe_bytes NaN"), "{out}");
+        assert!(!out.contains("tx_engine_by_server_total{"), "{out}");
+    }
+
+    #[test]
+    fn updates_are_checked() {
+        let m = registry(Limits::default());
+        let c = m.counter("tx_engine_ops_total").expect("counter");
+        assert_eq!(c.inc_by(&[], -1.0), Err(UpdateError::NegativeCounter));
+        assert_eq!(c.inc_by(&[], f64::INFINITY), Err(UpdateError::NotFinite));
+        assert_eq!(c.inc_by(&["x"], 1.0), Err(UpdateError::LabelMismatch));
+        c.inc_by(&[], 2.5).expect("valid");
+        assert_eq!(c.value(&[]), Some(2.5));
+        let g = m.gauge("tx_engine_lag_seconds").expect("gauge");
+        assert_eq!(g.set(&[], 1.0), Err(UpdateError::LabelMismatch));
+        assert_eq!(g.set(&["a", "b"], 1.0), Err(UpdateError::LabelMismatch));
+        let long = "x".repeat(MAX_LABEL_VALUE_LEN + 1);
+        assert_eq!(g.set(&[&long], 1.0), Err(UpdateError::LabelValueTooLong));
+        assert_eq!(g.add(&["a"], f64::NAN), Err(UpdateError::NotFinite));
+        g.set(&["a"], 3.0).expect("valid");
+        g.add(&["a"], -1.0).expect("valid");
+        assert_eq!(g.value(&["a"]), Some(2.0));
+        assert!(g.remove(&["a"]));
+        assert_eq!(g.value(&["a"]), None);
+        let h = m.histogram("tx_engine_latency_seconds").expect("histogram");
+        assert_eq!(h.observe(&[], f64::NAN, None), Err(UpdateError::NotFinite));
+        h.observe(&[], 0.5, None).expect("valid");
+        assert!(render(&m).contains("tx_engine_latency_seconds_count 1"));
+    }
+
+    #[test]
+    fn the_series_limit_caps_engine_metrics_only() {
+        let m = registry(Limits {
+            series_limit: 2,
+            series_ttl: None,
+        });
+        let c = m.counter("tx_engine_by_server_total").expect("counter");
+        c.inc_by(&["a"], 1.0).expect("first");
+        c.inc_by(&["b"], 1.0).expect("second");
+        assert_eq!(c.inc_by(&["c"], 1.0), Err(UpdateError::SeriesLimit));
+        c.inc_by(&["a"], 1.0)
+            .expect("an existing series is not new");
+        // The exporter's own labelled series are never capped.
+        for i in 0..10 {
+            m.own().log_lines_read.add(&[&format!("/var/log/{i}")], 1);
+        }
+        assert_eq!(m.own().log_lines_read.value(&["/var/log/9"]), Some(1.0));
+    }
+
+    #[test]
+    fn the_ttl_expires_idle_engine_series_but_never_own_ones() {
+        let m = registry(Limits {
+            series_limit: 10,
+            series_ttl: Some(Duration::from_secs(60)),
+        });
+        let c = m.counter("tx_engine_by_server_total").expect("counter");
+        c.inc_by(&["a"], 1.0).expect("series");
+        m.own().statsd_lines.add(&["udp"], 1);
+        let later = Instant::now() + Duration::from_secs(61);
+        assert_eq!(m.expire_series(later), 1);
+        assert_eq!(c.value(&["a"]), None);
+        assert_eq!(m.own().statsd_lines.value(&["udp"]), Some(1.0));
+        // The expired series can be created again, within the limit.
+        c.inc_by(&["a"], 1.0).expect("again");
+    }
+
+    #[test]
+    fn exemplars_are_kept_only_when_valid() {
+        let ok = Exemplar {
+            trace_id: "abc123",
+            span_id: Some("def"),
+        };
+        assert_eq!(ok.label_set().map(|s| s.len()), Some(2));
+        let bad = Exemplar {
+            trace_id: "not hex!",
+            span_id: None,
+        };
+        assert!(bad.label_set().is_none());
+        let too_long = "a".repeat(65);
+        let long = Exemplar {
+            trace_id: &too_long,
+            span_id: None,
+        };
+        assert!(long.label_set().is_none());
+    }
+}

@@ -386,3 +386,185 @@ fn line(mapper: &EventMapper, l: Line<'_>, tally: &mut Tally<EventReason>) {
         Line::TooLong => tally.reject_with(EventReason::LineTooLong, String::new),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A model-based test of the follower (as Vector's file source does it): random sequences
+    //! of appends, rotations by rename, delete-and-recreate, copytruncate and restarts, after
+    //! which every line written must have been applied exactly once.
+
+    use super::*;
+    use crate::health::Health;
+    use crate::metrics::{Limits, Metrics};
+    use crate::schema::{test_schema_toml, Schema};
+    use std::io::Write;
+
+    const SCHEMA: &str = r#"
+[[metrics]]
+name = "tx_engine_lines_total"
+type = "counter"
+help = "Lines seen"
+
+[[events]]
+event = "line"
+effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
+"#;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Append lines and let the follower read them.
+        Append(usize),
+        /// Append lines, then rename the file away and start a new one before the next poll.
+        AppendThenRotate(usize),
+        /// Append lines, then stop (saving positions) and start a new follower.
+        AppendThenRestart(usize),
+        /// Delete the file and create an empty one at the same path.
+        Recreate,
+        /// copytruncate: the file is emptied in place.
+        Truncate,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1usize..40).prop_map(Op::Append),
+            (1usize..40).prop_map(Op::AppendThenRotate),
+            (1usize..40).prop_map(Op::AppendThenRestart),
+            Just(Op::Recreate),
+            Just(Op::Truncate),
+        ]
+    }
+
+    struct World {
+        dir: PathBuf,
+        log: PathBuf,
+        rotated: usize,
+        metrics: Arc<Metrics>,
+        mapper: Arc<EventMapper>,
+        follower: Follower,
+    }
+
+    impl World {
+        fn new(tag: u64) -> World {
+            let dir =
+                std::env::temp_dir().join(format!("follower-model-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let log = dir.join("app.log");
+            std::fs::write(&log, b"").expect("log");
+            let schema = Schema::parse(&test_schema_toml("tx", SCHEMA)).expect("schema");
+            let metrics = Arc::new(Metrics::new(&schema, Limits::default()).expect("registry"));
+            let mapper = Arc::new(EventMapper::new(&metrics, &schema).expect("mapper"));
+            let follower = Self::follower(&dir, &metrics, &mapper);
+            World {
+                dir,
+                log,
+                rotated: 0,
+                metrics,
+                mapper,
+                follower,
+            }
+        }
+
+        fn follower(
+            dir: &std::path::Path,
+            metrics: &Arc<Metrics>,
+            mapper: &Arc<EventMapper>,
+        ) -> Follower {
+            let options = Options {
+                globs: vec![dir.join("app.log").to_string_lossy().into_owned()],
+                positions_file: Some(dir.join("positions.json")),
+                read_from_start: true,
+                max_line_bytes: 1024,
+            };
+            let counters = Counters::new(metrics.clone(), Health::default().source("event_log"));
+            Follower::new(options, mapper.clone(), counters)
+        }
+
+        fn append(&self, n: usize) {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.log)
+                .expect("open log");
+            for _ in 0..n {
+                f.write_all(b"{\"event\":\"line\"}\n").expect("write");
+            }
+        }
+
+        /// Polls until the follower has nothing more to read (bounded).
+        fn settle(&mut self) {
+            for _ in 0..50 {
+                if !self.follower.tick() {
+                    break;
+                }
+            }
+            self.follower.tick();
+        }
+
+        fn applied(&self) -> f64 {
+            self.metrics
+                .get("tx_engine_lines_total")
+                .and_then(|m| m.value(&[]))
+                .unwrap_or(f64::NAN)
+        }
+
+        fn run(&mut self, op: &Op) -> usize {
+            match *op {
+                Op::Append(n) => {
+                    self.append(n);
+                    self.settle();
+                    n
+                }
+                Op::AppendThenRotate(n) => {
+                    self.append(n);
+                    self.rotated += 1;
+                    let away = self.dir.join(format!("app.log.{}", self.rotated));
+                    std::fs::rename(&self.log, away).expect("rename");
+                    std::fs::write(&self.log, b"").expect("new log");
+                    self.settle();
+                    n
+                }
+                Op::AppendThenRestart(n) => {
+                    self.append(n);
+                    self.follower.save_positions();
+                    self.follower = Self::follower(&self.dir, &self.metrics, &self.mapper);
+                    self.settle();
+                    n
+                }
+                Op::Recreate => {
+                    std::fs::remove_file(&self.log).expect("remove");
+                    std::fs::write(&self.log, b"").expect("recreate");
+                    self.settle();
+                    0
+                }
+                Op::Truncate => {
+                    std::fs::File::create(&self.log).expect("truncate");
+                    self.settle();
+                    0
+                }
+            }
+        }
+    }
+
+    impl Drop for World {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn every_line_is_applied_exactly_once(ops in proptest::collection::vec(op(), 1..12)) {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static CASE: AtomicU64 = AtomicU64::new(0);
+            let mut world = World::new(CASE.fetch_add(1, Ordering::Relaxed));
+            world.settle();
+            let mut written = 0;
+            for op in &ops {
+                written += world.run(op);
+                proptest::prop_assert_eq!(world.applied(), written as f64, "after {:?} of {:?}", op, ops);
+            }
+        }
+    }
+}
