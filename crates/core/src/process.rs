@@ -1,8 +1,9 @@
-//! The exporter's own process metrics, read from /proc at scrape time (as linkerd2-proxy does)
-//! so they cost nothing between scrapes. Standard client-library names, unprefixed.
+//! Process measurements through sysinfo: the exporter's own process metrics, read at scrape
+//! time so they cost nothing between scrapes (standard client-library names, unprefixed), and
+//! the reader the engine probe uses for the engine's process.
 
-use std::fs;
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::Mutex;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -10,6 +11,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
 /// (name, type, help) of every metric this collector writes, for docs/metrics.md.
 pub const PROCESS_METRICS: &[(&str, &str, &str)] = &[
@@ -45,72 +47,109 @@ pub const PROCESS_METRICS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Snapshot of /proc/self.
+/// What is measured of one process.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ProcStat {
     pub cpu_seconds: f64,
     pub resident_bytes: f64,
     pub virtual_bytes: f64,
+    /// Whole seconds since the Unix epoch: also what tells a recycled pid apart.
     pub start_time_seconds: f64,
+    pub open_fds: Option<f64>,
+    pub max_fds: Option<f64>,
 }
 
-/// Parses /proc/<pid>/stat. Fields after the parenthesised command name are space separated;
-/// the name itself may contain spaces and parentheses, so split at the last ')'.
-pub fn parse_stat(
-    stat: &str,
-    ticks_per_second: f64,
-    page_size: f64,
-    boot_time: f64,
-) -> Option<ProcStat> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime is field 14, so index 11.
-    let num = |i: usize| fields.get(i)?.parse::<f64>().ok();
-    Some(ProcStat {
-        cpu_seconds: (num(11)? + num(12)?) / ticks_per_second,
-        start_time_seconds: boot_time + num(19)? / ticks_per_second,
-        virtual_bytes: num(20)?,
-        resident_bytes: num(21)? * page_size,
-    })
+/// Reads processes through sysinfo, keeping one `System` so repeated reads of the same pid
+/// reuse its open /proc handles.
+pub struct ProcessReader(Mutex<Option<System>>);
+
+impl ProcessReader {
+    pub const fn new() -> ProcessReader {
+        ProcessReader(Mutex::new(None))
+    }
+
+    /// Memory, CPU time and start time of `pid`; None when it does not exist.
+    pub fn read(&self, pid: u32) -> Option<ProcStat> {
+        self.read_with(pid, false)
+    }
+
+    /// Like [`ProcessReader::read`], plus open files and their limit (a directory listing
+    /// and a file read more).
+    pub fn read_with_files(&self, pid: u32) -> Option<ProcStat> {
+        self.read_with(pid, true)
+    }
+
+    fn read_with(&self, pid: u32, files: bool) -> Option<ProcStat> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = System::new().ok();
+        }
+        let system = guard.as_mut()?;
+        let pid = Pid::from_u32(pid);
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing()
+                .without_tasks()
+                .with_memory()
+                .with_cpu(),
+        );
+        let p = system.process(pid)?;
+        Some(ProcStat {
+            cpu_seconds: p.accumulated_cpu_time() as f64 / 1000.0,
+            resident_bytes: p.memory() as f64,
+            virtual_bytes: p.virtual_memory() as f64,
+            start_time_seconds: p.start_time() as f64,
+            open_fds: files.then(|| p.open_files()).flatten().map(|n| n as f64),
+            max_fds: files
+                .then(|| p.open_files_limit())
+                .flatten()
+                .map(|n| n as f64),
+        })
+    }
 }
 
-/// Reads the process stat of `pid` ("self" for this process).
-pub fn read_stat(pid: &str) -> Option<ProcStat> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (ticks, page, boot) = system_constants();
-    parse_stat(&stat, ticks, page, boot)
-}
-
-fn system_constants() -> (f64, f64, f64) {
-    static CONSTANTS: OnceLock<(f64, f64, f64)> = OnceLock::new();
-    *CONSTANTS.get_or_init(|| {
-        // SAFETY: sysconf only reads configuration values.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let boot = fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("btime "))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
+impl ProcessReader {
+    /// The first process other than this one whose name (the kernel's 15-character command
+    /// name) or argv[0]'s file name is `name`.
+    /// The process table is read into a `System` of its own, dropped afterwards, so the
+    /// reader keeps only the few processes it measures.
+    pub fn find_by_name(&self, name: &str) -> Option<u32> {
+        let mut system = System::new().ok()?;
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing()
+                .without_tasks()
+                .with_cmd(UpdateKind::OnlyIfNotSet),
+        );
+        let own = Pid::from_u32(std::process::id());
+        let found = system
+            .processes()
+            .values()
+            .filter(|p| p.pid() != own)
+            .find(|p| {
+                p.name() == name
+                    || p.cmd()
+                        .first()
+                        .and_then(|argv0| Path::new(argv0).file_name())
+                        .is_some_and(|f| f == name)
             })
-            .unwrap_or(0.0);
-        (
-            if ticks > 0 { ticks as f64 } else { 100.0 },
-            if page > 0 { page as f64 } else { 4096.0 },
-            boot,
-        )
-    })
+            .map(|p| p.pid().as_u32());
+        found
+    }
 }
 
-fn open_fds() -> Option<f64> {
-    Some(fs::read_dir("/proc/self/fd").ok()?.count() as f64)
+impl Default for ProcessReader {
+    fn default() -> Self {
+        ProcessReader::new()
+    }
 }
 
-fn max_fds() -> Option<f64> {
-    let limits = fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+/// The exporter's own process.
+fn own() -> Option<ProcStat> {
+    static READER: ProcessReader = ProcessReader::new();
+    READER.read_with_files(std::process::id())
 }
 
 #[derive(Debug, Default)]
@@ -118,7 +157,7 @@ pub struct ProcessCollector;
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(stat) = read_stat("self") else {
+        let Some(stat) = own() else {
             return Ok(());
         };
         let counter = ConstCounter::new(stat.cpu_seconds);
@@ -145,10 +184,10 @@ impl Collector for ProcessCollector {
             Some(&Unit::Bytes),
             stat.virtual_bytes,
         )?;
-        if let Some(fds) = open_fds() {
+        if let Some(fds) = stat.open_fds {
             gauge("process_open_fds", PROCESS_METRICS[3].2, None, fds)?;
         }
-        if let Some(max) = max_fds() {
+        if let Some(max) = stat.max_fds {
             gauge("process_max_fds", PROCESS_METRICS[4].2, None, max)?;
         }
         gauge(
@@ -165,20 +204,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_stat_with_odd_command_names() {
-        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 \
-                    1000 123456789 300 18446744073709551615";
-        let s = parse_stat(stat, 100.0, 4096.0, 1_700_000_000.0).expect("parses");
-        assert_eq!(s.cpu_seconds, 3.0);
-        assert_eq!(s.start_time_seconds, 1_700_000_010.0);
-        assert_eq!(s.virtual_bytes, 123_456_789.0);
-        assert_eq!(s.resident_bytes, 300.0 * 4096.0);
+    fn reads_own_process() {
+        let s = own().expect("own process");
+        assert!(s.resident_bytes > 0.0);
+        assert!(s.virtual_bytes >= s.resident_bytes);
+        assert!(s.start_time_seconds > 1_600_000_000.0);
+        assert!(s.open_fds.is_some_and(|n| n >= 3.0), "{s:?}");
+        assert!(
+            s.max_fds.is_some_and(|n| n >= s.open_fds.unwrap_or(0.0)),
+            "{s:?}"
+        );
     }
 
     #[test]
-    fn reads_own_process() {
-        let s = read_stat("self").expect("/proc/self/stat");
-        assert!(s.resident_bytes > 0.0);
-        assert!(s.start_time_seconds > 1_600_000_000.0);
+    fn cpu_time_grows_with_work_and_a_missing_pid_is_none() {
+        let reader = ProcessReader::new();
+        let before = reader.read(std::process::id()).expect("self").cpu_seconds;
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = reader.read(std::process::id()).expect("self").cpu_seconds;
+        assert!(after - before >= 0.1, "{before} -> {after}");
+        // Above any pid_max the kernel allows (4194304).
+        assert!(reader.read(99_999_999).is_none());
     }
 }

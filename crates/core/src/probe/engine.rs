@@ -1,10 +1,10 @@
 //! The engine process beside the sidecar: found by pid file, process name or the address it
-//! listens on, re-found when it restarts. Memory and CPU are read from /proc/<pid>/stat at
-//! scrape time; finding the process and the TCP check run in the background so a scrape
-//! never waits on them.
+//! listens on, re-found when it restarts. Memory and CPU are read through sysinfo at scrape
+//! time; finding the process and the TCP check run in the background so a scrape never waits
+//! on them. Only the port → pid lookup reads /proc by hand (sysinfo has no socket table).
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use crate::config::{parse_listen_addr, EngineConfig};
 use crate::context::TaskContext;
 use crate::health::SourceHealth;
 use crate::metrics::{Gauge, Metrics};
-use crate::process::{read_stat, ProcStat};
+use crate::process::{ProcStat, ProcessReader};
 use crate::schema::SchemaError;
 
 /// How often the process is looked up again and the address checked.
@@ -40,6 +40,7 @@ pub struct EngineProbe {
     config: EngineConfig,
     address: Option<SocketAddr>,
     state: Arc<Mutex<State>>,
+    reader: Arc<ProcessReader>,
     memory: Gauge,
     cpu: Gauge,
     up: Gauge,
@@ -56,6 +57,7 @@ impl EngineProbe {
                 .and_then(|a| parse_listen_addr(a).ok()),
             config: config.clone(),
             state: Arc::default(),
+            reader: Arc::default(),
             memory: metrics.gauge(&format!("{prefix}memory_used_bytes"))?,
             cpu: metrics.gauge(&format!("{prefix}cpu_usage_percent"))?,
             up: metrics.own().engine_up.clone(),
@@ -104,13 +106,13 @@ impl EngineProbe {
         let pid = if let Some(path) = &self.config.pid_file {
             pid_from_file(path)
         } else if let Some(name) = &self.config.process_name {
-            pid_by_name(name)
+            self.reader.find_by_name(name)
         } else if let Some(addr) = self.address {
             pid_by_listen_port(addr.port())
         } else {
             None
         }?;
-        let stat = read_stat(&pid.to_string())?;
+        let stat = self.reader.read(pid)?;
         Some(Found {
             pid,
             start_time: stat.start_time_seconds,
@@ -121,7 +123,9 @@ impl EngineProbe {
     pub fn on_scrape(&self) {
         let mut state = self.state();
         let stat: Option<ProcStat> = state.found.and_then(|f| {
-            read_stat(&f.pid.to_string()).filter(|s| s.start_time_seconds == f.start_time)
+            self.reader
+                .read(f.pid)
+                .filter(|s| s.start_time_seconds == f.start_time)
         });
         if stat.is_none() {
             // Gone (or the pid was recycled): the background refresh will look again.
@@ -179,7 +183,7 @@ impl EngineProbe {
     fn on_scrape_baseline(&self) {
         let mut state = self.state();
         if state.last_cpu.is_none() {
-            if let Some(s) = state.found.and_then(|f| read_stat(&f.pid.to_string())) {
+            if let Some(s) = state.found.and_then(|f| self.reader.read(f.pid)) {
                 state.last_cpu = Some((Instant::now(), s.cpu_seconds));
             }
         }
@@ -195,21 +199,6 @@ fn proc_pids() -> impl Iterator<Item = u32> {
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-}
-
-/// Matches the kernel's command name (15 characters at most) or argv[0]'s file name.
-fn pid_by_name(name: &str) -> Option<u32> {
-    let own = std::process::id();
-    proc_pids().filter(|&pid| pid != own).find(|pid| {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim_end() == name {
-            return true;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-        let argv0 = PathBuf::from(String::from_utf8_lossy(argv0).into_owned());
-        argv0.file_name().is_some_and(|f| f == name)
-    })
 }
 
 /// The process holding a listening TCP socket on `port` (IPv4 or IPv6).
