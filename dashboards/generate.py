@@ -8,14 +8,29 @@ timeseries panels only, a `datasource` variable used by every panel and variable
 the recording rules of alerts/recording.rules.yml, the same series the alerts read), a unit and a
 description on every panel, exemplars on latency panels, stable uids.
 """
+import glob
 import json
 import os
 import sys
+import tomllib
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'job=~"$job", instance=~"$instance"'
-TIERS = ["tx", "ingestion", "olap", "clock"]
-TIER_JOBS = "tx-engines|ingestion-engines|olap-shards|clock-masters"
+
+
+def tier_infos():
+    """The [tier] tables of crates/*/schema.toml, in port order: the one list of tiers."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    infos = []
+    for path in glob.glob(os.path.join(root, "crates", "*", "schema.toml")):
+        with open(path, "rb") as f:
+            infos.append(tomllib.load(f)["tier"])
+    return sorted(infos, key=lambda t: int(t["web_listen_address"].rsplit(":", 1)[1]))
+
+
+TIER_INFOS = tier_infos()
+SELF_PREFIXES = [t["self_prefix"] for t in TIER_INFOS]
+TIER_JOBS = "|".join(t["job"] for t in TIER_INFOS)
 
 
 def rate(metric, by="instance", sel=SEL, fn="rate"):
@@ -31,8 +46,8 @@ def latency(metric, by="instance", qs=(0.5, 0.95, 0.99), sel=SEL):
 
 
 def each_tier(template, joiner=" or "):
-    """An expression over the self-metrics of all four exporters (their prefixes differ)."""
-    return joiner.join(template.format(p=f"{t}_exporter_") for t in TIERS)
+    """An expression over the self-metrics of every exporter (their prefixes differ)."""
+    return joiner.join(template.format(p=p) for p in SELF_PREFIXES)
 
 
 class Dashboard:

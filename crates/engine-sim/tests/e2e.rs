@@ -361,7 +361,7 @@ struct Cluster {
     expect: Vec<String>,
     fault_after: Option<u64>,
     /// (job, instance) of every exporter of this cluster.
-    targets: Vec<(&'static str, String)>,
+    targets: Vec<(String, String)>,
     ntp_source: String,
     procs: Vec<Proc>,
     sim_started: Instant,
@@ -564,15 +564,22 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     let tmp = TempDir::new("e2e");
     let dir = tmp.path().to_path_buf();
     let sim = PathBuf::from(env!("CARGO_BIN_EXE_engine-sim"));
-    let bins: BTreeMap<&str, PathBuf> = [
-        "tx-exporter",
-        "ingestion-exporter",
-        "olap-exporter",
-        "clock-exporter",
-    ]
-    .into_iter()
-    .map(|b| (b, sibling(b)))
-    .collect();
+    // The tiers are those of the checkout's schemas; only how many engines each cluster runs
+    // of a tier is this test's choice.
+    let schemas =
+        exporter_core::Schema::discover(exporter_core::workspace_root(env!("CARGO_MANIFEST_DIR")))
+            .expect("tier schemas");
+    let bins: BTreeMap<String, PathBuf> = schemas
+        .iter()
+        .map(|s| (s.tier.binary.clone(), sibling(&s.tier.binary)))
+        .collect();
+    let tier_of_job: BTreeMap<String, (String, String)> = schemas
+        .iter()
+        .map(|s| {
+            let t = &s.tier;
+            (t.job.clone(), (t.name.clone(), t.self_prefix.clone()))
+        })
+        .collect();
 
     // Rules and Alertmanager config, generated from the shipped ones.
     let rules_dir = dir.join("rules");
@@ -638,13 +645,14 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
             format!("--seed={}", 1000 + i),
             format!("--host=node-{name}"),
         ];
-        let tiers: [(&str, &str, &str, usize); 4] = [
-            ("tx-exporter", "tx-engines", "tx", 2),
-            ("ingestion-exporter", "ingestion-engines", "ingestion", 1),
-            ("olap-exporter", "olap-shards", "olap", 1),
-            ("clock-exporter", "clock-masters", "clock", 1),
-        ];
-        for (bin, job, tier, n) in tiers {
+        for schema in &schemas {
+            let (bin, job, tier) = (
+                schema.tier.binary.as_str(),
+                schema.tier.job.as_str(),
+                schema.tier.name.as_str(),
+            );
+            // Two TX engines per cluster, so that losing one is not losing the tier.
+            let n = if tier == "tx" { 2 } else { 1 };
             for k in 0..n {
                 let (web, statsd, engine) = (ports.tcp(), ports.udp(), ports.tcp());
                 sim_tcp.push(engine);
@@ -686,7 +694,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
                     ));
                 }
                 sim_args.push(format!("--{tier}={target}"));
-                c.targets.push((job, format!("127.0.0.1:{web}")));
+                c.targets.push((job.to_owned(), format!("127.0.0.1:{web}")));
             }
         }
         // Exporters first, so the event logs the simulator creates are read from their start.
@@ -727,18 +735,14 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
                     let Some(text) = http_get(&format!("http://{inst}/metrics")) else {
                         return false;
                     };
-                    let prefix = match *job {
-                        "tx-engines" => "tx",
-                        "ingestion-engines" => "ingestion",
-                        "olap-shards" => "olap",
-                        _ => "clock",
+                    let Some((tier, prefix)) = tier_of_job.get(job) else {
+                        return false;
                     };
-                    let up =
-                        metric_value(&text, &format!("{prefix}_exporter_engine_up")) == Some(1.0);
-                    let ntp = prefix != "clock"
+                    let up = metric_value(&text, &format!("{prefix}engine_up")) == Some(1.0);
+                    let ntp = tier != "clock"
                         || metric_value(
                             &text,
-                            &format!("clock_exporter_source_up{{source=\"{}\"}}", c.ntp_source),
+                            &format!("{prefix}source_up{{source=\"{}\"}}", c.ntp_source),
                         ) == Some(1.0);
                     up && ntp
                 })
@@ -769,18 +773,13 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     );
     let prom_port = ports.tcp();
     let mut scrape = String::new();
-    for job in [
-        "tx-engines",
-        "ingestion-engines",
-        "olap-shards",
-        "clock-masters",
-    ] {
+    for job in tier_of_job.keys() {
         scrape.push_str(&format!("  - job_name: {job}\n    static_configs:\n"));
         for c in &clusters {
             let targets: Vec<String> = c
                 .targets
                 .iter()
-                .filter(|(j, _)| *j == job)
+                .filter(|(j, _)| j == job)
                 .map(|(_, t)| format!("'{t}'"))
                 .collect();
             scrape.push_str(&format!(
