@@ -79,7 +79,7 @@ pub fn parse_line<'a>(line: &'a [u8], mut out: impl FnMut(Result<Sample<'a>, Par
     }
     // Tags contain `:` themselves, so a tagged line is one sample (statsd_exporter does the
     // same); its value field may still pack several values.
-    if memchr::memmem::find(rest, b"|#").is_some() {
+    if memchr::memmem::find(rest, b"|#").is_some() || has_extension_field(rest) {
         return parse_sample(name, rest, &mut out);
     }
     // Untagged: `:` separates samples, and a chunk without `|` is a packed value belonging
@@ -99,6 +99,18 @@ pub fn parse_line<'a>(line: &'a [u8], mut out: impl FnMut(Result<Sample<'a>, Par
         // Trailing values with no type after them.
         out(Err(ParseError::Malformed));
     }
+}
+
+/// DogStatsD fields after the type such as `|c:container-id` or `|e:external-data` hold a
+/// `:` of their own, so a line with one is a single sample, like a tagged line. `c:3` in
+/// `a:1|c:2|c:3|g` is the next sample's type and value instead: a number after the `:`.
+fn has_extension_field(rest: &[u8]) -> bool {
+    rest.split(|&b| b == b'|').skip(2).any(|f| {
+        f.len() >= 2 && f[0].is_ascii_alphabetic() && f[1] == b':' && {
+            let value = f[2..].split(|&b| b == b':').next().unwrap_or_default();
+            parse_f64(trim(value)).is_none()
+        }
+    })
 }
 
 /// `values|type[|field]...` where values is one value or several joined by `:`.
@@ -154,6 +166,8 @@ pub fn tags(list: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     list.split(|&b| b == b',')
         .map(trim)
         .filter(|t| !t.is_empty())
+        // Some clients (datadog-php) prefix every key with `#`, not only the list.
+        .map(|t| t.strip_prefix(b"#").unwrap_or(t))
         .map(|t| match memchr::memchr(b':', t) {
             Some(i) => (&t[..i], &t[i + 1..]),
             None => (t, &t[t.len()..]),
