@@ -119,3 +119,41 @@ fn every_rejection_reason_exists_from_the_start_and_no_other() {
         assert_eq!(series, sorted, "{}", schema.tier.name);
     }
 }
+
+/// Every repository path docs/architecture.md names in backticks exists.
+#[test]
+fn architecture_doc_names_only_existing_files() {
+    let root = root();
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).expect("doc");
+    let mut checked = 0;
+    for (i, span) in doc.split('`').enumerate() {
+        let is_code = i % 2 == 1;
+        let looks_like_path = ["crates/", "docs/", "deploy/", "dashboards/", "alerts/"]
+            .iter()
+            .any(|p| span.starts_with(p))
+            && !span.contains(' ');
+        if !is_code || !looks_like_path {
+            continue;
+        }
+        let path = span.trim_end_matches('/');
+        if path.contains('*') || path.contains('<') {
+            // A pattern: at least one match must exist.
+            let prefix = path.split(['*', '<']).next().unwrap_or(path);
+            assert!(
+                root.join(prefix).exists()
+                    || root.join(prefix).parent().is_some_and(|p| p.exists()),
+                "docs/architecture.md names {span}, which matches nothing"
+            );
+        } else {
+            assert!(
+                root.join(path).exists(),
+                "docs/architecture.md names {span}, which does not exist"
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 20,
+        "only {checked} paths found in docs/architecture.md"
+    );
+}
