@@ -562,49 +562,10 @@ fn unit_of(unit: &str) -> Unit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::test_schema_toml;
-
-    const METRICS: &str = r#"
-[[metrics]]
-name = "tx_engine_ops_total"
-type = "counter"
-help = "c"
-
-[[metrics]]
-name = "tx_engine_by_server_total"
-type = "counter"
-help = "c"
-labels = ["server_id"]
-
-[[metrics]]
-name = "tx_engine_depth"
-type = "gauge"
-help = "g"
-
-[[metrics]]
-name = "tx_engine_lag_seconds"
-type = "gauge"
-unit = "seconds"
-help = "g"
-labels = ["server_id"]
-
-[[metrics]]
-name = "tx_engine_probe_bytes"
-type = "gauge"
-unit = "bytes"
-help = "p"
-source = "probe"
-
-[[metrics]]
-name = "tx_engine_latency_seconds"
-type = "histogram"
-unit = "seconds"
-help = "h"
-buckets = [0.1, 1.0]
-"#;
+    use crate::schema::{test_schema_toml, TEST_METRICS};
 
     fn registry(limits: Limits) -> Metrics {
-        let schema = Schema::parse(&test_schema_toml("tx", METRICS)).expect("schema");
+        let schema = Schema::parse(&test_schema_toml("tx", TEST_METRICS)).expect("schema");
         Metrics::new(&schema, limits).expect("registry")
     }
 
@@ -617,12 +578,12 @@ buckets = [0.1, 1.0]
     #[test]
     fn handles_resolve_by_type_and_refuse_the_wrong_one() {
         let m = registry(Limits::default());
-        assert!(m.counter("tx_engine_ops_total").is_ok());
+        assert!(m.counter("tx_engine_commits_total").is_ok());
         assert!(m.gauge("tx_engine_depth").is_ok());
         assert!(m.histogram("tx_engine_latency_seconds").is_ok());
-        let e = m.gauge("tx_engine_ops_total").err().expect("a counter");
+        let e = m.gauge("tx_engine_commits_total").err().expect("a counter");
         assert!(e.0.contains("is a counter"), "{e}");
-        let e = m.counter("tx_engine_opz_total").err().expect("missing");
+        let e = m.counter("tx_engine_commitz_total").err().expect("missing");
         assert!(e.0.contains("no such counter"), "{e}");
     }
 
@@ -630,16 +591,16 @@ buckets = [0.1, 1.0]
     fn unlabelled_series_exist_from_the_start_and_measured_gauges_are_unknown() {
         let m = registry(Limits::default());
         let out = render(&m);
-        assert!(out.contains("tx_engine_ops_total 0"), "{out}");
+        assert!(out.contains("tx_engine_commits_total 0"), "{out}");
         assert!(out.contains("tx_engine_depth 0"), "{out}");
-        assert!(out.contains("tx_engine_probe_bytes NaN"), "{out}");
+        assert!(out.contains("tx_engine_memory_bytes NaN"), "{out}");
         assert!(!out.contains("tx_engine_by_server_total{"), "{out}");
     }
 
     #[test]
     fn updates_are_checked() {
         let m = registry(Limits::default());
-        let c = m.counter("tx_engine_ops_total").expect("counter");
+        let c = m.counter("tx_engine_commits_total").expect("counter");
         assert_eq!(c.inc_by(&[], -1.0), Err(UpdateError::NegativeCounter));
         assert_eq!(c.inc_by(&[], f64::INFINITY), Err(UpdateError::NotFinite));
         assert_eq!(c.inc_by(&["x"], 1.0), Err(UpdateError::LabelMismatch));

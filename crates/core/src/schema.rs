@@ -541,6 +541,49 @@ fn valid_label(name: &str) -> bool {
         && !name.starts_with("__")
 }
 
+/// Metrics of every kind for unit tests: a counter with a seed alias, labelled and unlabelled
+/// counters and gauges, a histogram and a probe gauge.
+#[cfg(test)]
+pub(crate) const TEST_METRICS: &str = r#"
+[[metrics]]
+name = "tx_engine_commits_total"
+type = "counter"
+help = "c"
+seed = "tx_engine_commits_seed"
+
+[[metrics]]
+name = "tx_engine_by_server_total"
+type = "counter"
+help = "c"
+labels = ["server_id"]
+
+[[metrics]]
+name = "tx_engine_depth"
+type = "gauge"
+help = "g"
+
+[[metrics]]
+name = "tx_engine_lag_seconds"
+type = "gauge"
+unit = "seconds"
+help = "g"
+labels = ["server_id"]
+
+[[metrics]]
+name = "tx_engine_latency_seconds"
+type = "histogram"
+unit = "seconds"
+help = "h"
+buckets = [0.1, 1.0]
+
+[[metrics]]
+name = "tx_engine_memory_bytes"
+type = "gauge"
+unit = "bytes"
+help = "probe"
+source = "probe"
+"#;
+
 /// A tier schema for unit tests: the `[tier]` table of `tier` ("tx" or "olap") followed by
 /// `metrics_toml`.
 #[cfg(test)]

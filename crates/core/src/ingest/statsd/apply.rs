@@ -151,44 +151,12 @@ mod tests {
             .expect("a known reason")
     }
 
-    const METRICS: &str = r#"
-
-[[metrics]]
-name = "tx_engine_commits_total"
-type = "counter"
-help = "c"
-seed = "tx_engine_commits_seed"
-
-[[metrics]]
-name = "tx_engine_depth"
-type = "gauge"
-help = "g"
-
-[[metrics]]
-name = "tx_engine_lag_seconds"
-type = "gauge"
-unit = "seconds"
-help = "g"
-labels = ["server_id"]
-
-[[metrics]]
-name = "tx_engine_latency_seconds"
-type = "histogram"
-unit = "seconds"
-help = "h"
-buckets = [0.1, 1.0]
-
-[[metrics]]
-name = "tx_engine_memory_bytes"
-type = "gauge"
-unit = "bytes"
-help = "probe"
-source = "probe"
-"#;
-
     fn setup(limit: usize) -> (Mapper, Metrics) {
-        let schema =
-            Schema::parse(&crate::schema::test_schema_toml("tx", METRICS)).expect("schema");
+        let schema = Schema::parse(&crate::schema::test_schema_toml(
+            "tx",
+            crate::schema::TEST_METRICS,
+        ))
+        .expect("schema");
         let metrics = Metrics::new(
             &schema,
             Limits {
