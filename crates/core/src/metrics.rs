@@ -248,9 +248,19 @@ impl Counter {
         if v < 0.0 {
             return Err(UpdateError::NegativeCounter);
         }
+        let mut overflow = false;
         self.0.with(labels, |c| {
-            c.inc_by(v);
-        })
+            // A counter stuck at +Inf would hide every later increase.
+            if (c.get() + v).is_finite() {
+                c.inc_by(v);
+            } else {
+                overflow = true;
+            }
+        })?;
+        if overflow {
+            return Err(UpdateError::NotFinite);
+        }
+        Ok(())
     }
 
     /// Adds a count the exporter itself made (always finite and non-negative); only a
@@ -289,9 +299,18 @@ impl Gauge {
         if !delta.is_finite() {
             return Err(UpdateError::NotFinite);
         }
+        let mut overflow = false;
         self.0.with(labels, |g| {
-            g.inc_by(delta);
-        })
+            if (g.get() + delta).is_finite() {
+                g.inc_by(delta);
+            } else {
+                overflow = true;
+            }
+        })?;
+        if overflow {
+            return Err(UpdateError::NotFinite);
+        }
+        Ok(())
     }
 
     /// Marks the value unknown (NaN): what it measures cannot be measured right now.
@@ -617,6 +636,14 @@ mod tests {
         assert_eq!(g.value(&["a"]), Some(2.0));
         assert!(g.remove(&["a"]));
         assert_eq!(g.value(&["a"]), None);
+        // Finite inputs that would overflow are refused, leaving the value as it was.
+        c.inc_by(&[], 1e308).expect("large but finite");
+        assert_eq!(c.inc_by(&[], 1e308), Err(UpdateError::NotFinite));
+        assert_eq!(c.value(&[]), Some(1e308 + 2.5));
+        let d = m.gauge("tx_engine_depth").expect("gauge");
+        d.set(&[], 1e308).expect("valid");
+        assert_eq!(d.add(&[], 1e308), Err(UpdateError::NotFinite));
+        assert_eq!(d.value(&[]), Some(1e308));
         let h = m.histogram("tx_engine_latency_seconds").expect("histogram");
         assert_eq!(h.observe(&[], f64::NAN, None), Err(UpdateError::NotFinite));
         h.observe(&[], 0.5, None).expect("valid");

@@ -61,7 +61,7 @@ reasons! {
     /// Why a StatsD/DogStatsD line or sample was not applied.
     StatsdReason, channel "statsd" {
         MalformedLine = "malformed_line": "no `:`, empty name, no `|type`, or values with no type after them",
-        InvalidValue = "invalid_value": "not a finite number (`NaN`, `Inf`, `abc`, `1e999`)",
+        InvalidValue = "invalid_value": "not a finite number (`NaN`, `Inf`, `abc`, `1e999`), an increment that would take the value past the largest finite number, or a negative duration (`-5|ms`, or below 0 on a `_seconds` histogram)",
         UnknownType = "unknown_type": "a type other than `c g ms h d s`",
         SetNotSupported = "set_not_supported": "type `s`",
         InvalidSampleRate = "invalid_sample_rate": "`@rate` not in (0, 1], or below 0.001 on a histogram",
@@ -86,7 +86,7 @@ reasons! {
         UnknownEvent = "unknown_event": "no rule for this event",
         MissingField = "missing_field": "a required value field (or `timestamp` for `set_timestamp`) is absent",
         MissingLabel = "missing_label": "the field a label comes from is absent or empty",
-        InvalidValue = "invalid_value": "a negative duration, or a value that is not a finite number",
+        InvalidValue = "invalid_value": "a negative duration, a value that is not a finite number, or an increment that would take the value past the largest finite number",
         InvalidTimestamp = "invalid_timestamp": "`timestamp` is not RFC 3339 with a zone",
         NegativeCounter = "negative_counter": "an `add` with a negative number",
         LineTooLong = "line_too_long": "over `ingest.max_line_bytes` (default 64 KiB); the line is skipped without being buffered",

@@ -112,6 +112,11 @@ impl Mapper {
                 } else {
                     s.value
                 };
+                // A duration below zero is a bug upstream, as the event log holds too.
+                let duration = kind == Kind::Timer || h.def().unit.as_deref() == Some("seconds");
+                if duration && v < 0.0 {
+                    return reject(tally, StatsdReason::InvalidValue);
+                }
                 // A sampled observation stands for 1/rate of them, as statsd_exporter does.
                 let repeat = (1.0 / s.rate).round();
                 if repeat > MAX_HISTOGRAM_REPEAT {
@@ -220,6 +225,8 @@ mod tests {
             ("tx_engine_lag_seconds:1|g|#server_id:", "invalid_tag"),
             ("tx_engine_commits_total:-1|c", "negative_counter"),
             ("tx_engine_commits_total:x|c", "invalid_value"),
+            ("tx_engine_latency_seconds:-5|ms", "invalid_value"),
+            ("tx_engine_latency_seconds:-0.5|h", "invalid_value"),
             ("tx_engine_depth:1|s", "set_not_supported"),
             ("tx_engine_memory_bytes:1|g", "read_only_metric"),
             ("tx_exporter_engine_up:1|g", "read_only_metric"),
