@@ -163,6 +163,21 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
         Ok(())
     }
 
+    /// Whether an update of the series for `labels` would be accepted (label values and the
+    /// series limit), without changing anything.
+    fn check(&self, labels: &[&str]) -> Result<(), UpdateError> {
+        let family = match &self.cell {
+            Cell::One(_) if labels.is_empty() => return Ok(()),
+            Cell::One(_) => return Err(UpdateError::LabelMismatch),
+            Cell::Many(f) => f,
+        };
+        let set = self.zip(labels)?;
+        if family.get(&set).is_none() && self.series.load(Ordering::Relaxed) >= self.series_limit {
+            return Err(UpdateError::SeriesLimit);
+        }
+        Ok(())
+    }
+
     fn read<T>(&self, labels: &[&str], f: impl FnOnce(&M) -> T) -> Option<T> {
         match &self.cell {
             Cell::One(m) => labels.is_empty().then(|| f(m)),
@@ -372,6 +387,17 @@ impl Metric {
             Metric::Counter(m) => m.def(),
             Metric::Gauge(m) => m.def(),
             Metric::Histogram(m) => m.def(),
+        }
+    }
+
+    /// Whether an update with these label values would be accepted now (label values and
+    /// the series limit), without changing anything: a multi-effect input checks every
+    /// effect before applying any.
+    pub fn check(&self, labels: &[&str]) -> Result<(), UpdateError> {
+        match self {
+            Metric::Counter(m) => m.0.check(labels),
+            Metric::Gauge(m) => m.0.check(labels),
+            Metric::Histogram(m) => m.0.check(labels),
         }
     }
 

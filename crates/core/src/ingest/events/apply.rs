@@ -1,5 +1,6 @@
 //! Applying an event's rule (the schema's effects) to the registry. Every effect of a line
-//! is checked before any is applied, so a bad line changes nothing.
+//! is checked before any is applied (fields, values, label values, room for a new series),
+//! so a bad line changes nothing and is rejected once.
 
 use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
@@ -163,6 +164,8 @@ fn plan<'m>(
             Some(_) => return Err(EventReason::WrongFieldType),
         });
     }
+    let values: Vec<&str> = labels.iter().map(String::as_str).collect();
+    metric.check(&values).map_err(EventReason::from)?;
     Ok(Some((metric, op, labels)))
 }
 
@@ -241,6 +244,13 @@ effects = [
 [[events]]
 event = "received"
 effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id = "server_id" } }]
+
+[[events]]
+event = "counted_twice"
+effects = [
+  { op = "inc", metric = "olap_queries_total" },
+  { op = "inc", metric = "olap_by_source_total", labels = { server_id = "server_id" } },
+]
 "#;
 
     fn setup() -> (EventMapper, Metrics) {
@@ -316,6 +326,21 @@ effects = [{ op = "inc", metric = "olap_by_source_total", labels = { server_id =
             );
         }
         assert_eq!(value(&metrics, "olap_queries_total", &[]), Some(0.0));
+    }
+
+    #[test]
+    fn a_line_applies_all_its_effects_or_none() {
+        let (m, metrics) = setup();
+        let long = "x".repeat(300);
+        let mut t = Tally::default();
+        let line = format!(r#"{{"event":"counted_twice","server_id":"{long}"}}"#);
+        m.apply_line(line.as_bytes(), &mut t);
+        assert_eq!(t.accepted, 0);
+        assert_eq!(t.rejected(EventReason::LabelValueTooLong), 1);
+        assert_eq!(value(&metrics, "olap_queries_total", &[]), Some(0.0));
+        m.apply_line(br#"{"event":"counted_twice","server_id":"a"}"#, &mut t);
+        assert_eq!(t.accepted, 2);
+        assert_eq!(value(&metrics, "olap_queries_total", &[]), Some(1.0));
     }
 
     #[test]
