@@ -572,13 +572,10 @@ mod tests {
         }
         // Everything the schema says the probes measure is produced, except the engine
         // process metrics, which core's engine probe measures for every tier.
-        let engine_probe = [
-            "clock_master_memory_used_bytes",
-            "clock_master_cpu_usage_percent",
-        ];
+        let engine_probe = exporter_core::schema::engine_metric_names("clock_master_");
         for def in &schema.metrics {
             let probe = (def.source == exporter_core::schema::Source::Probe
-                && !engine_probe.contains(&def.name.as_str()))
+                && !engine_probe.contains(&def.name))
                 || def.name.starts_with("clock_exporter_source");
             if probe {
                 assert!(

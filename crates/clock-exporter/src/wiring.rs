@@ -95,8 +95,7 @@ impl ProbeMetrics {
         let mut by_name = HashMap::new();
         let mut unlabelled_gauges = Vec::new();
         // Only what the probes measure: the engine-process gauges are core's engine probe's.
-        let engine = ["memory_used_bytes", "cpu_usage_percent"]
-            .map(|n| format!("{}{n}", metrics.tier().metric_prefix));
+        let engine = exporter_core::schema::engine_metric_names(&metrics.tier().metric_prefix);
         let source_prefix = format!("{}source", metrics.tier().self_prefix);
         for (name, metric) in metrics.iter() {
             let def = metric.def();

@@ -16,7 +16,9 @@ pub fn metrics_markdown(schemas: &[Schema]) -> String {
          Source: **engine** = pushed by the engine (StatsD or JSON event log), **probe** =\n\
          measured by the sidecar, **derived** = computed by the sidecar from its own counters,\n\
          **self** = the exporter's own health. Every unlabelled series is present from the\n\
-         first scrape; labelled ones appear with their first label values.\n",
+         first scrape, except a probe counter (a total the sidecar reads, such as the engine's\n\
+         CPU time), which appears once measured; labelled ones appear with their first label\n\
+         values.\n",
     );
     for schema in schemas {
         let t = &schema.tier;

@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter as PcCounter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge as PcGauge;
+use prometheus_client::metrics::MetricType as PcMetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::schema::{MetricDef, MetricType, Schema, SchemaError, Source, TierInfo};
@@ -373,12 +375,77 @@ impl Histogram {
     }
 }
 
+/// The exposed cell of a [`Total`]: f64 bits, NaN while unmeasured (then not exposed).
+#[derive(Debug, Clone)]
+struct TotalCell(Arc<AtomicU64>);
+
+impl TotalCell {
+    fn get(&self) -> Option<f64> {
+        Some(f64::from_bits(self.0.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
+    }
+}
+
+impl EncodeMetric for TotalCell {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        match self.get() {
+            Some(v) => encoder.encode_counter::<NoLabelSet, _, f64>(&v, None),
+            None => Ok(()),
+        }
+    }
+
+    fn metric_type(&self) -> PcMetricType {
+        PcMetricType::Counter
+    }
+
+    fn is_empty(&self) -> bool {
+        self.get().is_none()
+    }
+}
+
+/// A running total the sidecar reads from elsewhere (the engine's CPU time): an unlabelled
+/// probe counter of the schema. Absent until first measured and while unmeasurable, so that
+/// neither a made-up 0 nor a jump from 0 to the first reading reaches rate().
+#[derive(Clone)]
+pub struct Total {
+    def: Arc<MetricDef>,
+    cell: TotalCell,
+}
+
+impl Total {
+    /// The current total (finite, >= 0). A lower value than before is a reset (the process
+    /// restarted), which Prometheus handles as for any counter.
+    pub fn set(&self, v: f64) -> Result<(), UpdateError> {
+        if !v.is_finite() {
+            return Err(UpdateError::NotFinite);
+        }
+        if v < 0.0 {
+            return Err(UpdateError::NegativeCounter);
+        }
+        self.cell.0.store(v.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// No longer measurable: the series disappears until the next `set`.
+    pub fn clear(&self) {
+        self.cell.0.store(f64::NAN.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.cell.get()
+    }
+
+    pub fn def(&self) -> &MetricDef {
+        &self.def
+    }
+}
+
 /// Any metric of the registry, for code that handles every type (ingest mapping, tests).
 #[derive(Clone)]
 pub enum Metric {
     Counter(Counter),
     Gauge(Gauge),
     Histogram(Histogram),
+    Total(Total),
 }
 
 impl Metric {
@@ -387,6 +454,7 @@ impl Metric {
             Metric::Counter(m) => m.def(),
             Metric::Gauge(m) => m.def(),
             Metric::Histogram(m) => m.def(),
+            Metric::Total(m) => m.def(),
         }
     }
 
@@ -398,6 +466,8 @@ impl Metric {
             Metric::Counter(m) => m.0.check(labels),
             Metric::Gauge(m) => m.0.check(labels),
             Metric::Histogram(m) => m.0.check(labels),
+            // Nothing ingest can write.
+            Metric::Total(_) => Err(UpdateError::LabelMismatch),
         }
     }
 
@@ -406,6 +476,7 @@ impl Metric {
         match self {
             Metric::Counter(m) => m.value(labels),
             Metric::Gauge(m) => m.value(labels),
+            Metric::Total(m) => labels.is_empty().then(|| m.value()).flatten(),
             Metric::Histogram(_) => None,
         }
     }
@@ -415,6 +486,7 @@ impl Metric {
             Metric::Counter(m) => m.0.expire(ttl, now),
             Metric::Gauge(m) => m.0.expire(ttl, now),
             Metric::Histogram(m) => m.0.expire(ttl, now),
+            Metric::Total(_) => 0,
         }
     }
 }
@@ -497,6 +569,13 @@ impl Metrics {
         }
     }
 
+    pub fn total(&self, name: &str) -> Result<Total, SchemaError> {
+        match self.get(name) {
+            Some(Metric::Total(t)) => Ok(t.clone()),
+            other => Err(wrong(name, "probe counter", other)),
+        }
+    }
+
     pub fn histogram(&self, name: &str) -> Result<Histogram, SchemaError> {
         match self.get(name) {
             Some(Metric::Histogram(h)) => Ok(h.clone()),
@@ -557,6 +636,18 @@ fn register(registry: &mut Registry, def: &MetricDef, limits: Limits) -> Metric 
         }};
     }
     match def.kind {
+        // A total the sidecar reads elsewhere: exposed only once measured.
+        MetricType::Counter if def.is_measured_total() => {
+            let cell = TotalCell(Arc::new(AtomicU64::new(f64::NAN.to_bits())));
+            match unit {
+                Some(u) => registry.register_with_unit(name, help, u, cell.clone()),
+                None => registry.register(name, help, cell.clone()),
+            }
+            Metric::Total(Total {
+                def: Arc::new(def.clone()),
+                cell,
+            })
+        }
         MetricType::Counter => Metric::Counter(Counter(reg!(Inner::new(
             def,
             FloatCounter::default,

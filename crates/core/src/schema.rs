@@ -113,6 +113,12 @@ fn default_scale() -> f64 {
 }
 
 impl MetricDef {
+    /// A running total the sidecar reads elsewhere (an unlabelled probe counter, such as the
+    /// engine's CPU time): served only once measured, never as a made-up 0.
+    pub fn is_measured_total(&self) -> bool {
+        self.kind == MetricType::Counter && self.source == Source::Probe && self.labels.is_empty()
+    }
+
     /// The name to register with prometheus-client, which appends `_total` to counters and
     /// the unit itself.
     pub fn base_name(&self) -> &str {
@@ -228,6 +234,19 @@ pub struct TierInfo {
     pub engine: String,
     pub web_listen_address: String,
     pub statsd_udp: String,
+}
+
+/// Exposed names of the engine-process metrics ([`ENGINE_SCHEMA`]) under a metric prefix:
+/// core's engine probe writes them, whatever the tier.
+pub fn engine_metric_names(metric_prefix: &str) -> Vec<String> {
+    toml::from_str::<Fragment>(ENGINE_SCHEMA)
+        .map(|f| {
+            f.metrics
+                .into_iter()
+                .map(|m| format!("{metric_prefix}{}", m.name))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl TierInfo {

@@ -52,12 +52,26 @@ fn engine_found_by_pid_file_then_killed_then_restarted() {
         .is_some(),
         "cpu percent becomes a number"
     );
+    let cpu = value(&exporter, "fixture_cpu_seconds_total").expect("engine CPU counter");
+    assert!(
+        (0.0..10.0).contains(&cpu),
+        "a sleeping engine used {cpu} s of CPU"
+    );
+    // Scrapes do not move the percentage: it is taken over a fixed window in the background.
+    let a = value(&exporter, "fixture_cpu_usage_percent");
+    let b = value(&exporter, "fixture_cpu_usage_percent");
+    assert_eq!(a.map(f64::to_bits), b.map(f64::to_bits));
 
     engine.kill().unwrap();
     engine.wait().unwrap();
     // The scrape itself notices the process is gone.
     assert_eq!(value(&exporter, "fixture_exporter_engine_up"), Some(0.0));
     assert!(value(&exporter, "fixture_memory_used_bytes").is_some_and(f64::is_nan));
+    assert_eq!(
+        value(&exporter, "fixture_cpu_seconds_total"),
+        None,
+        "absent, not 0"
+    );
 
     let mut engine = spawn_engine(&dir, "engine-a");
     std::fs::write(&pid_file, engine.id().to_string()).unwrap();

@@ -3,6 +3,7 @@
 //! time; finding the process and the TCP check run in the background so a scrape never waits
 //! on them. Only the port → pid lookup reads /proc by hand (sysinfo has no socket table).
 
+use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::config::{parse_listen_addr, EngineConfig};
 use crate::context::TaskContext;
 use crate::health::SourceHealth;
-use crate::metrics::{Gauge, Metrics};
+use crate::metrics::{Gauge, Metrics, Total};
 use crate::process::{ProcStat, ProcessReader};
 use crate::schema::SchemaError;
 
@@ -26,12 +27,33 @@ struct Found {
     start_time: f64,
 }
 
+/// The CPU percentage is taken over this window, from readings taken every [`REFRESH`] by the
+/// background loop, so any number of scrapers see the same value.
+pub const CPU_WINDOW: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 struct State {
     found: Option<Found>,
     address_ok: bool,
-    /// Previous CPU reading, for the usage percentage.
-    last_cpu: Option<(Instant, f64)>,
+    /// CPU-seconds readings of the found process, oldest first, spanning [`CPU_WINDOW`].
+    cpu_readings: VecDeque<(Instant, f64)>,
+}
+
+impl State {
+    /// Records a CPU reading and returns the percentage of one core over the window (None
+    /// until two readings exist).
+    fn cpu_percent(&mut self, now: Instant, cpu_seconds: f64) -> Option<f64> {
+        self.cpu_readings.push_back((now, cpu_seconds));
+        // Keep one reading at or before the window's start as the baseline.
+        while self.cpu_readings.len() > 2
+            && now.duration_since(self.cpu_readings[1].0) >= CPU_WINDOW
+        {
+            self.cpu_readings.pop_front();
+        }
+        let (then, before) = *self.cpu_readings.front()?;
+        let elapsed = now.duration_since(then).as_secs_f64();
+        (elapsed > 0.0).then(|| 100.0 * (cpu_seconds - before).max(0.0) / elapsed)
+    }
 }
 
 /// Shared between the background finder and the scrape hook.
@@ -43,6 +65,7 @@ pub struct EngineProbe {
     reader: Arc<ProcessReader>,
     memory: Gauge,
     cpu: Gauge,
+    cpu_total: Total,
     up: Gauge,
 }
 
@@ -60,6 +83,7 @@ impl EngineProbe {
             reader: Arc::default(),
             memory: metrics.gauge(&format!("{prefix}memory_used_bytes"))?,
             cpu: metrics.gauge(&format!("{prefix}cpu_usage_percent"))?,
+            cpu_total: metrics.total(&format!("{prefix}cpu_seconds_total"))?,
             up: metrics.own().engine_up.clone(),
         })
     }
@@ -82,8 +106,8 @@ impl EngineProbe {
             .map(|a| TcpStream::connect_timeout(&a, CONNECT_TIMEOUT).is_ok())
             .unwrap_or(true);
         let mut state = self.state();
-        if state.found.map(|f| f.pid) != found.map(|f| f.pid) {
-            state.last_cpu = None;
+        if state.found != found {
+            state.cpu_readings.clear();
         }
         state.found = found;
         state.address_ok = address_ok;
@@ -119,7 +143,7 @@ impl EngineProbe {
         })
     }
 
-    /// Scrape-time update: fresh memory and CPU from /proc, and engine_up.
+    /// Scrape-time update: fresh memory and CPU time, and engine_up.
     pub fn on_scrape(&self) {
         let mut state = self.state();
         let stat: Option<ProcStat> = state.found.and_then(|f| {
@@ -127,29 +151,40 @@ impl EngineProbe {
                 .read(f.pid)
                 .filter(|s| s.start_time_seconds == f.start_time)
         });
-        if stat.is_none() {
+        if stat.is_none() && state.found.is_some() {
             // Gone (or the pid was recycled): the background refresh will look again.
             state.found = None;
-            state.last_cpu = None;
+            state.cpu_readings.clear();
+            let _ = self.cpu.set_unknown(&[]);
         }
         let up = stat.is_some() && state.address_ok;
         let _ = self.up.set(&[], if up { 1.0 } else { 0.0 });
-        let (memory, cpu) = (&self.memory, &self.cpu);
         match stat {
             Some(s) => {
-                let _ = memory.set(&[], s.resident_bytes);
-                let now = Instant::now();
-                if let Some((then, before)) = state.last_cpu {
-                    let elapsed = now.duration_since(then).as_secs_f64();
-                    if elapsed > 0.0 {
-                        let _ = cpu.set(&[], 100.0 * (s.cpu_seconds - before).max(0.0) / elapsed);
-                    }
-                }
-                state.last_cpu = Some((now, s.cpu_seconds));
+                let _ = self.memory.set(&[], s.resident_bytes);
+                let _ = self.cpu_total.set(s.cpu_seconds);
             }
             None => {
-                let _ = memory.set_unknown(&[]);
-                let _ = cpu.set_unknown(&[]);
+                let _ = self.memory.set_unknown(&[]);
+                self.cpu_total.clear();
+            }
+        }
+    }
+
+    /// Background CPU reading: the percentage moves only here, every [`REFRESH`].
+    fn sample_cpu(&self) {
+        let mut state = self.state();
+        let stat = state.found.and_then(|f| {
+            self.reader
+                .read(f.pid)
+                .filter(|s| s.start_time_seconds == f.start_time)
+        });
+        match stat.and_then(|s| state.cpu_percent(Instant::now(), s.cpu_seconds)) {
+            Some(pct) => {
+                let _ = self.cpu.set(&[], pct);
+            }
+            None => {
+                let _ = self.cpu.set_unknown(&[]);
             }
         }
     }
@@ -162,8 +197,7 @@ impl EngineProbe {
                 let span = tracing::info_span!(target: "probe", "engine.probe", configured = probe.configured(), ok = tracing::field::Empty);
                 let _in_span = span.enter();
                 let r = probe.refresh();
-                // Take a CPU baseline so the first scrape already has a rate.
-                probe.on_scrape_baseline();
+                probe.sample_cpu();
                 span.record("ok", r.is_ok());
                 r
             })
@@ -176,15 +210,6 @@ impl EngineProbe {
             tokio::select! {
                 _ = ctx.shutdown.wait() => return,
                 _ = tokio::time::sleep(REFRESH) => {}
-            }
-        }
-    }
-
-    fn on_scrape_baseline(&self) {
-        let mut state = self.state();
-        if state.last_cpu.is_none() {
-            if let Some(s) = state.found.and_then(|f| self.reader.read(f.pid)) {
-                state.last_cpu = Some((Instant::now(), s.cpu_seconds));
             }
         }
     }

@@ -103,6 +103,8 @@ impl Mapper {
         }
         let labels = &labels[..declared.len()];
         let result = match (metric, s.kind) {
+            // Only probe metrics are totals, and they resolve to ReadOnly above.
+            (Metric::Total(_), _) => return reject(tally, StatsdReason::ReadOnlyMetric),
             (Metric::Counter(c), _) => c.inc_by(labels, s.value / s.rate),
             (Metric::Gauge(g), _) if s.signed => g.add(labels, s.value),
             (Metric::Gauge(g), _) => g.set(labels, s.value),
