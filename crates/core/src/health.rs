@@ -7,6 +7,8 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::metrics::Gauge;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -32,6 +34,8 @@ pub struct SourceStatus {
 pub struct Health {
     started: Instant,
     sources: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    /// `<self prefix>source_up{source}`: a failed source shows in /metrics, not only here.
+    source_up: Option<Gauge>,
 }
 
 impl Default for Health {
@@ -39,6 +43,7 @@ impl Default for Health {
         Health {
             started: Instant::now(),
             sources: Arc::default(),
+            source_up: None,
         }
     }
 }
@@ -48,14 +53,35 @@ impl Default for Health {
 pub struct SourceHealth {
     name: String,
     health: Health,
+    /// Whether its state is mirrored into `source_up{source=name}`.
+    exposed: bool,
 }
 
 impl Health {
+    /// Health whose sources' states are also served as `source_up{source}`: 1 while ok, 0
+    /// while degraded or failed, absent while starting.
+    pub fn exposed(source_up: Gauge) -> Health {
+        Health {
+            source_up: Some(source_up),
+            ..Health::default()
+        }
+    }
+
     pub fn source(&self, name: &str) -> SourceHealth {
         self.update(name, |s| s.detail = "starting".into());
         SourceHealth {
             name: name.to_owned(),
             health: self.clone(),
+            exposed: true,
+        }
+    }
+
+    /// A source shown on /health only, for one whose `source_up` series its own code writes
+    /// (the clock sources, with their own labels).
+    pub fn source_unexposed(&self, name: &str) -> SourceHealth {
+        SourceHealth {
+            exposed: false,
+            ..self.source(name)
         }
     }
 
@@ -94,6 +120,13 @@ impl SourceHealth {
             s.state = State::Ok;
             s.detail = detail;
         });
+        self.expose(1.0);
+    }
+
+    fn expose(&self, up: f64) {
+        if let (true, Some(g)) = (self.exposed, &self.health.source_up) {
+            let _ = g.set(&[&self.name], up);
+        }
     }
 
     /// Keeps working but records an error (e.g. one unreachable peer).
@@ -121,6 +154,7 @@ impl SourceHealth {
             s.last_error = Some(error);
             s.last_error_time = Some(now());
         });
+        self.expose(0.0);
     }
 }
 

@@ -192,7 +192,7 @@ async fn serve(
     );
     let metrics = Arc::new(metrics);
     let config = Arc::new(config);
-    let health = Health::default();
+    let health = Health::exposed(metrics.own().source_up.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let schema = Arc::new(schema);
     let ctx = TaskContext {

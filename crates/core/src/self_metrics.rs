@@ -39,6 +39,7 @@ self_metrics! {
     build_info: Gauge = "build_info",
     scrape_duration: Histogram = "scrape_duration_seconds",
     engine_up: Gauge = "engine_up",
+    source_up: Gauge = "source_up",
     samples_accepted: Counter = "ingest_samples_accepted_total",
     rejected: Counter = "ingest_rejected_total",
     tags_dropped: Counter = "ingest_tags_dropped_total",

@@ -259,3 +259,28 @@ mod toml_lite {
         }
     }
 }
+
+/// A StatsD port another process holds: the exporter still serves, and says in /metrics (not
+/// only on /health) that its StatsD source is down.
+#[test]
+fn a_source_that_failed_shows_in_metrics_from_the_first_scrape() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let exporter = Exporter::start(BIN, &[&format!("--ingest.statsd-udp={addr}")]);
+    let text = exporter.scrape_text();
+    assert_eq!(
+        testkit::sample_value(&text, "fixture_exporter_source_up{source=\"statsd_udp\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(exporter.get("/health", &[]).status, 503);
+    // A source that works is 1.
+    let ok = Exporter::start(BIN, &[]);
+    let text = ok.scrape_text();
+    assert_eq!(
+        testkit::sample_value(&text, "fixture_exporter_source_up{source=\"statsd_udp\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    drop(taken);
+}
