@@ -197,6 +197,10 @@ pub struct IngestConfig {
     pub series_limit: usize,
     /// Remove labelled series not updated for this many seconds (0 keeps them forever).
     pub series_ttl_seconds: u64,
+    /// An engine gauge not set for this many seconds has no value any more (0 keeps the last
+    /// value forever).
+    #[serde(default = "default_gauge_stale_seconds")]
+    pub gauge_stale_seconds: u64,
     /// Event-log lines longer than this are skipped and counted.
     pub max_line_bytes: usize,
 }
@@ -235,6 +239,7 @@ impl Config {
                 read_from_start: false,
                 series_limit: 1000,
                 series_ttl_seconds: 0,
+                gauge_stale_seconds: default_gauge_stale_seconds(),
                 max_line_bytes: 64 * 1024,
             },
             engine: EngineConfig::default(),
@@ -310,6 +315,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Five minutes: engines push gauges every few seconds, so this is many missed pushes, and
+/// alerts with `for: 5m` or more on a pushed gauge see it go rather than hold a stale value.
+fn default_gauge_stale_seconds() -> u64 {
+    300
 }
 
 /// `:9090` means all interfaces, as in Prometheus' own flags.

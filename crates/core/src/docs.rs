@@ -16,9 +16,10 @@ pub fn metrics_markdown(schemas: &[Schema]) -> String {
          Source: **engine** = pushed by the engine (StatsD or JSON event log), **probe** =\n\
          measured by the sidecar, **derived** = computed by the sidecar from its own counters,\n\
          **self** = the exporter's own health. Every unlabelled series is present from the\n\
-         first scrape, except a probe counter (a total the sidecar reads, such as the engine's\n\
-         CPU time), which appears once measured; labelled ones appear with their first label\n\
-         values.\n",
+         first scrape, except an engine gauge, which appears with the engine's first sample\n\
+         and goes stale after `ingest.gauge_stale_seconds` without one, and a probe counter (a\n\
+         total the sidecar reads, such as the engine's CPU time), which appears once measured;\n\
+         labelled ones appear with their first label values.\n",
     );
     for schema in schemas {
         let t = &schema.tier;

@@ -13,7 +13,6 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter as PcCounter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
-use prometheus_client::metrics::gauge::Gauge as PcGauge;
 use prometheus_client::metrics::MetricType as PcMetricType;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -23,7 +22,7 @@ use crate::self_metrics::SelfMetrics;
 /// Label values in the order the schema declares the label names.
 pub type LabelSet = Vec<(&'static str, String)>;
 type FloatCounter = PcCounter<f64, AtomicU64>;
-type FloatGauge = PcGauge<f64, AtomicU64>;
+type FloatGauge = ValueGauge;
 type Hist = HistogramWithExemplars<LabelSet>;
 
 /// OpenMetrics limits an exemplar's label names and values to 128 characters in total.
@@ -78,6 +77,87 @@ impl fmt::Display for UpdateError {
     }
 }
 
+/// A gauge that can also be absent: an engine gauge has no series until the engine first sets
+/// it, and loses it again when the engine stops pushing (see `ingest.gauge_stale_seconds`).
+/// NaN stays a value (a measured gauge that cannot be measured right now).
+#[derive(Debug, Clone)]
+pub struct ValueGauge(Arc<AtomicU64>);
+
+/// A NaN payload no arithmetic produces: "no value", as opposed to NaN, "unknown".
+const ABSENT: u64 = 0x7ff8_0000_dead_0001;
+
+impl Default for ValueGauge {
+    fn default() -> Self {
+        ValueGauge(Arc::new(AtomicU64::new(0f64.to_bits())))
+    }
+}
+
+impl ValueGauge {
+    fn absent() -> Self {
+        ValueGauge(Arc::new(AtomicU64::new(ABSENT)))
+    }
+
+    fn get(&self) -> Option<f64> {
+        let bits = self.0.load(Ordering::Relaxed);
+        (bits != ABSENT).then(|| f64::from_bits(bits))
+    }
+
+    fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    fn clear(&self) {
+        self.0.store(ABSENT, Ordering::Relaxed);
+    }
+
+    /// Adds `delta` (an absent value counts as 0, as in StatsD); false if the result would
+    /// not be finite, leaving the value as it was.
+    fn add(&self, delta: f64) -> bool {
+        let mut current = self.0.load(Ordering::Relaxed);
+        loop {
+            let base = if current == ABSENT {
+                0.0
+            } else {
+                f64::from_bits(current)
+            };
+            let next = base + delta;
+            if !next.is_finite() {
+                return false;
+            }
+            match self.0.compare_exchange_weak(
+                current,
+                next.to_bits(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for ValueGauge {
+    const TYPE: PcMetricType = PcMetricType::Gauge;
+}
+
+impl EncodeMetric for ValueGauge {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        match self.get() {
+            Some(v) => encoder.encode_gauge(&v),
+            None => Ok(()),
+        }
+    }
+
+    fn metric_type(&self) -> PcMetricType {
+        PcMetricType::Gauge
+    }
+
+    fn is_empty(&self) -> bool {
+        self.get().is_none()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct HistogramCtor(Arc<[f64]>);
 
@@ -101,8 +181,13 @@ struct Inner<M, C> {
     series_limit: usize,
     series: AtomicUsize,
     creating: Mutex<()>,
-    /// Last update per labelled series, kept only when a TTL applies to this metric.
+    /// Series not updated for this long are removed (labelled) or become absent
+    /// (unlabelled gauges); None for the exporter's own metrics and what it measures.
+    expire_after: Option<Duration>,
+    /// Last update per labelled series, kept only when `expire_after` is set.
     touched: Option<Mutex<HashMap<LabelSet, Instant>>>,
+    /// Last update of an unlabelled series, kept only when `expire_after` is set.
+    last_update: Mutex<Option<Instant>>,
 }
 
 impl<M, C: MetricConstructor<M>> Inner<M, C> {
@@ -114,9 +199,14 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
             .map(|l| &*Box::leak(l.clone().into_boxed_str()))
             .collect();
         let labelled = !label_names.is_empty();
-        // The exporter's own series never expire: only what the engine pushes is subject to
-        // the TTL and the series limit.
-        let own = def.source == Source::Exporter;
+        // Only what the engine pushes is subject to the series limit and to expiry; the
+        // exporter's own series and what it measures never are.
+        let pushed = def.source == Source::Engine;
+        let expire_after = match (pushed, def.kind) {
+            (false, _) => None,
+            (true, MetricType::Gauge) if def.goes_stale => limits.gauge_stale,
+            (true, _) => limits.series_ttl.filter(|_| labelled),
+        };
         Inner {
             def: def.clone(),
             label_names,
@@ -125,10 +215,16 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
             } else {
                 Cell::One(one())
             },
-            series_limit: if own { usize::MAX } else { limits.series_limit },
+            series_limit: if pushed {
+                limits.series_limit
+            } else {
+                usize::MAX
+            },
             series: AtomicUsize::new(0),
             creating: Mutex::new(()),
-            touched: (labelled && !own && limits.series_ttl.is_some()).then(Default::default),
+            expire_after,
+            touched: (labelled && expire_after.is_some()).then(Default::default),
+            last_update: Mutex::new(None),
         }
     }
 
@@ -136,6 +232,9 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
     fn with(&self, labels: &[&str], op: impl FnOnce(&M)) -> Result<(), UpdateError> {
         let family = match &self.cell {
             Cell::One(m) if labels.is_empty() => {
+                if self.expire_after.is_some() {
+                    *lock(&self.last_update) = Some(Instant::now());
+                }
                 op(m);
                 return Ok(());
             }
@@ -224,7 +323,21 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
         removed
     }
 
-    fn expire(&self, ttl: Duration, now: Instant) -> usize {
+    /// Removes labelled series idle for `expire_after`; returns how many. An idle unlabelled
+    /// series is handed to `clear_one` (a gauge becomes absent) and counts as one.
+    fn expire(&self, now: Instant, clear_one: impl FnOnce(&M)) -> usize {
+        let Some(ttl) = self.expire_after else {
+            return 0;
+        };
+        if let Cell::One(m) = &self.cell {
+            let mut last = lock(&self.last_update);
+            if last.is_some_and(|t| now.duration_since(t) >= ttl) {
+                *last = None;
+                clear_one(m);
+                return 1;
+            }
+            return 0;
+        }
         let Some(touched) = &self.touched else {
             return 0;
         };
@@ -306,9 +419,7 @@ impl Gauge {
         if !v.is_finite() {
             return Err(UpdateError::NotFinite);
         }
-        self.0.with(labels, |g| {
-            g.set(v);
-        })
+        self.0.with(labels, |g| g.set(v))
     }
 
     /// Adds a (possibly negative) delta.
@@ -317,13 +428,7 @@ impl Gauge {
             return Err(UpdateError::NotFinite);
         }
         let mut overflow = false;
-        self.0.with(labels, |g| {
-            if (g.get() + delta).is_finite() {
-                g.inc_by(delta);
-            } else {
-                overflow = true;
-            }
-        })?;
+        self.0.with(labels, |g| overflow = !g.add(delta))?;
         if overflow {
             return Err(UpdateError::NotFinite);
         }
@@ -332,13 +437,11 @@ impl Gauge {
 
     /// Marks the value unknown (NaN): what it measures cannot be measured right now.
     pub fn set_unknown(&self, labels: &[&str]) -> Result<(), UpdateError> {
-        self.0.with(labels, |g| {
-            g.set(f64::NAN);
-        })
+        self.0.with(labels, |g| g.set(f64::NAN))
     }
 
     pub fn value(&self, labels: &[&str]) -> Option<f64> {
-        self.0.read(labels, |g| g.get())
+        self.0.read(labels, |g| g.get()).flatten()
     }
 
     /// Removes a labelled series; returns whether it existed.
@@ -481,12 +584,22 @@ impl Metric {
         }
     }
 
-    fn expire(&self, ttl: Duration, now: Instant) -> usize {
+    fn expire(&self, now: Instant) -> usize {
         match self {
-            Metric::Counter(m) => m.0.expire(ttl, now),
-            Metric::Gauge(m) => m.0.expire(ttl, now),
-            Metric::Histogram(m) => m.0.expire(ttl, now),
+            Metric::Counter(m) => m.0.expire(now, |_| {}),
+            Metric::Gauge(m) => m.0.expire(now, ValueGauge::clear),
+            Metric::Histogram(m) => m.0.expire(now, |_| {}),
             Metric::Total(_) => 0,
+        }
+    }
+
+    /// How long this metric's series live without an update, if they expire at all.
+    fn expire_after(&self) -> Option<Duration> {
+        match self {
+            Metric::Counter(m) => m.0.expire_after,
+            Metric::Gauge(m) => m.0.expire_after,
+            Metric::Histogram(m) => m.0.expire_after,
+            Metric::Total(_) => None,
         }
     }
 }
@@ -498,6 +611,9 @@ pub struct Limits {
     pub series_limit: usize,
     /// Labelled engine series not updated for this long are removed.
     pub series_ttl: Option<Duration>,
+    /// Engine gauges not set for this long have no value any more (a gauge the engine stopped
+    /// pushing must not keep its last reading forever).
+    pub gauge_stale: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -505,6 +621,7 @@ impl Default for Limits {
         Limits {
             series_limit: 1000,
             series_ttl: None,
+            gauge_stale: None,
         }
     }
 }
@@ -515,7 +632,6 @@ pub struct Metrics {
     registry: Registry,
     by_name: HashMap<String, Metric>,
     own: SelfMetrics,
-    series_ttl: Option<Duration>,
 }
 
 impl Metrics {
@@ -541,7 +657,6 @@ impl Metrics {
             registry,
             by_name,
             own,
-            series_ttl: limits.series_ttl,
         })
     }
 
@@ -600,12 +715,15 @@ impl Metrics {
         &mut self.registry
     }
 
-    /// Removes labelled engine series older than the TTL; returns how many were removed.
+    /// Expires idle engine series (labelled ones past `series_ttl`, gauges past
+    /// `gauge_stale`); returns how many.
     pub fn expire_series(&self, now: Instant) -> usize {
-        match self.series_ttl {
-            Some(ttl) => self.by_name.values().map(|m| m.expire(ttl, now)).sum(),
-            None => 0,
-        }
+        self.by_name.values().map(|m| m.expire(now)).sum()
+    }
+
+    /// The shortest expiry of any metric: how often `expire_series` is worth calling.
+    pub fn shortest_expiry(&self) -> Option<Duration> {
+        self.by_name.values().filter_map(Metric::expire_after).min()
     }
 }
 
@@ -655,19 +773,21 @@ fn register(registry: &mut Registry, def: &MetricDef, limits: Limits) -> Metric 
             limits
         )))),
         MetricType::Gauge => {
-            // A measured value nobody has measured yet is unknown, not 0.
-            let measured = matches!(def.source, Source::Probe | Source::Derived);
-            let first = move || {
-                let g = FloatGauge::default();
-                if measured {
+            // A measured value nobody has measured yet is unknown (NaN); a value the engine
+            // has not pushed yet does not exist; only the exporter's own gauges start at 0.
+            let first = match def.source {
+                Source::Probe | Source::Derived => || {
+                    let g = ValueGauge::default();
                     g.set(f64::NAN);
-                }
-                g
+                    g
+                },
+                Source::Engine => ValueGauge::absent,
+                Source::Exporter => ValueGauge::default,
             };
             Metric::Gauge(Gauge(reg!(Inner::new(
                 def,
                 first,
-                FloatGauge::default as GaugeCtor,
+                ValueGauge::default as GaugeCtor,
                 limits
             ))))
         }
@@ -728,7 +848,8 @@ mod tests {
         let m = registry(Limits::default());
         let out = render(&m);
         assert!(out.contains("tx_engine_commits_total 0"), "{out}");
-        assert!(out.contains("tx_engine_depth 0"), "{out}");
+        // An engine gauge has no value before the engine sets it: absent, never 0.
+        assert!(!out.contains("tx_engine_depth"), "{out}");
         assert!(out.contains("tx_engine_memory_bytes NaN"), "{out}");
         assert!(!out.contains("tx_engine_by_server_total{"), "{out}");
     }
@@ -772,6 +893,7 @@ mod tests {
         let m = registry(Limits {
             series_limit: 2,
             series_ttl: None,
+            ..Limits::default()
         });
         let c = m.counter("tx_engine_by_server_total").expect("counter");
         c.inc_by(&["a"], 1.0).expect("first");
@@ -791,6 +913,7 @@ mod tests {
         let m = registry(Limits {
             series_limit: 10,
             series_ttl: Some(Duration::from_secs(60)),
+            ..Limits::default()
         });
         let c = m.counter("tx_engine_by_server_total").expect("counter");
         c.inc_by(&["a"], 1.0).expect("series");
@@ -801,6 +924,31 @@ mod tests {
         assert_eq!(m.own().statsd_lines.value(&["udp"]), Some(1.0));
         // The expired series can be created again, within the limit.
         c.inc_by(&["a"], 1.0).expect("again");
+    }
+
+    #[test]
+    fn engine_gauges_go_stale_when_the_engine_stops_setting_them() {
+        let m = registry(Limits {
+            gauge_stale: Some(Duration::from_secs(300)),
+            ..Limits::default()
+        });
+        assert_eq!(m.shortest_expiry(), Some(Duration::from_secs(300)));
+        let depth = m.gauge("tx_engine_depth").expect("gauge");
+        let lag = m.gauge("tx_engine_lag_seconds").expect("gauge");
+        // A delta on an absent gauge starts from 0, as in StatsD.
+        depth.add(&[], 3.0).expect("delta");
+        assert_eq!(depth.value(&[]), Some(3.0));
+        lag.set(&["a"], 1.5).expect("set");
+        assert_eq!(m.expire_series(Instant::now()), 0);
+        let later = Instant::now() + Duration::from_secs(301);
+        assert_eq!(m.expire_series(later), 2);
+        assert_eq!(depth.value(&[]), None);
+        assert_eq!(lag.value(&["a"]), None);
+        assert!(!render(&m).contains("tx_engine_depth"));
+        // Measured gauges and counters are not the engine's to let go stale.
+        assert!(render(&m).contains("tx_engine_memory_bytes NaN"));
+        depth.set(&[], 4.0).expect("set again");
+        assert!(render(&m).contains("tx_engine_depth 4.0"));
     }
 
     #[test]

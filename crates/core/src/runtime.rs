@@ -177,10 +177,11 @@ async fn serve(
     config: Config,
     security: Option<web_config::WebSecurity>,
 ) -> Result<(), String> {
+    let seconds = |n: u64| (n > 0).then(|| Duration::from_secs(n));
     let limits = Limits {
         series_limit: config.ingest.series_limit,
-        series_ttl: (config.ingest.series_ttl_seconds > 0)
-            .then(|| Duration::from_secs(config.ingest.series_ttl_seconds)),
+        series_ttl: seconds(config.ingest.series_ttl_seconds),
+        gauge_stale: seconds(config.ingest.gauge_stale_seconds),
     };
     let mut metrics = Metrics::new(&schema, limits).map_err(|e| format!("schema: {e}"))?;
     metrics
@@ -232,8 +233,8 @@ async fn serve(
         handles.push(tokio::spawn(task));
     }
     handles.extend(ingest::spawn(&ctx).map_err(schema_error)?);
-    if let Some(ttl) = limits.series_ttl {
-        handles.push(tokio::spawn(expire_series(ctx.clone(), ttl)));
+    if let Some(shortest) = metrics.shortest_expiry() {
+        handles.push(tokio::spawn(expire_series(ctx.clone(), shortest)));
     }
     if let Some(derived) = derived {
         handles.push(tokio::spawn(derived));

@@ -88,6 +88,18 @@ pub struct MetricDef {
     /// For `source = "derived"`: how the sidecar computes the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derived: Option<Derived>,
+    /// An engine gauge loses its value when not set for `ingest.gauge_stale_seconds`; false
+    /// for a gauge whose last value stays true however old (an event's timestamp).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub goes_stale: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 /// A derived gauge: `scale × numerator / denominator`. For counters the ratio is of their
@@ -117,6 +129,15 @@ impl MetricDef {
     /// engine's CPU time): served only once measured, never as a made-up 0.
     pub fn is_measured_total(&self) -> bool {
         self.kind == MetricType::Counter && self.source == Source::Probe && self.labels.is_empty()
+    }
+
+    /// Whether the first scrape already serves a series of it. Not: labelled metrics (their
+    /// series come with their label values), measured totals (once measured) and engine
+    /// gauges (once the engine sets them: unknown is not 0).
+    pub fn served_from_first_scrape(&self) -> bool {
+        self.labels.is_empty()
+            && !self.is_measured_total()
+            && !(self.kind == MetricType::Gauge && self.source == Source::Engine)
     }
 
     /// The name to register with prometheus-client, which appends `_total` to counters and
@@ -430,6 +451,9 @@ impl Schema {
         if def.help.trim().is_empty() || def.help.contains(['\n', '\\', '"']) {
             bail!("{name}: help must be one line without backslashes or quotes");
         }
+        if !def.goes_stale && (def.kind != MetricType::Gauge || def.source != Source::Engine) {
+            bail!("{name}: goes_stale applies to engine gauges only");
+        }
         if def.labels.len() > MAX_LABELS {
             bail!("{name}: at most {MAX_LABELS} labels");
         }
@@ -719,6 +743,7 @@ seed = "tx_engine_commits"
             source: Source::Engine,
             initial: vec![],
             derived: None,
+            goes_stale: true,
         };
         assert_eq!(def.base_name(), "olap_read");
     }

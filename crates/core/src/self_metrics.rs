@@ -42,6 +42,7 @@ self_metrics! {
     source_up: Gauge = "source_up",
     samples_accepted: Counter = "ingest_samples_accepted_total",
     rejected: Counter = "ingest_rejected_total",
+    last_sample: Gauge = "ingest_last_sample_timestamp_seconds",
     tags_dropped: Counter = "ingest_tags_dropped_total",
     series_expired: Counter = "ingest_series_expired_total",
     statsd_datagrams: Counter = "statsd_datagrams_total",

@@ -23,10 +23,11 @@ fn check_families(schema: &Schema, parsed: &Value, format: &str) {
         let fam_name = family_name(&def.name, def.kind);
         // A labelled family has no series until its first label values arrive, and
         // prometheus-client writes no HELP/TYPE for an empty family.
-        // Measured totals (the engine's CPU time) are absent until measured.
+        // Labelled families, measured totals and engine gauges have no series before their
+        // data, and prometheus-client writes no HELP/TYPE for an empty family.
         let Some(fam) = families.get(fam_name) else {
             assert!(
-                !def.labels.is_empty() || def.is_measured_total(),
+                !def.served_from_first_scrape(),
                 "{format}: family {fam_name} missing"
             );
             continue;
@@ -82,13 +83,16 @@ fn check_families(schema: &Schema, parsed: &Value, format: &str) {
     }
 }
 
-/// Sends one DogStatsD sample, with every declared label as a tag, per labelled engine metric.
-fn feed_labelled_engine_metrics(schema: &Schema, exporter: &Exporter) {
+/// Engine metrics the first scrape does not serve: labelled ones and gauges.
+fn needs_data(def: &exporter_core::schema::MetricDef) -> bool {
+    def.source == Source::Engine && !def.served_from_first_scrape()
+}
+
+/// Sends one DogStatsD sample, with every declared label as a tag, per engine metric that
+/// needs data to appear.
+fn feed_engine_metrics(schema: &Schema, exporter: &Exporter) {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
-    let labelled = schema
-        .metrics
-        .iter()
-        .filter(|d| d.source == Source::Engine && !d.labels.is_empty());
+    let labelled = schema.metrics.iter().filter(|d| needs_data(d));
     let mut expected = 0;
     for def in labelled {
         let kind = match def.kind {
@@ -101,7 +105,11 @@ fn feed_labelled_engine_metrics(schema: &Schema, exporter: &Exporter) {
             .iter()
             .map(|l| format!("{l}:conformance"))
             .collect();
-        let line = format!("{}:1|{kind}|#{}", def.name, tags.join(","));
+        let line = if tags.is_empty() {
+            format!("{}:1|{kind}", def.name)
+        } else {
+            format!("{}:1|{kind}|#{}", def.name, tags.join(","))
+        };
         socket
             .send_to(line.as_bytes(), exporter.statsd)
             .expect("send");
@@ -119,7 +127,7 @@ fn feed_labelled_engine_metrics(schema: &Schema, exporter: &Exporter) {
     });
     assert!(
         got.is_some(),
-        "the {expected} labelled samples were not all accepted"
+        "the {expected} samples were not all accepted"
     );
 }
 
@@ -170,11 +178,12 @@ pub fn check_tier(bin: &str, schema_toml: &str) {
             "openmetrics",
         );
         check_families(&schema, &parse_with_python(&text, "text"), "text");
-        // Labelled engine metrics appear with their first label values: push one each.
-        feed_labelled_engine_metrics(&schema, &exporter);
+        // Labelled engine metrics and engine gauges appear with their first sample: push one
+        // each.
+        feed_engine_metrics(&schema, &exporter);
         let fed = parse_with_python(&exporter.scrape_openmetrics(), "openmetrics");
         for def in &schema.metrics {
-            if def.source == Source::Engine && !def.labels.is_empty() {
+            if needs_data(def) {
                 let fam = family_name(&def.name, def.kind);
                 assert!(
                     fed.get(fam).is_some(),

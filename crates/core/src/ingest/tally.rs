@@ -4,6 +4,7 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::reason::{Reason, MAX_REASONS};
 use crate::health::SourceHealth;
@@ -87,6 +88,9 @@ impl<R: Reason> Counters<R> {
         let own = self.metrics.own();
         if tally.accepted > 0 {
             own.samples_accepted.add(&[R::CHANNEL], tally.accepted);
+            if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
+                let _ = own.last_sample.set(&[R::CHANNEL], now.as_secs_f64());
+            }
         }
         if tally.tags_dropped > 0 {
             own.tags_dropped.add(&[], tally.tags_dropped);

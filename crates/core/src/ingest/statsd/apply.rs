@@ -169,6 +169,7 @@ mod tests {
             Limits {
                 series_limit: limit,
                 series_ttl: None,
+                ..Limits::default()
             },
         )
         .expect("registry");
