@@ -177,13 +177,44 @@ pub fn fill_generated(doc: &str, name: &str, content: &str) -> Option<String> {
     Some(format!("{}{content}{}", &doc[..body], &doc[end..]))
 }
 
-/// The generated blocks of docs/ingest.md: each channel's rejection reasons.
-pub fn ingest_blocks() -> [(&'static str, String); 2] {
+/// The generated blocks of docs/ingest.md: each channel's rejection reasons, and which
+/// channel feeds each engine metric of every tier.
+pub fn ingest_blocks(schemas: &[Schema]) -> [(&'static str, String); 3] {
     use crate::ingest::reason::{markdown_table, EventReason, StatsdReason};
     [
         ("statsd-reasons", markdown_table::<StatsdReason>()),
         ("event-reasons", markdown_table::<EventReason>()),
+        ("channels", channel_table(schemas)),
     ]
+}
+
+/// Tier → the engine metrics each channel feeds.
+fn channel_table(schemas: &[Schema]) -> String {
+    use crate::schema::Channel;
+    let mut out = String::from("| tier | StatsD | event log |\n|---|---|---|\n");
+    for schema in schemas {
+        let list = |channel: Channel| {
+            let names: Vec<String> = schema
+                .metrics
+                .iter()
+                .filter(|d| d.source == Source::Engine && schema.channels(d).contains(&channel))
+                .map(|d| format!("`{}`", d.name))
+                .collect();
+            if names.is_empty() {
+                "—".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            schema.tier.name,
+            list(Channel::Statsd),
+            list(Channel::Events)
+        );
+    }
+    out
 }
 
 #[cfg(test)]

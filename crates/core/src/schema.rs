@@ -37,6 +37,23 @@ impl MetricType {
     }
 }
 
+/// How the engine feeds a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Statsd,
+    Events,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Statsd => "statsd",
+            Channel::Events => "events",
+        }
+    }
+}
+
 /// Who produces a metric's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -92,6 +109,10 @@ pub struct MetricDef {
     /// for a gauge whose last value stays true however old (an event's timestamp).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub goes_stale: bool,
+    /// Which channels feed an engine metric. Unset: the event log when an event rule targets
+    /// the metric, else StatsD, so one engine action is never counted through both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<Channel>,
 }
 
 fn yes() -> bool {
@@ -451,6 +472,9 @@ impl Schema {
         if def.help.trim().is_empty() || def.help.contains(['\n', '\\', '"']) {
             bail!("{name}: help must be one line without backslashes or quotes");
         }
+        if !def.channels.is_empty() && def.source != Source::Engine {
+            bail!("{name}: channels apply to engine metrics only");
+        }
         if !def.goes_stale && (def.kind != MetricType::Gauge || def.source != Source::Engine) {
             bail!("{name}: goes_stale applies to engine gauges only");
         }
@@ -503,11 +527,32 @@ impl Schema {
         Ok(())
     }
 
+    /// The channels that feed `def`: its declared ones, else the event log if an event rule
+    /// targets it, else StatsD.
+    pub fn channels(&self, def: &MetricDef) -> Vec<Channel> {
+        if !def.channels.is_empty() {
+            return def.channels.clone();
+        }
+        let targeted = self
+            .events
+            .iter()
+            .flat_map(|r| &r.effects)
+            .any(|e| e.metric() == def.name);
+        vec![if targeted {
+            Channel::Events
+        } else {
+            Channel::Statsd
+        }]
+    }
+
     fn check_effect(&self, event: &str, effect: &Effect) -> Result<(), SchemaError> {
         let name = effect.metric();
         let Some(def) = self.metric(name) else {
             bail!("event {event}: unknown metric {name}");
         };
+        if !def.channels.is_empty() && !def.channels.contains(&Channel::Events) {
+            bail!("event {event}: {name} is fed by StatsD only (its schema channels)");
+        }
         if def.kind != effect.required_kind() {
             bail!(
                 "event {event}: {name} is a {}, which this op cannot update",
@@ -744,6 +789,7 @@ seed = "tx_engine_commits"
             initial: vec![],
             derived: None,
             goes_stale: true,
+            channels: vec![],
         };
         assert_eq!(def.base_name(), "olap_read");
     }

@@ -58,7 +58,7 @@ fn ingest_reason_tables_are_generated_from_the_reason_enums() {
     let path = root().join("docs/ingest.md");
     let mut doc = std::fs::read_to_string(&path).expect("docs/ingest.md");
     let before = doc.clone();
-    for (name, content) in exporter_core::docs::ingest_blocks() {
+    for (name, content) in exporter_core::docs::ingest_blocks(&tier_schemas(&root())) {
         doc = exporter_core::docs::fill_generated(&doc, name, &content)
             .unwrap_or_else(|| panic!("docs/ingest.md lacks the generated block {name}"));
     }

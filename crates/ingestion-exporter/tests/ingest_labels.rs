@@ -34,7 +34,7 @@ c = DogStatsd(host="127.0.0.1", port=int(sys.argv[1]), disable_telemetry=True,
               origin_detection_enabled=False)
 c.gauge("ingestion_lag_by_source_seconds", 1.5, tags=["server_id:tx-1", "env:prod"])
 c.gauge("ingestion_lag_by_source_seconds", 0.25, tags=["server_id:tx-2"])
-c.increment("ingestion_events_by_source", 3, tags=["server_id:tx-1"])
+c.increment("ingestion_events_by_source", 3, tags=["server_id:tx-1"])  # event-fed: refused
 c.gauge("ingestion_lag_by_source_seconds", 9, tags=["env:prod"])   # no server_id
 c.flush()
 "#;
@@ -55,14 +55,14 @@ c.flush()
     let text = if sample_value(
         &text,
         "ingestion_exporter_ingest_samples_accepted_total{source=\"statsd\"}",
-    ) == Some(3.0)
+    ) == Some(2.0)
     {
         text
     } else {
         wait_for(
             &exp,
             "ingestion_exporter_ingest_samples_accepted_total{source=\"statsd\"}",
-            3.0,
+            2.0,
         )
     };
     let v = |s: &str| sample_value(&text, s).unwrap_or_else(|| panic!("{s}\n{text}"));
@@ -74,9 +74,18 @@ c.flush()
         v("ingestion_lag_by_source_seconds{server_id=\"tx-2\"}"),
         0.25
     );
+    // event_received lines feed the per-source counter; the same count by StatsD would be
+    // counted twice, so it is refused.
     assert_eq!(
-        v("ingestion_events_by_source_total{server_id=\"tx-1\"}"),
-        3.0
+        sample_value(
+            &text,
+            "ingestion_events_by_source_total{server_id=\"tx-1\"}"
+        ),
+        None
+    );
+    assert_eq!(
+        v("ingestion_exporter_ingest_rejected_total{source=\"statsd\",reason=\"wrong_channel\"}"),
+        1.0
     );
     // env:prod on the first and the last sample: tags are sorted out before the missing
     // label is noticed, so both count as dropped.

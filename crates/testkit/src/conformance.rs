@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use exporter_core::schema::{MetricType, Schema, Source};
+use exporter_core::schema::{Channel, MetricType, Schema, Source};
 
 use crate::{
     gunzip, parse_with_python, promtool_check_metrics, require_python, require_tool, Exporter,
@@ -83,16 +83,19 @@ fn check_families(schema: &Schema, parsed: &Value, format: &str) {
     }
 }
 
-/// Engine metrics the first scrape does not serve: labelled ones and gauges.
-fn needs_data(def: &exporter_core::schema::MetricDef) -> bool {
-    def.source == Source::Engine && !def.served_from_first_scrape()
+/// Engine metrics fed by StatsD that the first scrape does not serve: labelled ones and
+/// gauges.
+fn needs_data(schema: &Schema, def: &exporter_core::schema::MetricDef) -> bool {
+    def.source == Source::Engine
+        && !def.served_from_first_scrape()
+        && schema.channels(def).contains(&Channel::Statsd)
 }
 
 /// Sends one DogStatsD sample, with every declared label as a tag, per engine metric that
 /// needs data to appear.
 fn feed_engine_metrics(schema: &Schema, exporter: &Exporter) {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
-    let labelled = schema.metrics.iter().filter(|d| needs_data(d));
+    let labelled = schema.metrics.iter().filter(|d| needs_data(schema, d));
     let mut expected = 0;
     for def in labelled {
         let kind = match def.kind {
@@ -183,7 +186,7 @@ pub fn check_tier(bin: &str, schema_toml: &str) {
         feed_engine_metrics(&schema, &exporter);
         let fed = parse_with_python(&exporter.scrape_openmetrics(), "openmetrics");
         for def in &schema.metrics {
-            if needs_data(def) {
+            if needs_data(&schema, def) {
                 let fam = family_name(&def.name, def.kind);
                 assert!(
                     fed.get(fam).is_some(),

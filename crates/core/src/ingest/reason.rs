@@ -67,6 +67,7 @@ reasons! {
         InvalidSampleRate = "invalid_sample_rate": "`@rate` not in (0, 1], or below 0.001 on a histogram",
         UnknownMetric = "unknown_metric": "the name is not in the schema (nor a counter alias)",
         ReadOnlyMetric = "read_only_metric": "a probe, derived or self metric",
+        WrongChannel = "wrong_channel": "the event log feeds this metric (see the channel lists below), so a StatsD sample would count the same action twice",
         TypeMismatch = "type_mismatch": "e.g. `c` on a gauge, `ms` on a counter",
         NegativeCounter = "negative_counter": "a counter increment below zero",
         MissingLabel = "missing_label": "a declared label has no tag",

@@ -7,7 +7,7 @@ use super::parse::{self, Kind, Sample};
 use crate::ingest::reason::StatsdReason;
 use crate::ingest::tally::Tally;
 use crate::metrics::{Metric, Metrics};
-use crate::schema::{Schema, SchemaError, Source, MAX_LABELS};
+use crate::schema::{Channel, Schema, SchemaError, Source, MAX_LABELS};
 
 /// Histogram samples with a rate below 1/this would need that many observations each.
 const MAX_HISTOGRAM_REPEAT: f64 = 1000.0;
@@ -17,6 +17,8 @@ const MAX_HISTOGRAM_REPEAT: f64 = 1000.0;
 enum Target {
     Writable(Metric),
     ReadOnly,
+    /// An engine metric the event log feeds: a sample would count the action twice.
+    OtherChannel,
 }
 
 /// Name → handle table built once from the schema, so resolving a name costs one hash
@@ -30,6 +32,9 @@ impl Mapper {
         let mut names = HashMap::new();
         for def in &schema.metrics {
             let target = match def.source {
+                Source::Engine if !schema.channels(def).contains(&Channel::Statsd) => {
+                    Target::OtherChannel
+                }
                 Source::Engine => Target::Writable(
                     metrics
                         .get(&def.name)
@@ -72,6 +77,7 @@ impl Mapper {
         {
             Some(Target::Writable(m)) => m,
             Some(Target::ReadOnly) => return reject(tally, StatsdReason::ReadOnlyMetric),
+            Some(Target::OtherChannel) => return reject(tally, StatsdReason::WrongChannel),
             None => return reject(tally, StatsdReason::UnknownMetric),
         };
         let type_ok = matches!(
@@ -248,6 +254,36 @@ mod tests {
         send(&m, &metrics, "tx_engine_lag_seconds:1|g|#server_id:a");
         let t = send(&m, &metrics, "tx_engine_lag_seconds:1|g|#server_id:b");
         assert_eq!(t.rejected(StatsdReason::SeriesLimit), 1);
+    }
+
+    #[test]
+    fn a_metric_the_event_log_feeds_refuses_statsd() {
+        let toml = format!(
+            "{}\n[[events]]\nevent = \"commit\"\neffects = [{{ op = \"inc\", metric = \"tx_engine_commits_total\" }}]\n",
+            crate::schema::TEST_METRICS
+        );
+        let schema = Schema::parse(&crate::schema::test_schema_toml("tx", &toml)).expect("schema");
+        let metrics = Metrics::new(&schema, Limits::default()).expect("registry");
+        let m = Mapper::new(&metrics, &schema).expect("mapper");
+        for line in [
+            "tx_engine_commits:1|c",
+            "tx_engine_commits_total:1|c",
+            "tx_engine_commits_seed:1|c",
+        ] {
+            let mut t = Tally::default();
+            m.apply_datagram(line.as_bytes(), &mut t);
+            assert_eq!(
+                (t.accepted, t.rejected(StatsdReason::WrongChannel)),
+                (0, 1),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            metrics
+                .get("tx_engine_commits_total")
+                .and_then(|c| c.value(&[])),
+            Some(0.0)
+        );
     }
 
     #[test]
