@@ -232,7 +232,8 @@ async fn serve(
         tracing::debug!(target: "main", event = "task_started", task = name);
         handles.push(tokio::spawn(task));
     }
-    handles.extend(ingest::spawn(&ctx).map_err(schema_error)?);
+    let ingest = ingest::spawn(&ctx).map_err(schema_error)?;
+    handles.extend(ingest.handles);
     if let Some(shortest) = metrics.shortest_expiry() {
         handles.push(tokio::spawn(expire_series(ctx.clone(), shortest)));
     }
@@ -247,6 +248,7 @@ async fn serve(
         metrics: metrics.clone(),
         health,
         scrape_hooks,
+        ledger: ingest.ledger,
         binary: schema.tier.binary.clone(),
         tier: schema.tier.name.clone(),
         telemetry_path: config.web.telemetry_path.clone(),
@@ -316,16 +318,26 @@ async fn expire_series(mut ctx: TaskContext, ttl: Duration) {
 }
 
 async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    async fn next(s: &mut Option<Signal>) {
+        match s.as_mut() {
+            Some(s) => {
+                s.recv().await;
             }
+            None => std::future::pending().await,
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+    }
+    // SIGHUP's default action would end the process without saving positions. Until the
+    // configuration can be reloaded, a SIGHUP is logged and otherwise ignored.
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    loop {
+        tokio::select! {
+            _ = next(&mut term) => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = next(&mut hup) => {
+                tracing::warn!(target: "main", event = "sighup_ignored", "SIGHUP received: configuration reload is not supported yet; still running");
+            }
         }
     }
 }

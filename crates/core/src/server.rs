@@ -18,6 +18,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::exposition::{self, Format};
 use crate::health::Health;
+use crate::ingest::logtail::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::profiling::{self, Profiler};
 use crate::web_config::BasicAuth;
@@ -28,6 +29,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub health: Health,
     pub scrape_hooks: Vec<ScrapeHook>,
+    /// The event-log follower's ledger: a scrape renders under it and persists the
+    /// positions it served.
+    pub ledger: Option<Arc<Ledger>>,
     pub binary: String,
     pub tier: String,
     pub telemetry_path: String,
@@ -131,8 +135,12 @@ async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respon
             hook();
         }
     }
-    let rendered = tracing::info_span!(target: "http", "scrape.render")
-        .in_scope(|| exposition::render(app.metrics.registry(), format));
+    let render = || exposition::render(app.metrics.registry(), format);
+    let rendered =
+        tracing::info_span!(target: "http", "scrape.render").in_scope(|| match &app.ledger {
+            Some(ledger) => ledger.serve(render),
+            None => render(),
+        });
     let took = started.elapsed().as_secs_f64();
     let _ = app.metrics.own().scrape_duration.observe(&[], took, None);
     tracing::debug!(target: "http", event = "scrape", format = ?format, duration_seconds = took);
@@ -211,6 +219,7 @@ mod tests {
             metrics: Arc::new(Metrics::new(&schema, Default::default()).expect("registry")),
             health: health.clone(),
             scrape_hooks: Vec::new(),
+            ledger: None,
             binary: "tx-exporter".into(),
             tier: "tx".into(),
             telemetry_path: "/metrics".into(),

@@ -19,10 +19,21 @@ use crate::schema::SchemaError;
 
 /// Starts every configured ingest source; each handle finishes after `ctx.shutdown`
 /// (the follower persists its positions first).
-pub fn spawn(ctx: &TaskContext) -> Result<Vec<JoinHandle<()>>, SchemaError> {
+/// What the running sources hand back: their tasks, and the event-log ledger a scrape must
+/// serve through.
+pub struct Running {
+    pub handles: Vec<JoinHandle<()>>,
+    pub ledger: Option<Arc<logtail::ledger::Ledger>>,
+}
+
+pub fn spawn(ctx: &TaskContext) -> Result<Running, SchemaError> {
     let statsd_mapper = statsd::Mapper::new(&ctx.metrics, &ctx.schema)?;
     let event_mapper = events::EventMapper::new(&ctx.metrics, &ctx.schema)?;
     let mut handles = statsd::spawn(ctx, Arc::new(statsd_mapper));
-    handles.extend(logtail::spawn(ctx, Arc::new(event_mapper)));
-    Ok(handles)
+    let mut ledger = None;
+    if let Some((handle, l)) = logtail::spawn(ctx, Arc::new(event_mapper)) {
+        handles.push(handle);
+        ledger = Some(l);
+    }
+    Ok(Running { handles, ledger })
 }

@@ -7,6 +7,7 @@
 //! from its beginning. Delete and re-create is the same without the rename. copytruncate:
 //! the file shrinks below what was read, so reading restarts at 0.
 
+pub mod ledger;
 pub mod positions;
 pub mod reader;
 
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+use self::ledger::{Ledger, LedgerState};
 use self::positions::{FileId, Position};
 use self::reader::{Line, Reader};
 use super::events::EventMapper;
@@ -29,8 +31,6 @@ use crate::context::TaskContext;
 const POLL: Duration = Duration::from_millis(250);
 /// A rotated-away file that has not grown for this long is closed.
 const RETIRE_IDLE: Duration = Duration::from_secs(5);
-/// Positions are written at most this often while lines are being read (and at shutdown).
-const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Bytes read from one file per poll before moving on to the others.
 const BUDGET: u64 = 8 << 20;
 const CHUNK: usize = 64 * 1024;
@@ -42,7 +42,8 @@ pub struct Options {
     pub max_line_bytes: usize,
 }
 
-pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<JoinHandle<()>> {
+/// Starts the follower; its ledger ties the positions file to what scrapes served.
+pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<(JoinHandle<()>, Arc<Ledger>)> {
     let ingest = &ctx.config.ingest;
     if ingest.log_path.is_empty() {
         return None;
@@ -62,8 +63,9 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<JoinHandle<(
         max_line_bytes: ingest.max_line_bytes,
     };
     let mut follower = Follower::new(options, mapper, counters);
+    let ledger = follower.ledger();
     let shutdown = ctx.shutdown.clone();
-    Some(tokio::task::spawn_blocking(move || {
+    let handle = tokio::task::spawn_blocking(move || {
         loop {
             let more = follower.tick();
             if shutdown.is_set() {
@@ -79,7 +81,8 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<JoinHandle<(
         }
         follower.save_positions();
         tracing::info!(target: "ingest", event = "follower_stopped", "event-log positions saved");
-    }))
+    });
+    Some((handle, ledger))
 }
 
 pub struct Follower {
@@ -93,8 +96,7 @@ pub struct Follower {
     /// Positions loaded at start-up, consumed as their files are found.
     stored: Vec<Position>,
     first_scan: bool,
-    dirty: bool,
-    last_save: Instant,
+    ledger: Arc<Ledger>,
     chunk: Vec<u8>,
     followed_reported: Option<usize>,
 }
@@ -115,6 +117,7 @@ impl Follower {
             }),
             None => Vec::new(),
         };
+        let ledger = Arc::new(Ledger::new(options.positions_file.clone(), &stored));
         Follower {
             options,
             mapper,
@@ -124,8 +127,7 @@ impl Follower {
             path_ids: HashMap::new(),
             stored,
             first_scan: true,
-            dirty: false,
-            last_save: Instant::now(),
+            ledger,
             chunk: vec![0; CHUNK],
             followed_reported: None,
         }
@@ -134,6 +136,23 @@ impl Follower {
     /// One poll: discover files, drain rotated ones, read new lines. Returns true when some
     /// file has more to read right away.
     pub fn tick(&mut self) -> bool {
+        // No scrape renders while lines are applied and their positions recorded.
+        let ledger = self.ledger.clone();
+        let mut state = ledger.lock();
+        let more = self.tick_locked(&mut state);
+        state.set_applied(self.positions());
+        drop(state);
+        // Files opened in this tick are persisted at once.
+        ledger.persist();
+        more
+    }
+
+    /// The follower's ledger, for the scrape that serves what it applied.
+    pub fn ledger(&self) -> Arc<Ledger> {
+        self.ledger.clone()
+    }
+
+    fn tick_locked(&mut self, state: &mut LedgerState) -> bool {
         let found = self.scan();
         let found_ids: HashSet<FileId> = found.iter().map(|(_, id)| *id).collect();
         // Files no longer matched (renamed away, deleted) are drained, not dropped.
@@ -149,7 +168,7 @@ impl Follower {
             }
         }
         for (path, id) in found {
-            self.track(path, id);
+            self.track(path, id, state);
         }
         self.first_scan = false;
 
@@ -171,7 +190,6 @@ impl Follower {
                 .log_lines_read
                 .add(&[&r.label], lines);
             self.counters.flush(&mut tally);
-            self.dirty = true;
             tracing::info!(target: "ingest", event = "file_closed", path = %r.path.display(), "rotated file drained");
             false
         });
@@ -186,9 +204,6 @@ impl Follower {
             }
         }
         self.report();
-        if self.dirty && self.last_save.elapsed() >= SAVE_EVERY {
-            self.save_positions();
-        }
         more
     }
 
@@ -219,7 +234,7 @@ impl Follower {
     }
 
     /// Records that `path` is file `id` now, opening a reader if the file is new to us.
-    fn track(&mut self, path: PathBuf, id: FileId) {
+    fn track(&mut self, path: PathBuf, id: FileId, state: &mut LedgerState) {
         let label = path.to_string_lossy().into_owned();
         match self.path_ids.insert(path.clone(), id) {
             Some(old) if old != id => {
@@ -258,8 +273,13 @@ impl Follower {
                 ] {
                     counter.add(&[&label], 0);
                 }
+                state.opened(Position {
+                    path: path.clone(),
+                    dev: id.dev,
+                    ino: id.ino,
+                    offset: start,
+                });
                 self.active.insert(id, r);
-                self.dirty = true;
             }
             Err(e) => {
                 // Removed between scan and open, or unreadable: retried next poll.
@@ -297,7 +317,6 @@ impl Follower {
     fn read(&mut self, r: &mut Reader) -> bool {
         let mut tally = Tally::default();
         let mapper = &self.mapper;
-        let before = r.committed();
         // Opened at the first line, so polls that find nothing new leave no span.
         let mut span: Option<tracing::Span> = None;
         let result = r.poll(&mut self.chunk, self.options.max_line_bytes, BUDGET, |l| {
@@ -322,9 +341,6 @@ impl Follower {
                 if stats.bytes > 0 {
                     own.log_lines_read.add(&[&r.label], stats.lines);
                     own.log_read_bytes.add(&[&r.label], stats.bytes);
-                }
-                if stats.truncated || r.committed() != before {
-                    self.dirty = true;
                 }
                 stats.more
             }
@@ -354,12 +370,9 @@ impl Follower {
         }
     }
 
-    pub fn save_positions(&mut self) {
-        let Some(path) = &self.options.positions_file else {
-            return;
-        };
-        let list: Vec<Position> = self
-            .active
+    /// How far every followed file has been applied.
+    fn positions(&self) -> Vec<Position> {
+        self.active
             .values()
             .chain(self.retired.iter())
             .map(|r| Position {
@@ -368,15 +381,13 @@ impl Follower {
                 ino: r.id.ino,
                 offset: r.committed(),
             })
-            .collect();
-        match positions::save(path, &list) {
-            Ok(()) => self.dirty = false,
-            Err(e) => {
-                tracing::error!(target: "ingest", event = "positions_write_failed", error = %e);
-                self.counters.health().error(e);
-            }
-        }
-        self.last_save = Instant::now();
+            .collect()
+    }
+
+    /// Persists what the last served scrape reflected (at shutdown): lines applied since
+    /// were never seen by Prometheus and are applied again after the restart.
+    pub fn save_positions(&mut self) {
+        self.ledger.persist();
     }
 }
 
@@ -390,8 +401,10 @@ fn line(mapper: &EventMapper, l: Line<'_>, tally: &mut Tally<EventReason>) {
 #[cfg(test)]
 mod tests {
     //! A model-based test of the follower (as Vector's file source does it): random sequences
-    //! of appends, rotations by rename, delete-and-recreate, copytruncate and restarts, after
-    //! which every line written must have been applied exactly once.
+    //! of appends, rotations by rename, delete-and-recreate, copytruncate, scrapes and
+    //! restarts (with or without a scrape just before), after which every line written must
+    //! have been counted exactly once as Prometheus sees it: the sum of what each run last
+    //! served, plus what the current run serves.
 
     use super::*;
     use crate::health::Health;
@@ -416,8 +429,11 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
         Append(usize),
         /// Append lines, then rename the file away and start a new one before the next poll.
         AppendThenRotate(usize),
-        /// Append lines, then stop (saving positions) and start a new follower.
-        AppendThenRestart(usize),
+        /// Append lines, then a crash: a new run with a new registry, from the positions of
+        /// the last served scrape.
+        AppendThenCrash(usize),
+        /// Append lines, scrape, then a clean stop and a new run.
+        AppendScrapeRestart(usize),
         /// Delete the file and create an empty one at the same path.
         Recreate,
         /// copytruncate: the file is emptied in place.
@@ -429,7 +445,8 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
         prop_oneof![
             (1usize..40).prop_map(Op::Append),
             (1usize..40).prop_map(Op::AppendThenRotate),
-            (1usize..40).prop_map(Op::AppendThenRestart),
+            (1usize..40).prop_map(Op::AppendThenCrash),
+            (1usize..40).prop_map(Op::AppendScrapeRestart),
             Just(Op::Recreate),
             Just(Op::Truncate),
         ]
@@ -439,9 +456,14 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
         dir: PathBuf,
         log: PathBuf,
         rotated: usize,
+        schema: Schema,
         metrics: Arc<Metrics>,
         mapper: Arc<EventMapper>,
         follower: Follower,
+        /// The value each earlier run last served, summed.
+        served_before: f64,
+        /// What this run last served.
+        last_served: f64,
     }
 
     impl World {
@@ -460,10 +482,35 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
                 dir,
                 log,
                 rotated: 0,
+                schema,
                 metrics,
                 mapper,
                 follower,
+                served_before: 0.0,
+                last_served: 0.0,
             }
+        }
+
+        /// A scrape: what it serves is what Prometheus has seen of this run.
+        fn scrape(&mut self) {
+            let metrics = self.metrics.clone();
+            self.last_served = self.follower.ledger().serve(|| {
+                metrics
+                    .get("tx_engine_lines_total")
+                    .and_then(|m| m.value(&[]))
+                    .unwrap_or(f64::NAN)
+            });
+        }
+
+        /// A new run: a fresh registry (counters restart at 0) and follower, from the
+        /// positions file.
+        fn new_run(&mut self) {
+            self.served_before += self.last_served;
+            self.last_served = 0.0;
+            self.metrics =
+                Arc::new(Metrics::new(&self.schema, Limits::default()).expect("registry"));
+            self.mapper = Arc::new(EventMapper::new(&self.metrics, &self.schema).expect("mapper"));
+            self.follower = Self::follower(&self.dir, &self.metrics, &self.mapper);
         }
 
         fn follower(
@@ -501,11 +548,10 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
             self.follower.tick();
         }
 
-        fn applied(&self) -> f64 {
-            self.metrics
-                .get("tx_engine_lines_total")
-                .and_then(|m| m.value(&[]))
-                .unwrap_or(f64::NAN)
+        /// Every line as Prometheus sees it, after a scrape of the current run.
+        fn counted(&mut self) -> f64 {
+            self.scrape();
+            self.served_before + self.last_served
         }
 
         fn run(&mut self, op: &Op) -> usize {
@@ -524,10 +570,20 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
                     self.settle();
                     n
                 }
-                Op::AppendThenRestart(n) => {
+                Op::AppendThenCrash(n) => {
                     self.append(n);
+                    // Read, maybe not served: a crash loses no served line and repeats none.
+                    self.follower.tick();
+                    self.new_run();
+                    self.settle();
+                    n
+                }
+                Op::AppendScrapeRestart(n) => {
+                    self.append(n);
+                    self.settle();
+                    self.scrape();
                     self.follower.save_positions();
-                    self.follower = Self::follower(&self.dir, &self.metrics, &self.mapper);
+                    self.new_run();
                     self.settle();
                     n
                 }
@@ -563,7 +619,7 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
             let mut written = 0;
             for op in &ops {
                 written += world.run(op);
-                proptest::prop_assert_eq!(world.applied(), written as f64, "after {:?} of {:?}", op, ops);
+                proptest::prop_assert_eq!(world.counted(), written as f64, "after {:?} of {:?}", op, ops);
             }
         }
     }
