@@ -278,6 +278,7 @@ impl Follower {
                     dev: id.dev,
                     ino: id.ino,
                     offset: start,
+                    head: r.head(),
                 });
                 self.active.insert(id, r);
             }
@@ -294,8 +295,18 @@ impl Follower {
     fn start_offset(&mut self, path: &std::path::Path, id: FileId, size: u64) -> u64 {
         if let Some(i) = self.stored.iter().position(|p| p.id() == id) {
             let p = self.stored.swap_remove(i);
-            // Shrunk while we were away: copytruncate, start over.
-            return if p.offset <= size { p.offset } else { 0 };
+            // Shrunk, or starts differently, since we were away: copytruncate, start over.
+            let same_head = p.head.is_none_or(|(hash, len)| {
+                let mut now = vec![0; len as usize];
+                std::fs::File::open(path)
+                    .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut now, 0))
+                    .is_ok_and(|()| positions::fingerprint(&now) == (hash, len))
+            });
+            return if p.offset <= size && same_head {
+                p.offset
+            } else {
+                0
+            };
         }
         if !self.first_scan {
             // Appeared while running (a new file, or the new file after a rotation):
@@ -380,6 +391,7 @@ impl Follower {
                 dev: r.id.dev,
                 ino: r.id.ino,
                 offset: r.committed(),
+                head: r.head(),
             })
             .collect()
     }
@@ -438,6 +450,9 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
         Recreate,
         /// copytruncate: the file is emptied in place.
         Truncate,
+        /// A clean stop, then copytruncate and more lines than before while the exporter is
+        /// down, then a new run: the file must be recognised as new by its first bytes.
+        RefillWhileDown(usize),
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -449,6 +464,7 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
             (1usize..40).prop_map(Op::AppendScrapeRestart),
             Just(Op::Recreate),
             Just(Op::Truncate),
+            (1usize..40).prop_map(Op::RefillWhileDown),
         ]
     }
 
@@ -464,6 +480,10 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
         served_before: f64,
         /// What this run last served.
         last_served: f64,
+        /// Lines written so far (numbered, so that files differ in their first bytes).
+        seq: usize,
+        /// Lines in the current file.
+        in_file: usize,
     }
 
     impl World {
@@ -488,6 +508,8 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
                 follower,
                 served_before: 0.0,
                 last_served: 0.0,
+                seq: 0,
+                in_file: 0,
             }
         }
 
@@ -528,14 +550,16 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
             Follower::new(options, mapper.clone(), counters)
         }
 
-        fn append(&self, n: usize) {
+        fn append(&mut self, n: usize) {
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
                 .open(&self.log)
                 .expect("open log");
             for _ in 0..n {
-                f.write_all(b"{\"event\":\"line\"}\n").expect("write");
+                self.seq += 1;
+                writeln!(f, "{{\"event\":\"line\",\"n\":{}}}", self.seq).expect("write");
             }
+            self.in_file += n;
         }
 
         /// Polls until the follower has nothing more to read (bounded).
@@ -567,8 +591,21 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
                     let away = self.dir.join(format!("app.log.{}", self.rotated));
                     std::fs::rename(&self.log, away).expect("rename");
                     std::fs::write(&self.log, b"").expect("new log");
+                    self.in_file = 0;
                     self.settle();
                     n
+                }
+                Op::RefillWhileDown(n) => {
+                    self.settle();
+                    self.scrape();
+                    self.follower.save_positions();
+                    let more = self.in_file + n;
+                    std::fs::File::create(&self.log).expect("truncate");
+                    self.in_file = 0;
+                    self.append(more);
+                    self.new_run();
+                    self.settle();
+                    more
                 }
                 Op::AppendThenCrash(n) => {
                     self.append(n);
@@ -590,11 +627,13 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
                 Op::Recreate => {
                     std::fs::remove_file(&self.log).expect("remove");
                     std::fs::write(&self.log, b"").expect("recreate");
+                    self.in_file = 0;
                     self.settle();
                     0
                 }
                 Op::Truncate => {
                     std::fs::File::create(&self.log).expect("truncate");
+                    self.in_file = 0;
                     self.settle();
                     0
                 }

@@ -20,6 +20,20 @@ pub struct Position {
     pub ino: u64,
     /// Byte offset just after the last complete line processed.
     pub offset: u64,
+    /// FNV-1a hash and length of the file's first bytes (its fingerprint), so a file truncated
+    /// and refilled while the exporter was down is recognised; absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<(u64, u32)>,
+}
+
+/// FNV-1a: a fingerprint, not a security hash.
+pub fn fingerprint(bytes: &[u8]) -> (u64, u32) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h, bytes.len() as u32)
 }
 
 impl Position {
@@ -79,6 +93,7 @@ mod tests {
         let path = dir.join("sub/positions.json");
         assert_eq!(load(&path), Ok(Vec::new()));
         let files = vec![Position {
+            head: Some(fingerprint(b"abc")),
             path: "/var/log/a.log".into(),
             dev: 1,
             ino: 2,

@@ -3,10 +3,16 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use super::positions::FileId;
+
+/// How many of a file's first bytes identify it: a copytruncate that refills the file past
+/// the old offset between two polls leaves it no shorter, but changes its beginning (a
+/// timestamp, at the least), as Vector's checksum fingerprint does.
+const HEAD_BYTES: usize = 256;
 
 /// What the reader hands out.
 pub enum Line<'a> {
@@ -40,6 +46,8 @@ pub struct Reader {
     pub last_growth: Instant,
     /// File size at the last poll.
     pub size: u64,
+    /// The file's first bytes, up to [`HEAD_BYTES`] and only of lines already read.
+    head: Vec<u8>,
 }
 
 impl Reader {
@@ -59,7 +67,41 @@ impl Reader {
             skipping: false,
             last_growth: Instant::now(),
             size,
+            head: Vec::new(),
         })
+        .map(|mut r| {
+            r.remember_head();
+            r
+        })
+    }
+
+    /// Keeps the first bytes of what has been read as the file's fingerprint.
+    fn remember_head(&mut self) {
+        let want = (self.committed.min(HEAD_BYTES as u64)) as usize;
+        if self.head.len() < want {
+            let mut head = vec![0; want];
+            if self.file.read_exact_at(&mut head, 0).is_ok() {
+                self.head = head;
+            }
+        }
+    }
+
+    /// The fingerprint of the file's first bytes read so far, for the positions file.
+    pub fn head(&self) -> Option<(u64, u32)> {
+        (!self.head.is_empty()).then(|| super::positions::fingerprint(&self.head))
+    }
+
+    /// Whether the file no longer starts with the bytes it started with.
+    fn head_changed(&self) -> bool {
+        if self.head.is_empty() {
+            return false;
+        }
+        let mut now = vec![0; self.head.len()];
+        match self.file.read_exact_at(&mut now, 0) {
+            Ok(()) => now != self.head,
+            // Shorter than what it started with: truncated.
+            Err(_) => true,
+        }
     }
 
     pub fn committed(&self) -> u64 {
@@ -81,13 +123,15 @@ impl Reader {
     ) -> io::Result<ReadStats> {
         let mut stats = ReadStats::default();
         self.size = self.file.metadata()?.len();
-        if self.size < self.read_pos {
-            // copytruncate: the same file starts over; whatever was half-read is gone.
+        if self.size < self.read_pos || self.head_changed() {
+            // copytruncate (even refilled past the old offset since the last poll): the same
+            // file starts over; whatever was half-read is gone.
             self.file.seek(SeekFrom::Start(0))?;
             self.read_pos = 0;
             self.committed = 0;
             self.partial.clear();
             self.skipping = false;
+            self.head.clear();
             stats.truncated = true;
         }
         while stats.bytes < budget {
@@ -133,6 +177,7 @@ impl Reader {
         }
         stats.more = stats.bytes >= budget;
         self.size = self.size.max(self.read_pos);
+        self.remember_head();
         Ok(stats)
     }
 
@@ -175,6 +220,32 @@ mod tests {
         })
         .expect("poll");
         out
+    }
+
+    #[test]
+    fn a_truncation_refilled_past_the_old_offset_is_seen() {
+        let dir = std::env::temp_dir().join(format!("reader-refill-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.log");
+        std::fs::write(
+            &path,
+            "{\"t\":\"10:00:01\",\"n\":1}\n{\"t\":\"10:00:02\",\"n\":2}\n",
+        )
+        .unwrap();
+        let id = FileId { dev: 0, ino: 0 };
+        let mut r = Reader::open(path.clone(), id, "x".into(), 0).unwrap();
+        assert_eq!(collect(&mut r, 1024).len(), 2);
+        // copytruncate, and the engine writes more than before before the next poll.
+        let refill: String = (3..9)
+            .map(|n| format!("{{\"t\":\"10:00:0{n}\",\"n\":{n}}}\n"))
+            .collect();
+        std::fs::write(&path, &refill).unwrap();
+        assert_eq!(
+            collect(&mut r, 1024).len(),
+            6,
+            "every refilled line is read"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
