@@ -112,6 +112,18 @@ fn rename_rotation_then_copytruncate_loses_and_repeats_nothing() {
     assert_eq!(rejected, 0.0, "nothing rejected");
     let health = exp.get("/health", &[]).text();
     assert!(health.contains("following 1 files"), "{health}");
+    // The glob is a source of its own in /metrics.
+    let glob = dir.join("events*.log");
+    assert_eq!(
+        value(
+            &text,
+            &format!(
+                "fixture_exporter_source_up{{source=\"log:{}\"}}",
+                glob.display()
+            )
+        ),
+        1.0
+    );
 }
 
 #[test]

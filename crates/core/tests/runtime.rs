@@ -303,3 +303,18 @@ fn sighup_does_not_stop_the_exporter() {
     );
     assert!(exporter.terminate().success());
 }
+
+/// An invalid glob is a failed source in /metrics too.
+#[test]
+fn an_invalid_glob_is_a_failed_log_source() {
+    let exporter = Exporter::start(BIN, &["--ingest.log-path=/tmp/[oops"]);
+    let text = exporter.scrape_text();
+    assert_eq!(
+        testkit::sample_value(
+            &text,
+            "fixture_exporter_source_up{source=\"log:/tmp/[oops\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+}

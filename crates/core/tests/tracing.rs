@@ -507,6 +507,14 @@ fn ingest_reads_and_probe_refreshes_are_traced() {
     let glob = format!("--ingest.log-path={}", dir.join("events*.log").display());
     let exp =
         Exporter::start_with_env(BIN, &[&glob], &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    // The file exists at start-up, so it is read from its end: write after the first scan.
+    eventually(Duration::from_secs(15), || {
+        exp.get("/health", &[])
+            .text()
+            .contains("\"following ")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("follower never started: {}", exp.logs()));
     std::fs::write(
         &log,
         "{\"event\":\"query_executed\",\"duration_ms\":3}\n{\"event\":\"query_executed\",\"duration_ms\":4}\n",

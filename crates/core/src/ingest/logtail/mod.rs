@@ -26,6 +26,7 @@ use super::events::EventMapper;
 use super::reason::EventReason;
 use super::tally::{Counters, Tally};
 use crate::context::TaskContext;
+use crate::health::SourceHealth;
 
 /// How often globs are re-expanded and files checked for growth.
 const POLL: Duration = Duration::from_millis(250);
@@ -52,7 +53,11 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<(JoinHandle<
     let counters = Counters::new(ctx.metrics.clone(), health.clone());
     for g in &ingest.log_path {
         if let Err(e) = glob::Pattern::new(g) {
-            health.failed("not following", format!("invalid glob {g:?}: {e}"));
+            let error = format!("invalid glob {g:?}: {e}");
+            ctx.health
+                .source(&format!("log:{g}"))
+                .failed("not following", error.clone());
+            health.failed("not following", error);
             return None;
         }
     }
@@ -62,7 +67,12 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<(JoinHandle<
         read_from_start: ingest.read_from_start,
         max_line_bytes: ingest.max_line_bytes,
     };
-    let mut follower = Follower::new(options, mapper, counters);
+    let glob_health = ingest
+        .log_path
+        .iter()
+        .map(|g| ctx.health.source(&format!("log:{g}")))
+        .collect();
+    let mut follower = Follower::new(options, mapper, counters).with_glob_health(glob_health);
     let ledger = follower.ledger();
     let shutdown = ctx.shutdown.clone();
     let handle = tokio::task::spawn_blocking(move || {
@@ -99,6 +109,12 @@ pub struct Follower {
     ledger: Arc<Ledger>,
     chunk: Vec<u8>,
     followed_reported: Option<usize>,
+    /// Per glob (same order as the options): its `source_up` handle, the glob each followed
+    /// file (by label) was found by, this tick's error, and what was last reported.
+    glob_health: Vec<SourceHealth>,
+    label_glob: HashMap<String, usize>,
+    glob_errors: Vec<Option<String>>,
+    glob_reported: Vec<Option<(usize, bool)>>,
 }
 
 impl Follower {
@@ -130,6 +146,29 @@ impl Follower {
             ledger,
             chunk: vec![0; CHUNK],
             followed_reported: None,
+            glob_health: Vec::new(),
+            label_glob: HashMap::new(),
+            glob_errors: Vec::new(),
+            glob_reported: Vec::new(),
+        }
+    }
+
+    /// Reports each glob as a source of its own (`source_up{source="log:GLOB"}`): 0 while a
+    /// file it matches cannot be opened or read.
+    pub fn with_glob_health(mut self, health: Vec<SourceHealth>) -> Follower {
+        self.glob_errors = vec![None; health.len()];
+        self.glob_reported = vec![None; health.len()];
+        self.glob_health = health;
+        self
+    }
+
+    fn glob_error(&mut self, label: &str, error: String) {
+        if let Some(e) = self
+            .label_glob
+            .get(label)
+            .and_then(|&i| self.glob_errors.get_mut(i))
+        {
+            *e = Some(error);
         }
     }
 
@@ -153,8 +192,9 @@ impl Follower {
     }
 
     fn tick_locked(&mut self, state: &mut LedgerState) -> bool {
+        self.glob_errors.iter_mut().for_each(|e| *e = None);
         let found = self.scan();
-        let found_ids: HashSet<FileId> = found.iter().map(|(_, id)| *id).collect();
+        let found_ids: HashSet<FileId> = found.iter().map(|(_, id, _)| *id).collect();
         // Files no longer matched (renamed away, deleted) are drained, not dropped.
         let gone: Vec<FileId> = self
             .active
@@ -167,7 +207,10 @@ impl Follower {
                 self.retired.push(r);
             }
         }
-        for (path, id) in found {
+        for (path, id, glob) in found {
+            self.label_glob
+                .entry(path.to_string_lossy().into_owned())
+                .or_insert(glob);
             self.track(path, id, state);
         }
         self.first_scan = false;
@@ -207,10 +250,11 @@ impl Follower {
         more
     }
 
-    /// Expands the globs into (path, file) pairs for regular files.
-    fn scan(&self) -> Vec<(PathBuf, FileId)> {
+    /// Expands the globs into (path, file, index of the first glob matching it) for regular
+    /// files.
+    fn scan(&self) -> Vec<(PathBuf, FileId, usize)> {
         let mut found = BTreeMap::new();
-        for pattern in &self.options.globs {
+        for (glob, pattern) in self.options.globs.iter().enumerate() {
             let Ok(paths) = glob::glob(pattern) else {
                 continue;
             };
@@ -218,19 +262,20 @@ impl Follower {
                 // metadata() follows symlinks: a link to the current log is followed.
                 match std::fs::metadata(&path) {
                     Ok(m) if m.is_file() => {
-                        found.insert(
-                            path,
-                            FileId {
-                                dev: m.dev(),
-                                ino: m.ino(),
-                            },
-                        );
+                        let id = FileId {
+                            dev: m.dev(),
+                            ino: m.ino(),
+                        };
+                        found.entry(path).or_insert((id, glob));
                     }
                     _ => {}
                 }
             }
         }
-        found.into_iter().collect()
+        found
+            .into_iter()
+            .map(|(path, (id, glob))| (path, id, glob))
+            .collect()
     }
 
     /// Records that `path` is file `id` now, opening a reader if the file is new to us.
@@ -285,9 +330,9 @@ impl Follower {
             Err(e) => {
                 // Removed between scan and open, or unreadable: retried next poll.
                 self.path_ids.remove(&path);
-                self.counters
-                    .health()
-                    .error(format!("cannot open {label}: {e}"));
+                let error = format!("cannot open {label}: {e}");
+                self.counters.health().error(error.clone());
+                self.glob_error(&label, error);
             }
         }
     }
@@ -356,9 +401,9 @@ impl Follower {
                 stats.more
             }
             Err(e) => {
-                self.counters
-                    .health()
-                    .error(format!("reading {}: {e}", r.path.display()));
+                let error = format!("reading {}: {e}", r.path.display());
+                self.counters.health().error(error.clone());
+                self.glob_error(&r.label, error);
                 false
             }
         }
@@ -378,6 +423,25 @@ impl Follower {
         if self.followed_reported != Some(n) {
             self.counters.health().ok(format!("following {n} files"));
             self.followed_reported = Some(n);
+        }
+        for (i, health) in self.glob_health.iter().enumerate() {
+            let files = self
+                .active
+                .values()
+                .filter(|r| self.label_glob.get(&r.label) == Some(&i))
+                .count();
+            let error = self.glob_errors.get(i).cloned().flatten();
+            let now = (files, error.is_some());
+            if self.glob_reported.get(i) == Some(&Some(now)) {
+                continue;
+            }
+            match error {
+                Some(e) => health.degraded(format!("following {files} files"), e),
+                None => health.ok(format!("following {files} files")),
+            }
+            if let Some(r) = self.glob_reported.get_mut(i) {
+                *r = Some(now);
+            }
         }
     }
 
