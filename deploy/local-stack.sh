@@ -4,8 +4,7 @@
 # clock master), a real Prometheus with the shipped alerts/ rules and a real Alertmanager with
 # the shipped routing (notifications stripped). Everything listens on 127.0.0.1 only.
 #
-#   cargo build --workspace                 # once; target/release is used when complete
-#   deploy/local-stack.sh                   # steady state, real rule timings
+#   deploy/local-stack.sh                   # builds (cargo build --bins), then steady state
 #   deploy/local-stack.sh --fast --scenario conflict-storm
 #
 # Options:
@@ -17,7 +16,10 @@
 #                     divided by 60, scrape and evaluation every second (alerts in seconds)
 #   --port-base N     ports N..N+50 on 127.0.0.1 (default 19100)
 #   --keep            keep the work directory (configs, logs, data) after stopping
-# Environment: PROMETHEUS, ALERTMANAGER (binaries), BIN_DIR (where the exporters are).
+#   --release         build and run the release profile
+# Environment: PROMETHEUS, ALERTMANAGER (binaries); BIN_DIR (use these exporters as they are,
+# no build). Without BIN_DIR the binaries are built first with cargo, in the target directory
+# cargo itself uses (CARGO_TARGET_DIR and .cargo/config honoured), so a stale build never runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,19 +44,24 @@ while [ $# -gt 0 ]; do
     --fast) FAST=1; shift ;;
     --keep) KEEP=1; shift ;;
     --list) LIST=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --release) RELEASE=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "local-stack: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 BINS="tx-exporter ingestion-exporter olap-exporter clock-exporter engine-sim"
 complete() { for b in $BINS; do [ -x "$1/$b" ] || return 1; done; }
-if [ -n "${BIN_DIR:-}" ]; then :
-elif complete "$ROOT/target/release"; then BIN_DIR=$ROOT/target/release
-else BIN_DIR=$ROOT/target/debug
+if [ -z "${BIN_DIR:-}" ]; then
+  PROFILE_FLAG=""; PROFILE_DIR=debug
+  if [ "${RELEASE:-0}" = 1 ]; then PROFILE_FLAG="--release"; PROFILE_DIR=release; fi
+  ( cd "$ROOT" && cargo build --quiet --bins $PROFILE_FLAG ) || exit 1
+  TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') || exit 1
+  BIN_DIR=$TARGET_DIR/$PROFILE_DIR
 fi
 if ! complete "$BIN_DIR"; then
-  echo "local-stack: binaries missing in $BIN_DIR; run: cargo build --workspace" >&2
+  echo "local-stack: binaries missing in $BIN_DIR" >&2
   exit 1
 fi
 if [ "$LIST" = 1 ]; then exec "$BIN_DIR/engine-sim" --list; fi

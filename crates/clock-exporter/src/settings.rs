@@ -31,9 +31,21 @@ impl Default for ClockSettings {
 impl Settings for ClockSettings {
     const SECTION: &'static str = "clock";
     const FLAGS: &'static [Flag] = &[
-        Flag::one("clock.chrony-address", "clock.chrony_address"),
-        Flag::list("clock.ntp-server", "clock.ntp_server"),
-        Flag::list("clock.ptp-device", "clock.ptp_device"),
+        Flag::one(
+            "clock.chrony-address",
+            "clock.chrony_address",
+            "chronyd's command socket, HOST:PORT or unix:///PATH (empty disables the chrony probe)",
+        ),
+        Flag::list(
+            "clock.ntp-server",
+            "clock.ntp_server",
+            "NTP server to query directly, HOST:PORT (repeatable)",
+        ),
+        Flag::list(
+            "clock.ptp-device",
+            "clock.ptp_device",
+            "PTP hardware clock to compare with the system clock, /dev/ptpN (repeatable)",
+        ),
     ];
 
     fn validate(&self) -> Result<(), String> {

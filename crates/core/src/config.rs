@@ -55,22 +55,27 @@ pub struct Flag {
     pub key: &'static str,
     /// Repeatable flags (and comma-separated environment values) build a list.
     pub repeatable: bool,
+    /// One line on what it does, for `--help` (the default is added from the embedded
+    /// defaults).
+    pub help: &'static str,
 }
 
 impl Flag {
-    pub const fn one(name: &'static str, key: &'static str) -> Flag {
+    pub const fn one(name: &'static str, key: &'static str, help: &'static str) -> Flag {
         Flag {
             name,
             key,
             repeatable: false,
+            help,
         }
     }
 
-    pub const fn list(name: &'static str, key: &'static str) -> Flag {
+    pub const fn list(name: &'static str, key: &'static str, help: &'static str) -> Flag {
         Flag {
             name,
             key,
             repeatable: true,
+            help,
         }
     }
 }
@@ -285,10 +290,22 @@ impl Config {
         self.listen_addr()?;
         self.statsd_udp_addr()?;
         let path = &self.web.telemetry_path;
-        if !path.starts_with('/') || path == "/" || path == "/health" {
+        // Only plain segments: the router would take `:x`, `*x` or `{x}` as a capture.
+        let plain = path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'));
+        if !path.starts_with('/')
+            || !plain
+            || path.contains("//")
+            || path.ends_with('/')
+            || ["/health", "/debug/pprof/profile"].contains(&path.as_str())
+            || path.starts_with("/-/")
+        {
             return Err(ConfigError::invalid(
                 "web.telemetry_path",
-                format!("{path:?} must be a path like /metrics, other than / and /health"),
+                format!(
+                    "{path:?} must be a path like /metrics (letters, digits, _ - . and /), other than / and the exporter's own pages"
+                ),
             ));
         }
         if let Some(addr) = &self.engine.address {
@@ -312,6 +329,8 @@ impl Config {
             if glob.trim().is_empty() {
                 return Err(ConfigError::invalid("ingest.log_path", "empty glob"));
             }
+            glob::Pattern::new(glob)
+                .map_err(|e| ConfigError::invalid("ingest.log_path", format!("{glob:?}: {e}")))?;
         }
         Ok(())
     }
@@ -365,26 +384,108 @@ pub struct Loaded {
 
 /// Flags of the sections every tier has; tier sections bring their own ([`Settings::FLAGS`]).
 pub const FLAGS: &[Flag] = &[
-    Flag::one("web.listen-address", "web.listen_address"),
-    Flag::one("web.telemetry-path", "web.telemetry_path"),
-    Flag::one("web.config.file", "web.config_file"),
-    Flag::one("web.enable-profiling", "web.enable_profiling"),
-    Flag::one("log.level", "log.level"),
-    Flag::one("log.format", "log.format"),
-    Flag::one("ingest.statsd-udp", "ingest.statsd_udp"),
-    Flag::one("ingest.statsd-unixgram", "ingest.statsd_unixgram"),
-    Flag::list("ingest.log-path", "ingest.log_path"),
-    Flag::one("ingest.positions-file", "ingest.positions_file"),
-    Flag::one("engine.pid-file", "engine.pid_file"),
-    Flag::one("engine.process-name", "engine.process_name"),
-    Flag::one("engine.address", "engine.address"),
+    Flag::one(
+        "web.listen-address",
+        "web.listen_address",
+        "Address to serve /metrics and /health on (IP:PORT, or :PORT for all interfaces)",
+    ),
+    Flag::one(
+        "web.telemetry-path",
+        "web.telemetry_path",
+        "Path of the metrics page",
+    ),
+    Flag::one(
+        "web.config.file",
+        "web.config_file",
+        "TLS and basic-auth file in the exporter-toolkit format",
+    ),
+    Flag::one(
+        "web.enable-profiling",
+        "web.enable_profiling",
+        "Serve CPU profiles on /debug/pprof/profile",
+    ),
+    Flag::one(
+        "log.level",
+        "log.level",
+        "Log level or tracing directives (e.g. info,ingest=debug)",
+    ),
+    Flag::one(
+        "log.format",
+        "log.format",
+        "Log line format: json or logfmt",
+    ),
+    Flag::one(
+        "log.server-id",
+        "log.server_id",
+        "Written as server_id on every log line",
+    ),
+    Flag::one(
+        "ingest.statsd-udp",
+        "ingest.statsd_udp",
+        "UDP address for StatsD/DogStatsD (empty disables it)",
+    ),
+    Flag::one(
+        "ingest.statsd-unixgram",
+        "ingest.statsd_unixgram",
+        "Unix datagram socket path for StatsD/DogStatsD",
+    ),
+    Flag::list(
+        "ingest.log-path",
+        "ingest.log_path",
+        "Glob of JSON event logs to follow (repeatable)",
+    ),
+    Flag::one(
+        "ingest.positions-file",
+        "ingest.positions_file",
+        "Where followed-file positions are kept across restarts",
+    ),
+    Flag::one(
+        "ingest.read-from-start",
+        "ingest.read_from_start",
+        "Read files present at start-up without a stored position from their beginning",
+    ),
+    Flag::one(
+        "ingest.series-limit",
+        "ingest.series_limit",
+        "Most series per labelled engine metric",
+    ),
+    Flag::one(
+        "ingest.series-ttl-seconds",
+        "ingest.series_ttl_seconds",
+        "Remove labelled engine series idle this long (0 keeps them)",
+    ),
+    Flag::one(
+        "ingest.gauge-stale-seconds",
+        "ingest.gauge_stale_seconds",
+        "An engine gauge not set this long loses its value (0 keeps it)",
+    ),
+    Flag::one(
+        "ingest.max-line-bytes",
+        "ingest.max_line_bytes",
+        "Longer event-log lines are skipped and counted",
+    ),
+    Flag::one(
+        "engine.pid-file",
+        "engine.pid_file",
+        "Find the engine process by the pid in this file",
+    ),
+    Flag::one(
+        "engine.process-name",
+        "engine.process_name",
+        "Find the engine process by name",
+    ),
+    Flag::one(
+        "engine.address",
+        "engine.address",
+        "The engine's TCP address: checked for liveness, and finds its process",
+    ),
 ];
 
 /// Top-level keys of the file that core itself reads.
 const CORE_SECTIONS: &[&str] = &["web", "log", "ingest", "engine", "events"];
 
 /// Boolean keys of [`FLAGS`] whose flag needs no value.
-const SWITCHES: &[&str] = &["web.enable_profiling"];
+const SWITCHES: &[&str] = &["web.enable_profiling", "ingest.read_from_start"];
 
 /// Core's flags followed by each tier section's.
 fn all_flags(sections: &[SectionSpec]) -> impl Iterator<Item = &Flag> {
@@ -414,20 +515,25 @@ fn command(tier: &TierInfo, sections: &[SectionSpec]) -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Validate the configuration, print the effective one and exit"),
         );
+    let defaults = defaults_value(tier, sections);
     for &Flag {
         name: flag,
         key,
         repeatable,
+        help,
     } in all_flags(sections)
     {
+        let default = default_of(&defaults, key);
+        let help = match default.as_deref() {
+            Some(d) => format!("{help} [default: {d}]"),
+            None => help.to_owned(),
+        };
         let mut arg = Arg::new(flag)
             .long(flag)
             .value_name("VALUE")
-            .help(format!("Sets {key}"));
+            .help(help.clone());
         if repeatable {
-            arg = arg
-                .action(ArgAction::Append)
-                .help(format!("Adds to {key} (repeatable)"));
+            arg = arg.action(ArgAction::Append);
         }
         // Switches work bare (`--web.enable-profiling`) or as `--web.enable-profiling=false`.
         if SWITCHES.contains(&key) {
@@ -435,12 +541,34 @@ fn command(tier: &TierInfo, sections: &[SectionSpec]) -> Command {
                 .num_args(0..=1)
                 .require_equals(true)
                 .default_missing_value("true")
-                .value_name("BOOL")
-                .help(format!("Sets {key} (true when given bare)"));
+                .value_name("BOOL");
         }
         cmd = cmd.arg(arg);
     }
     cmd
+}
+
+/// The embedded defaults of core and the tier's sections, as one JSON tree.
+fn defaults_value(tier: &TierInfo, sections: &[SectionSpec]) -> serde_json::Value {
+    let mut defaults = serde_json::to_value(Config::defaults(tier)).unwrap_or_default();
+    if let Some(table) = defaults.as_object_mut() {
+        for section in sections {
+            table.insert(section.name.to_owned(), (section.defaults)());
+        }
+    }
+    defaults
+}
+
+/// A key's default for `--help`: None when unset (an optional setting).
+fn default_of(defaults: &serde_json::Value, key: &str) -> Option<String> {
+    let v = key.split('.').try_fold(defaults, |v, k| v.get(k))?;
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) if s.is_empty() => Some("\"\"".into()),
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(a) if a.is_empty() => None,
+        other => Some(other.to_string()),
+    }
 }
 
 pub fn env_prefix(tier: &TierInfo) -> String {
@@ -461,7 +589,12 @@ where
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                     ConfigError::Display(e.to_string())
                 }
-                _ => ConfigError::Invalid(e.to_string()),
+                // clap's message starts with its own "error: "; the caller adds one.
+                _ => {
+                    let text = e.to_string();
+                    let text = text.strip_prefix("error: ").unwrap_or(&text);
+                    ConfigError::Invalid(text.trim_end().to_owned())
+                }
             }
         })?;
     let config_file = matches.get_one::<String>("config.file").map(PathBuf::from);
@@ -486,14 +619,7 @@ fn layer(
     env: std::collections::HashMap<String, String>,
     matches: &ArgMatches,
 ) -> Result<Config, ConfigError> {
-    let mut defaults = serde_json::to_value(Config::defaults(tier))
-        .map_err(|e| ConfigError::Invalid(format!("embedded defaults: {e}")))?;
-    if let Some(table) = defaults.as_object_mut() {
-        for section in sections {
-            table.insert(section.name.to_owned(), (section.defaults)());
-        }
-    }
-    let defaults = config::Config::try_from(&defaults)
+    let defaults = config::Config::try_from(&defaults_value(tier, sections))
         .map_err(|e| ConfigError::Invalid(format!("embedded defaults: {e}")))?;
     let mut builder = config::Config::builder().add_source(defaults);
     if let Some(path) = file {
@@ -652,6 +778,18 @@ mod tests {
             (&[], &[("TX_EXPORTER__WEB__NOPE", "1")], "unknown field"),
             (&["--olap.data-dir=/x"], &[], "unexpected argument"),
             (&["--web.telemetry-path=/"], &[], "web.telemetry_path"),
+            (
+                &["--web.telemetry-path=/:metrics"],
+                &[],
+                "web.telemetry_path",
+            ),
+            (
+                &["--web.telemetry-path=/-/ready"],
+                &[],
+                "web.telemetry_path",
+            ),
+            (&["--ingest.log-path=/var/log/["], &[], "ingest.log_path"),
+            (&["--ingest.series-limit=many"], &[], "series_limit"),
         ];
         for (args, env, expected) in cases {
             let err = run(args, env, None).expect_err(expected).to_string();
@@ -692,8 +830,8 @@ mod tests {
     impl Settings for Probe {
         const SECTION: &'static str = "probe";
         const FLAGS: &'static [Flag] = &[
-            Flag::one("probe.target", "probe.target"),
-            Flag::list("probe.extra", "probe.extra"),
+            Flag::one("probe.target", "probe.target", "the target"),
+            Flag::list("probe.extra", "probe.extra", "extra targets"),
         ];
         fn validate(&self) -> Result<(), String> {
             if self.target.contains(':') {

@@ -44,6 +44,9 @@ pub fn router(state: Arc<AppState>, auth: Option<Arc<BasicAuth>>) -> Router {
     let mut router = Router::new()
         .route("/", get(landing))
         .route("/health", get(health))
+        // Probes as Prometheus names them: alive, and able to serve /metrics.
+        .route("/-/healthy", get(|| async { "Healthy.\n" }))
+        .route("/-/ready", get(|| async { "Ready.\n" }))
         .route(&state.telemetry_path, get(metrics))
         .with_state(state);
     if let Some(profiler) = profiler {

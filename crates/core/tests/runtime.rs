@@ -318,3 +318,13 @@ fn an_invalid_glob_is_a_failed_log_source() {
         "{text}"
     );
 }
+
+/// Liveness and readiness probes beside the JSON /health, as Prometheus names them.
+#[test]
+fn probe_endpoints_answer() {
+    let exporter = Exporter::start(BIN, &[]);
+    for path in ["/-/healthy", "/-/ready"] {
+        let r = exporter.get(path, &[]);
+        assert_eq!(r.status, 200, "{path}");
+    }
+}

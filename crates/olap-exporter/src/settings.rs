@@ -15,7 +15,11 @@ pub struct OlapSettings {
 
 impl Settings for OlapSettings {
     const SECTION: &'static str = "olap";
-    const FLAGS: &'static [Flag] = &[Flag::one("olap.data-dir", "olap.data_dir")];
+    const FLAGS: &'static [Flag] = &[Flag::one(
+        "olap.data-dir",
+        "olap.data_dir",
+        "The shard's data directory: its allocated bytes and its filesystem's size and free space are measured",
+    )];
 }
 
 #[cfg(test)]
