@@ -494,7 +494,15 @@ fn all_flags(sections: &[SectionSpec]) -> impl Iterator<Item = &Flag> {
 
 fn command(tier: &TierInfo, sections: &[SectionSpec]) -> Command {
     let mut cmd = Command::new(tier.binary.clone())
-        .version(env!("CARGO_PKG_VERSION"))
+        // --version prints the build facts as node_exporter does, so it is our own flag.
+        .disable_version_flag(true)
+        .arg(
+            Arg::new("version")
+                .short('V')
+                .long("version")
+                .action(ArgAction::SetTrue)
+                .help("Print the version, revision, branch, rustc version and platform, and exit"),
+        )
         // The last occurrence of a flag wins, so wrappers can append overrides.
         .args_override_self(true)
         .about(format!(
@@ -597,6 +605,9 @@ where
                 }
             }
         })?;
+    if matches.get_flag("version") {
+        return Err(ConfigError::Display(crate::version_text(&tier.binary)));
+    }
     let config_file = matches.get_one::<String>("config.file").map(PathBuf::from);
     let config = layer(
         tier,

@@ -188,7 +188,14 @@ async fn serve(
         .registry_mut()
         .register_collector(Box::new(process::ProcessCollector));
     let _ = metrics.own().build_info.set(
-        &[env!("CARGO_PKG_VERSION"), REVISION, &schema.tier.name],
+        &[
+            env!("CARGO_PKG_VERSION"),
+            REVISION,
+            crate::BRANCH,
+            crate::RUSTC_VERSION,
+            crate::TARGET,
+            &schema.tier.name,
+        ],
         1.0,
     );
     let metrics = Arc::new(metrics);

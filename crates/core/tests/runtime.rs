@@ -328,3 +328,30 @@ fn probe_endpoints_answer() {
         assert_eq!(r.status, 200, "{path}");
     }
 }
+
+/// --version and build_info carry the build facts node_exporter's do.
+#[test]
+fn version_and_build_info_name_the_build() {
+    let (code, stdout, _) = run(&["--version"], &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("fixture-exporter, version "), "{stdout}");
+    for part in ["revision: ", "branch: ", "rustc version:", "platform:"] {
+        assert!(stdout.contains(part), "{part} missing: {stdout}");
+    }
+    let exporter = Exporter::start(BIN, &[]);
+    let text = exporter.scrape_text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("fixture_exporter_build_info{"))
+        .expect("build_info");
+    for label in [
+        "version=",
+        "revision=",
+        "branch=",
+        "rustc_version=\"rustc ",
+        "target=",
+        "tier=\"fixture\"",
+    ] {
+        assert!(line.contains(label), "{label} missing: {line}");
+    }
+}
