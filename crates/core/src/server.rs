@@ -21,7 +21,7 @@ use crate::health::Health;
 use crate::ingest::logtail::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::profiling::{self, Profiler};
-use crate::web_config::BasicAuth;
+use crate::web_config::{BasicAuth, Precheck};
 
 pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
@@ -103,15 +103,23 @@ async fn trace_request(req: Request, next: Next) -> Response {
 }
 
 async fn require_auth(auth: Arc<BasicAuth>, req: Request, next: Next) -> Response {
+    /// bcrypt verifications at once: a crowd of wrong passwords queues here instead of taking
+    /// every blocking thread, and a remembered valid header never waits on it.
+    static BCRYPT_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    // bcrypt takes milliseconds: keep it off the async workers.
-    let ok = tokio::task::spawn_blocking(move || auth.check(header.as_deref()))
-        .await
-        .unwrap_or(false);
+        .and_then(|v| v.to_str().ok());
+    let ok = match auth.precheck(header) {
+        Precheck::Cached => true,
+        Precheck::Refused => false,
+        Precheck::Verify(header) => match BCRYPT_SLOTS.acquire().await {
+            Ok(_slot) => tokio::task::spawn_blocking(move || auth.verify(&header))
+                .await
+                .unwrap_or(false),
+            Err(_) => false,
+        },
+    };
     if ok {
         next.run(req).await
     } else {

@@ -72,9 +72,11 @@ pub fn load(path: &Path) -> Result<WebSecurity, String> {
         None
     } else {
         for (user, hash) in &file.basic_auth_users {
-            if !hash.starts_with("$2") {
+            // A hash that does not parse (truncated, wrong alphabet) would lock its user out
+            // silently: refuse it here.
+            if !hash.starts_with("$2") || hash.parse::<bcrypt::HashParts>().is_err() {
                 return Err(format!(
-                    "web config {}: basic_auth_users.{user} is not a bcrypt hash",
+                    "web config {}: basic_auth_users.{user} is not a valid bcrypt hash",
                     path.display()
                 ));
             }
@@ -150,54 +152,100 @@ fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'stat
     Ok(certs)
 }
 
-/// Basic auth against bcrypt hashes. bcrypt is slow on purpose, so a successful check is
-/// cached (by the Authorization header value) to keep frequent scrapes cheap.
+/// Basic auth against bcrypt hashes. bcrypt is slow on purpose, so a header that passed is
+/// remembered and checked again without bcrypt; the lock is held only for that lookup, never
+/// during bcrypt. A user name that does not exist costs one bcrypt of the same cost as a real
+/// one, so timing does not tell which names exist.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
+    /// What an unknown user is checked against.
+    dummy_hash: String,
     verified: Mutex<HashSet<String>>,
+}
+
+/// Outcome of the cheap part of a check.
+pub enum Precheck {
+    /// Passed before: no bcrypt needed.
+    Cached,
+    /// Malformed or missing: refused without bcrypt.
+    Refused,
+    /// Needs a bcrypt verification ([`BasicAuth::verify`]).
+    Verify(String),
 }
 
 impl BasicAuth {
     pub fn new(users: BTreeMap<String, String>) -> BasicAuth {
+        let cost = users
+            .values()
+            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .max()
+            .unwrap_or(bcrypt::DEFAULT_COST);
+        let dummy_hash = bcrypt::hash("not a password anyone has", cost).unwrap_or_default();
         BasicAuth {
             users,
+            dummy_hash,
             verified: Mutex::new(HashSet::new()),
         }
     }
 
-    /// Checks an `Authorization` header value.
-    pub fn check(&self, header: Option<&str>) -> bool {
+    /// The cheap part: a header seen valid before, or one that cannot be valid.
+    pub fn precheck(&self, header: Option<&str>) -> Precheck {
         let Some(header) = header else {
-            return false;
+            return Precheck::Refused;
         };
-        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if verified.contains(header) {
-            return true;
+        if self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(header)
+        {
+            return Precheck::Cached;
         }
-        let Some(encoded) = header.strip_prefix("Basic ") else {
+        if header.starts_with("Basic ") {
+            Precheck::Verify(header.to_owned())
+        } else {
+            Precheck::Refused
+        }
+    }
+
+    /// The bcrypt part, run off the async workers; remembers a header that passes.
+    pub fn verify(&self, header: &str) -> bool {
+        let Some((user, password)) = header
+            .strip_prefix("Basic ")
+            .and_then(|e| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(e.trim())
+                    .ok()
+            })
+            .and_then(|d| String::from_utf8(d).ok())
+            .and_then(|d| d.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
+        else {
             return false;
         };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-            return false;
+        let (hash, known) = match self.users.get(&user) {
+            Some(h) => (h.as_str(), true),
+            None => (self.dummy_hash.as_str(), false),
         };
-        let Ok(decoded) = String::from_utf8(decoded) else {
-            return false;
-        };
-        let Some((user, password)) = decoded.split_once(':') else {
-            return false;
-        };
-        let ok = self
-            .users
-            .get(user)
-            .is_some_and(|hash| bcrypt::verify(password, hash).unwrap_or(false));
+        let ok = bcrypt::verify(&password, hash).unwrap_or(false) && known;
         if ok {
-            // Bounded: only successful logins are cached, and there are few users.
+            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            // Bounded: only successful logins are remembered, and there are few users.
             if verified.len() > 64 {
                 verified.clear();
             }
             verified.insert(header.to_owned());
         }
         ok
+    }
+
+    /// Both parts in one call (tests and blocking callers).
+    pub fn check(&self, header: Option<&str>) -> bool {
+        match self.precheck(header) {
+            Precheck::Cached => true,
+            Precheck::Refused => false,
+            Precheck::Verify(h) => self.verify(&h),
+        }
     }
 }
 
@@ -222,5 +270,27 @@ mod tests {
         assert!(!auth.check(Some("Bearer x")));
         assert!(!auth.check(Some("Basic !!!")));
         assert!(!auth.check(None));
+    }
+
+    #[test]
+    fn unknown_users_cost_a_bcrypt_too() {
+        let hash = bcrypt::hash("s3cret", 6).expect("hash");
+        let auth = BasicAuth::new([("alice".to_owned(), hash)].into());
+        let header = |u: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:nope"))
+            )
+        };
+        let time = |h: &str| {
+            let t = std::time::Instant::now();
+            for _ in 0..3 {
+                assert!(!auth.check(Some(h)));
+            }
+            t.elapsed()
+        };
+        let (known, unknown) = (time(&header("alice")), time(&header("mallory")));
+        // Same cost: within a factor, where a skipped bcrypt would be ~1000x faster.
+        assert!(unknown * 4 > known, "known {known:?}, unknown {unknown:?}");
     }
 }
