@@ -264,11 +264,11 @@ async fn serve(
             .enable_profiling
             .then(|| Arc::new(profiling::Profiler::default())),
     });
-    let (tls, auth) = match security {
-        Some(s) => (s.tls, s.auth.map(Arc::new)),
-        None => (None, None),
+    let (tls, auth, headers) = match security {
+        Some(s) => (s.tls, s.auth.map(Arc::new), s.headers),
+        None => (None, None, Vec::new()),
     };
-    let app = server::router(state, auth);
+    let app = server::with_headers(server::router(state, auth), headers);
     tracing::info!(
         target: "main",
         event = "listening",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -69,6 +69,24 @@ pub fn router(state: Arc<AppState>, auth: Option<Arc<BasicAuth>>) -> Router {
     let compress =
         DefaultPredicate::new().and(NotForContentType::const_new("application/octet-stream"));
     router.layer(CompressionLayer::new().gzip(true).compress_when(compress))
+}
+
+/// Adds the web config's `http_server_config.headers` to every response.
+pub fn with_headers(router: Router, headers: Vec<(HeaderName, HeaderValue)>) -> Router {
+    if headers.is_empty() {
+        return router;
+    }
+    let headers = Arc::new(headers);
+    router.layer(middleware::from_fn(move |req: Request, next: Next| {
+        let headers = headers.clone();
+        async move {
+            let mut response = next.run(req).await;
+            for (name, value) in headers.iter() {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
+            response
+        }
+    }))
 }
 
 /// One server span per request, continuing the caller's trace from a W3C `traceparent`.

@@ -17,9 +17,8 @@ use serde::Deserialize;
 pub struct WebConfigFile {
     #[serde(default)]
     pub tls_server_config: Option<TlsServerConfig>,
-    /// Accepted for compatibility; response headers are not configurable yet.
     #[serde(default)]
-    pub http_server_config: Option<serde_json::Value>,
+    pub http_server_config: Option<HttpServerConfig>,
     /// user → bcrypt hash.
     #[serde(default)]
     pub basic_auth_users: BTreeMap<String, String>,
@@ -44,12 +43,65 @@ pub struct TlsServerConfig {
     pub curve_preferences: Option<Vec<String>>,
     #[serde(default)]
     pub prefer_server_cipher_suites: Option<bool>,
+    /// Accepted only to be refused with a clear message (not implemented).
+    #[serde(default)]
+    pub client_allowed_sans: Option<Vec<String>>,
 }
 
-/// The loaded web configuration: an optional TLS server config and the basic-auth users.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerConfig {
+    /// Served over HTTP/1.1 only: `true` is refused.
+    #[serde(default)]
+    pub http2: Option<bool>,
+    /// Extra response headers on every response.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Headers the server sets itself, which a web config may not override (as exporter-toolkit).
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "date",
+    "server",
+    "transfer-encoding",
+    "www-authenticate",
+];
+
+/// The loaded web configuration: an optional TLS server config, the basic-auth users and the
+/// extra response headers.
 pub struct WebSecurity {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub auth: Option<BasicAuth>,
+    pub headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
+}
+
+fn response_headers(
+    http: Option<&HttpServerConfig>,
+) -> Result<Vec<(axum::http::HeaderName, axum::http::HeaderValue)>, String> {
+    let Some(http) = http else {
+        return Ok(Vec::new());
+    };
+    if http.http2 == Some(true) {
+        return Err("http_server_config.http2: the exporter serves HTTP/1.1 only".into());
+    }
+    let mut out = Vec::new();
+    for (name, value) in &http.headers {
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "http_server_config.headers: {name} is set by the server itself"
+            ));
+        }
+        let name = axum::http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("http_server_config.headers: {name:?}: {e}"))?;
+        let value = axum::http::HeaderValue::from_str(value)
+            .map_err(|e| format!("http_server_config.headers.{name}: {e}"))?;
+        out.push((name, value));
+    }
+    Ok(out)
 }
 
 pub fn load(path: &Path) -> Result<WebSecurity, String> {
@@ -83,18 +135,106 @@ pub fn load(path: &Path) -> Result<WebSecurity, String> {
         }
         Some(BasicAuth::new(file.basic_auth_users))
     };
-    Ok(WebSecurity { tls, auth })
+    let headers = response_headers(file.http_server_config.as_ref())
+        .map_err(|e| format!("web config {}: {e}", path.display()))?;
+    Ok(WebSecurity { tls, auth, headers })
+}
+
+/// A TLS version by its exporter-toolkit name; rustls speaks TLS 1.2 and 1.3 only.
+fn tls_version(key: &str, name: &str) -> Result<u8, String> {
+    match name {
+        "TLS12" => Ok(12),
+        "TLS13" => Ok(13),
+        "TLS10" | "TLS11" => Err(format!(
+            "{key} {name}: only TLS12 and TLS13 are supported (TLS 1.0 and 1.1 are not offered)"
+        )),
+        other => Err(format!("{key} {other}: not TLS12 or TLS13")),
+    }
+}
+
+/// The crypto provider narrowed to the configured TLS 1.2 cipher suites and curves; TLS 1.3
+/// suites are not configurable, as in Go.
+fn provider(t: &TlsServerConfig) -> Result<rustls::crypto::CryptoProvider, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(names) = &t.cipher_suites {
+        let mut chosen = Vec::new();
+        for name in names {
+            // Go spells the ChaCha20 suites with and without the trailing _SHA256.
+            let wanted = if name.ends_with("CHACHA20_POLY1305") {
+                format!("{name}_SHA256")
+            } else {
+                name.clone()
+            };
+            let suite = provider
+                .cipher_suites
+                .iter()
+                .find(|s| {
+                    s.version() == &rustls::version::TLS12 && s.suite().as_str() == Some(&wanted)
+                })
+                .ok_or_else(|| format!("cipher_suites: {name} is not a supported TLS 1.2 suite"))?;
+            chosen.push(*suite);
+        }
+        let tls13: Vec<_> = provider
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS13)
+            .copied()
+            .collect();
+        provider.cipher_suites = tls13.into_iter().chain(chosen).collect();
+    }
+    if let Some(names) = &t.curve_preferences {
+        let mut chosen = Vec::new();
+        for name in names {
+            let group = match name.as_str() {
+                "X25519" => rustls::NamedGroup::X25519,
+                "CurveP256" => rustls::NamedGroup::secp256r1,
+                "CurveP384" => rustls::NamedGroup::secp384r1,
+                other => return Err(format!(
+                    "curve_preferences: {other} is not supported (X25519, CurveP256, CurveP384)"
+                )),
+            };
+            let kx = provider
+                .kx_groups
+                .iter()
+                .find(|k| k.name() == group)
+                .ok_or_else(|| format!("curve_preferences: {name} is not available"))?;
+            chosen.push(*kx);
+        }
+        provider.kx_groups = chosen;
+    }
+    Ok(provider)
 }
 
 fn tls_config(t: &TlsServerConfig, base: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = match t.min_version.as_deref() {
-        None | Some("TLS12") | Some("TLS10") | Some("TLS11") => {
-            vec![&rustls::version::TLS13, &rustls::version::TLS12]
-        }
-        Some("TLS13") => vec![&rustls::version::TLS13],
-        Some(other) => return Err(format!("unsupported min_version {other}")),
-    };
+    if t.client_allowed_sans.is_some() {
+        return Err(
+            "client_allowed_sans is not supported: restrict clients with client_ca_file".into(),
+        );
+    }
+    let provider = Arc::new(provider(t)?);
+    let min = t
+        .min_version
+        .as_deref()
+        .map(|v| tls_version("min_version", v))
+        .transpose()?
+        .unwrap_or(12);
+    let max = t
+        .max_version
+        .as_deref()
+        .map(|v| tls_version("max_version", v))
+        .transpose()?
+        .unwrap_or(13);
+    if min > max {
+        return Err(format!(
+            "min_version TLS{min} is above max_version TLS{max}"
+        ));
+    }
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+        [(12, &rustls::version::TLS12), (13, &rustls::version::TLS13)]
+            .into_iter()
+            .filter(|(v, _)| (min..=max).contains(v))
+            .map(|(_, p)| p)
+            .collect();
     let certs = read_certs(&base.join(&t.cert_file))?;
     let key_path = base.join(&t.key_file);
     let key = rustls_pemfile::private_key(&mut reader(&key_path)?)
@@ -133,6 +273,7 @@ fn tls_config(t: &TlsServerConfig, base: &Path) -> Result<Arc<rustls::ServerConf
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate/key: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = t.prefer_server_cipher_suites.unwrap_or(false);
     Ok(Arc::new(config))
 }
 

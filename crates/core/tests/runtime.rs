@@ -362,3 +362,123 @@ fn version_and_build_info_name_the_build() {
         assert!(line.contains(label), "{label} missing: {line}");
     }
 }
+
+/// Every exporter-toolkit web config key is honoured (checked with curl as the TLS client) or
+/// refused at load with a message naming it.
+#[test]
+fn web_config_keys_are_honoured_or_refused() {
+    if !require_tool("curl") {
+        return;
+    }
+    let dir = TempDir::new("tls-keys");
+    let base = std::fs::read_to_string(tls_web_config(&dir)).unwrap();
+    let web = dir.join("web.yml");
+    let with = |extra_tls: &str, extra: &str| {
+        let text = base.replace(
+            "  key_file: key.pem\n",
+            &format!("  key_file: key.pem\n{extra_tls}"),
+        );
+        std::fs::write(&web, format!("{text}{extra}")).unwrap();
+    };
+    // Refused at load, each with its key named.
+    for (tls, extra, key) in [
+        ("  cipher_suites: [BOGUS]\n", "", "cipher_suites"),
+        (
+            "  curve_preferences: [CurveP521]\n",
+            "",
+            "curve_preferences",
+        ),
+        ("  min_version: TLS10\n", "", "min_version"),
+        (
+            "  min_version: TLS13\n  max_version: TLS12\n",
+            "",
+            "max_version",
+        ),
+        (
+            "  client_allowed_sans: [a.example]\n",
+            "",
+            "client_allowed_sans",
+        ),
+        ("", "http_server_config:\n  http2: true\n", "http2"),
+        (
+            "",
+            "http_server_config:\n  headers:\n    Content-Type: x\n",
+            "Content-Type",
+        ),
+    ] {
+        with(tls, extra);
+        let (code, _, stderr) = run(&[&format!("--web.config.file={}", web.display())], &[]);
+        assert_eq!(code, 2, "{key}: {stderr}");
+        assert!(stderr.contains(key), "{key}: {stderr}");
+    }
+    // Honoured: TLS 1.2 only, one cipher suite, one curve, and an extra header.
+    with(
+        "  max_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\n  curve_preferences: [X25519]\n  prefer_server_cipher_suites: true\n",
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+    );
+    let port = free_tcp_port();
+    let _exporter = Exporter::start(
+        BIN,
+        &[
+            &format!("--web.config.file={}", web.display()),
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+    );
+    let curl = |extra: &[&str]| -> (String, String) {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+            ])
+            .arg(dir.join("cert.pem"))
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(["-u", "Alice:s3cret"])
+            .args(extra)
+            .arg(format!("https://localhost:{port}/metrics"))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let code = text.lines().last().unwrap_or_default().trim().to_owned();
+        (code, text.to_ascii_lowercase())
+    };
+    let (code, headers) = curl(&[]);
+    assert_eq!(code, "200", "{headers}");
+    assert!(headers.contains("x-frame-options: deny"), "{headers}");
+    assert_ne!(
+        curl(&["--tlsv1.3"]).0,
+        "200",
+        "TLS 1.3 is above max_version"
+    );
+    assert_eq!(
+        curl(&[
+            "--tls-max",
+            "1.2",
+            "--ciphers",
+            "ECDHE-ECDSA-AES128-GCM-SHA256"
+        ])
+        .0,
+        "200"
+    );
+    assert_ne!(
+        curl(&[
+            "--tls-max",
+            "1.2",
+            "--ciphers",
+            "ECDHE-ECDSA-AES256-GCM-SHA384"
+        ])
+        .0,
+        "200",
+        "a suite not in cipher_suites"
+    );
+    assert_ne!(
+        curl(&["--curves", "P-256"]).0,
+        "200",
+        "a curve not in curve_preferences"
+    );
+}
