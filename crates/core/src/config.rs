@@ -163,6 +163,21 @@ pub struct WebConfig {
     /// Serve CPU profiles on /debug/pprof/profile (off: profiling has a cost and reveals code).
     #[serde(default)]
     pub enable_profiling: bool,
+    /// Scrapes served at once; more get 503 (0: no limit), as node_exporter's flag.
+    #[serde(default = "default_max_requests")]
+    pub max_requests: usize,
+    /// A connection whose request headers do not arrive within this time is closed, also
+    /// between keep-alive requests.
+    #[serde(default = "default_header_read_timeout_seconds")]
+    pub header_read_timeout_seconds: u64,
+}
+
+fn default_max_requests() -> usize {
+    40
+}
+
+fn default_header_read_timeout_seconds() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -230,6 +245,8 @@ impl Config {
                 telemetry_path: "/metrics".into(),
                 config_file: None,
                 enable_profiling: false,
+                max_requests: default_max_requests(),
+                header_read_timeout_seconds: default_header_read_timeout_seconds(),
             },
             log: LogConfig {
                 level: "info".into(),
@@ -310,6 +327,12 @@ impl Config {
         }
         if let Some(addr) = &self.engine.address {
             parse_listen_addr(addr).map_err(|e| ConfigError::invalid("engine.address", e))?;
+        }
+        if self.web.header_read_timeout_seconds == 0 {
+            return Err(ConfigError::invalid(
+                "web.header_read_timeout_seconds",
+                "must be at least 1",
+            ));
         }
         if self.ingest.series_limit == 0 {
             return Err(ConfigError::invalid(
@@ -403,6 +426,16 @@ pub const FLAGS: &[Flag] = &[
         "web.enable-profiling",
         "web.enable_profiling",
         "Serve CPU profiles on /debug/pprof/profile",
+    ),
+    Flag::one(
+        "web.max-requests",
+        "web.max_requests",
+        "Scrapes served at once; more get 503 (0: no limit)",
+    ),
+    Flag::one(
+        "web.header-read-timeout-seconds",
+        "web.header_read_timeout_seconds",
+        "Close a connection whose request headers do not arrive within this time",
     ),
     Flag::one(
         "log.level",

@@ -256,6 +256,8 @@ async fn serve(
         health,
         scrape_hooks,
         ledger: ingest.ledger,
+        scrape_slots: (config.web.max_requests > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(config.web.max_requests))),
         binary: schema.tier.binary.clone(),
         tier: schema.tier.name.clone(),
         telemetry_path: config.web.telemetry_path.clone(),
@@ -289,18 +291,16 @@ async fn serve(
     let served = match tls {
         Some(tls) => {
             let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-            axum_server::from_tcp_rustls(listener, rustls)
-                .map_err(|e| format!("listener: {e}"))?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
+            let mut server = axum_server::from_tcp_rustls(listener, rustls)
+                .map_err(|e| format!("listener: {e}"))?;
+            limit_http(server.http_builder(), &config);
+            server.handle(handle).serve(app.into_make_service()).await
         }
         None => {
-            axum_server::from_tcp(listener)
-                .map_err(|e| format!("listener: {e}"))?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
+            let mut server =
+                axum_server::from_tcp(listener).map_err(|e| format!("listener: {e}"))?;
+            limit_http(server.http_builder(), &config);
+            server.handle(handle).serve(app.into_make_service()).await
         }
     };
     // Give sources the chance to persist state (log positions) before exiting.
@@ -308,6 +308,18 @@ async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
     }
     served.map_err(|e| format!("server: {e}"))
+}
+
+/// A client that opens a connection and sends its request headers slowly (or never, or idles
+/// between keep-alive requests) is cut off after `web.header_read_timeout_seconds`.
+fn limit_http(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    config: &Config,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(config.web.header_read_timeout_seconds));
 }
 
 async fn expire_series(mut ctx: TaskContext, ttl: Duration) {

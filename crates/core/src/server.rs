@@ -32,6 +32,8 @@ pub struct AppState {
     /// The event-log follower's ledger: a scrape renders under it and persists the
     /// positions it served.
     pub ledger: Option<Arc<Ledger>>,
+    /// Scrapes served at once (`web.max_requests`); None: no limit.
+    pub scrape_slots: Option<Arc<tokio::sync::Semaphore>>,
     pub binary: String,
     pub tier: String,
     pub telemetry_path: String,
@@ -151,6 +153,19 @@ async fn require_auth(auth: Arc<BasicAuth>, req: Request, next: Next) -> Respons
 }
 
 async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let _slot = match &app.scrape_slots {
+        Some(slots) => match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many scrapes at once (web.max_requests)\n",
+                )
+                    .into_response()
+            }
+        },
+        None => None,
+    };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
     let started = Instant::now();
@@ -249,6 +264,7 @@ mod tests {
             health: health.clone(),
             scrape_hooks: Vec::new(),
             ledger: None,
+            scrape_slots: None,
             binary: "tx-exporter".into(),
             tier: "tx".into(),
             telemetry_path: "/metrics".into(),

@@ -189,9 +189,11 @@ fn provider(t: &TlsServerConfig) -> Result<rustls::crypto::CryptoProvider, Strin
                 "X25519" => rustls::NamedGroup::X25519,
                 "CurveP256" => rustls::NamedGroup::secp256r1,
                 "CurveP384" => rustls::NamedGroup::secp384r1,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "curve_preferences: {other} is not supported (X25519, CurveP256, CurveP384)"
-                )),
+                ))
+                }
             };
             let kx = provider
                 .kx_groups

@@ -482,3 +482,42 @@ fn web_config_keys_are_honoured_or_refused() {
         "a curve not in curve_preferences"
     );
 }
+
+/// A slowloris of half-sent requests neither stalls scrapes nor keeps its connections: each is
+/// closed once web.header_read_timeout_seconds has passed without its headers.
+#[test]
+fn half_open_requests_are_shed_and_scrapes_keep_working() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let exporter = Exporter::start(BIN, &["--web.header-read-timeout-seconds=1"]);
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let mut s = std::net::TcpStream::connect(exporter.addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        idle.push(s);
+    }
+    let t = Instant::now();
+    assert!(exporter
+        .scrape_text()
+        .contains("fixture_exporter_build_info"));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "scrape took {:?}",
+        t.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut closed = 0;
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        // Closed by the server: EOF, or a 408 response followed by EOF.
+        match s.read(&mut buf) {
+            Ok(0) => closed += 1,
+            Ok(n) if String::from_utf8_lossy(&buf[..n]).contains(" 408 ") => closed += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(closed, idle.len(), "every half-open connection is closed");
+}
