@@ -1,0 +1,225 @@
+//! Typed handles on the registry's metrics: what code holds to update them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::cells::{TotalCell, ValueGauge};
+use super::series::Inner;
+use super::{Exemplar, FloatCounter, FloatGauge, Hist, HistogramCtor, UpdateError};
+use crate::schema::MetricDef;
+
+pub(super) type CounterCtor = fn() -> FloatCounter;
+pub(super) type GaugeCtor = fn() -> FloatGauge;
+
+/// A counter of the schema. Label values come in the schema's label order.
+#[derive(Clone)]
+pub struct Counter(pub(super) Arc<Inner<FloatCounter, CounterCtor>>);
+
+impl Counter {
+    /// Adds `v` (finite, >= 0).
+    pub fn inc_by(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
+        if !v.is_finite() {
+            return Err(UpdateError::NotFinite);
+        }
+        if v < 0.0 {
+            return Err(UpdateError::NegativeCounter);
+        }
+        let mut overflow = false;
+        self.0.with(labels, |c| {
+            // A counter stuck at +Inf would hide every later increase.
+            if (c.get() + v).is_finite() {
+                c.inc_by(v);
+            } else {
+                overflow = true;
+            }
+        })?;
+        if overflow {
+            return Err(UpdateError::NotFinite);
+        }
+        Ok(())
+    }
+
+    /// Adds a count the exporter itself made (always finite and non-negative); only a
+    /// wrong label count can fail, which the self-metric tests rule out.
+    pub fn add(&self, labels: &[&str], n: u64) {
+        if let Err(e) = self.inc_by(labels, n as f64) {
+            tracing::warn!(target: "metrics", metric = %self.0.def.name, error = %e, "self-metric update failed");
+        }
+    }
+
+    pub fn value(&self, labels: &[&str]) -> Option<f64> {
+        self.0.read(labels, |c| c.get())
+    }
+
+    pub fn def(&self) -> &MetricDef {
+        &self.0.def
+    }
+}
+
+/// A gauge of the schema.
+#[derive(Clone)]
+pub struct Gauge(pub(super) Arc<Inner<FloatGauge, GaugeCtor>>);
+
+impl Gauge {
+    pub fn set(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
+        if !v.is_finite() {
+            return Err(UpdateError::NotFinite);
+        }
+        self.0.with(labels, |g| g.set(v))
+    }
+
+    /// Adds a (possibly negative) delta.
+    pub fn add(&self, labels: &[&str], delta: f64) -> Result<(), UpdateError> {
+        if !delta.is_finite() {
+            return Err(UpdateError::NotFinite);
+        }
+        let mut overflow = false;
+        self.0.with(labels, |g| overflow = !g.add(delta))?;
+        if overflow {
+            return Err(UpdateError::NotFinite);
+        }
+        Ok(())
+    }
+
+    /// Marks the value unknown (NaN): what it measures cannot be measured right now.
+    pub fn set_unknown(&self, labels: &[&str]) -> Result<(), UpdateError> {
+        self.0.with(labels, |g| g.set(f64::NAN))
+    }
+
+    pub fn value(&self, labels: &[&str]) -> Option<f64> {
+        self.0.read(labels, |g| g.get()).flatten()
+    }
+
+    /// Removes a labelled series; returns whether it existed.
+    pub fn remove(&self, labels: &[&str]) -> bool {
+        self.0.remove(labels)
+    }
+
+    pub fn def(&self) -> &MetricDef {
+        &self.0.def
+    }
+}
+
+/// A histogram of the schema.
+#[derive(Clone)]
+pub struct Histogram(pub(super) Arc<Inner<Hist, HistogramCtor>>);
+
+impl Histogram {
+    /// Observes a finite value, with an optional exemplar.
+    pub fn observe(
+        &self,
+        labels: &[&str],
+        v: f64,
+        exemplar: Option<Exemplar<'_>>,
+    ) -> Result<(), UpdateError> {
+        if !v.is_finite() {
+            return Err(UpdateError::NotFinite);
+        }
+        let exemplar = exemplar.and_then(|e| e.label_set());
+        self.0.with(labels, |h| h.observe(v, exemplar, None))
+    }
+
+    pub fn def(&self) -> &MetricDef {
+        &self.0.def
+    }
+}
+
+/// A running total the sidecar reads from elsewhere (the engine's CPU time): an unlabelled
+/// probe counter of the schema. Absent until first measured and while unmeasurable, so that
+/// neither a made-up 0 nor a jump from 0 to the first reading reaches rate().
+#[derive(Clone)]
+pub struct Total {
+    pub(super) def: Arc<MetricDef>,
+    pub(super) cell: TotalCell,
+}
+
+impl Total {
+    /// The current total (finite, >= 0). A lower value than before is a reset (the process
+    /// restarted), which Prometheus handles as for any counter.
+    pub fn set(&self, v: f64) -> Result<(), UpdateError> {
+        if !v.is_finite() {
+            return Err(UpdateError::NotFinite);
+        }
+        if v < 0.0 {
+            return Err(UpdateError::NegativeCounter);
+        }
+        self.cell.0.store(v.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// No longer measurable: the series disappears until the next `set`.
+    pub fn clear(&self) {
+        self.cell.0.store(f64::NAN.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.cell.get()
+    }
+
+    pub fn def(&self) -> &MetricDef {
+        &self.def
+    }
+}
+
+/// Any metric of the registry, for code that handles every type (ingest mapping, tests).
+#[derive(Clone)]
+pub enum Metric {
+    Counter(Counter),
+    Gauge(Gauge),
+    Histogram(Histogram),
+    Total(Total),
+}
+
+impl Metric {
+    pub fn def(&self) -> &MetricDef {
+        match self {
+            Metric::Counter(m) => m.def(),
+            Metric::Gauge(m) => m.def(),
+            Metric::Histogram(m) => m.def(),
+            Metric::Total(m) => m.def(),
+        }
+    }
+
+    /// Whether an update with these label values would be accepted now (label values and
+    /// the series limit), without changing anything: a multi-effect input checks every
+    /// effect before applying any.
+    pub fn check(&self, labels: &[&str]) -> Result<(), UpdateError> {
+        match self {
+            Metric::Counter(m) => m.0.check(labels),
+            Metric::Gauge(m) => m.0.check(labels),
+            Metric::Histogram(m) => m.0.check(labels),
+            // Nothing ingest can write.
+            Metric::Total(_) => Err(UpdateError::LabelMismatch),
+        }
+    }
+
+    /// Current value of a counter or gauge series; None for histograms and absent series.
+    pub fn value(&self, labels: &[&str]) -> Option<f64> {
+        match self {
+            Metric::Counter(m) => m.value(labels),
+            Metric::Gauge(m) => m.value(labels),
+            Metric::Total(m) => labels.is_empty().then(|| m.value()).flatten(),
+            Metric::Histogram(_) => None,
+        }
+    }
+
+    pub(super) fn expire(&self, now: Instant) -> usize {
+        match self {
+            Metric::Counter(m) => m.0.expire(now, |_| {}),
+            Metric::Gauge(m) => m.0.expire(now, ValueGauge::clear),
+            Metric::Histogram(m) => m.0.expire(now, |_| {}),
+            Metric::Total(_) => 0,
+        }
+    }
+
+    /// How long this metric's series live without an update, if they expire at all.
+    pub(super) fn expire_after(&self) -> Option<Duration> {
+        match self {
+            Metric::Counter(m) => m.0.expire_after,
+            Metric::Gauge(m) => m.0.expire_after,
+            Metric::Histogram(m) => m.0.expire_after,
+            Metric::Total(_) => None,
+        }
+    }
+}

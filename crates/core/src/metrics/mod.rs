@@ -1,0 +1,452 @@
+//! The registry of one tier, built from its schema: every metric registered up front so that
+//! every unlabelled series is exposed from the first scrape. Code updates metrics through
+//! typed handles ([`Counter`], [`Gauge`], [`Histogram`]) resolved once at start-up, so a
+//! misspelt or mistyped name is a start-up error, and a hot path never looks a name up.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter as PcCounter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::schema::{MetricDef, MetricType, Schema, SchemaError, Source, TierInfo};
+use crate::self_metrics::SelfMetrics;
+
+mod cells;
+mod handles;
+mod series;
+
+use self::cells::{HistogramCtor, TotalCell, ValueGauge};
+pub use self::handles::{Counter, Gauge, Histogram, Metric, Total};
+use self::handles::{CounterCtor, GaugeCtor};
+use self::series::{Cell, Inner};
+
+/// Label values in the order the schema declares the label names.
+pub type LabelSet = Vec<(&'static str, String)>;
+pub(crate) type FloatCounter = PcCounter<f64, AtomicU64>;
+pub(crate) type FloatGauge = ValueGauge;
+pub(crate) type Hist = HistogramWithExemplars<LabelSet>;
+
+/// OpenMetrics limits an exemplar's label names and values to 128 characters in total.
+const EXEMPLAR_MAX_CHARS: usize = 128;
+/// Longer label values are rejected: they are a sign of a bug upstream, not a real label.
+const MAX_LABEL_VALUE_LEN: usize = 256;
+
+/// A trace reference attached to a histogram observation.
+#[derive(Debug, Clone, Copy)]
+pub struct Exemplar<'a> {
+    pub trace_id: &'a str,
+    pub span_id: Option<&'a str>,
+}
+
+impl Exemplar<'_> {
+    pub(crate) fn label_set(&self) -> Option<LabelSet> {
+        let valid = |s: &str, max: usize| {
+            !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric())
+        };
+        if !valid(self.trace_id, 64) {
+            return None;
+        }
+        let mut set = vec![("trace_id", self.trace_id.to_owned())];
+        if let Some(span) = self.span_id.filter(|s| valid(s, 32)) {
+            set.push(("span_id", span.to_owned()));
+        }
+        let chars: usize = set.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (chars <= EXEMPLAR_MAX_CHARS).then_some(set)
+    }
+}
+
+/// Why an update was refused; the ingest channels turn it into their rejection reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateError {
+    /// Not one value per declared label.
+    LabelMismatch,
+    LabelValueTooLong,
+    NotFinite,
+    NegativeCounter,
+    SeriesLimit,
+}
+
+impl fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpdateError::LabelMismatch => "label values do not match the declared labels",
+            UpdateError::LabelValueTooLong => "label value too long",
+            UpdateError::NotFinite => "value is not a finite number",
+            UpdateError::NegativeCounter => "negative counter increment",
+            UpdateError::SeriesLimit => "series limit reached",
+        })
+    }
+}
+
+/// Options that bound what ingest can do to the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Maximum series per labelled engine metric.
+    pub series_limit: usize,
+    /// Labelled engine series not updated for this long are removed.
+    pub series_ttl: Option<Duration>,
+    /// Engine gauges not set for this long have no value any more (a gauge the engine stopped
+    /// pushing must not keep its last reading forever).
+    pub gauge_stale: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            series_limit: 1000,
+            series_ttl: None,
+            gauge_stale: None,
+        }
+    }
+}
+
+/// The tier's registry: prometheus-client's registry plus a handle per schema metric.
+pub struct Metrics {
+    tier: TierInfo,
+    registry: Registry,
+    by_name: HashMap<String, Metric>,
+    own: SelfMetrics,
+}
+
+impl Metrics {
+    /// Registers every metric of the schema and resolves the exporter's own handles; fails
+    /// when the schema lacks a self-metric the code needs.
+    pub fn new(schema: &Schema, limits: Limits) -> Result<Metrics, SchemaError> {
+        let mut registry = Registry::default();
+        let mut by_name = HashMap::new();
+        for def in &schema.metrics {
+            let metric = register(&mut registry, def, limits);
+            if let Metric::Counter(c) = &metric {
+                for values in &def.initial {
+                    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                    // Checked by the schema: one value per label.
+                    let _ = c.inc_by(&values, 0.0);
+                }
+            }
+            by_name.insert(def.name.clone(), metric);
+        }
+        let own = SelfMetrics::resolve(&schema.tier.self_prefix, |name| by_name.get(name))?;
+        Ok(Metrics {
+            tier: schema.tier.clone(),
+            registry,
+            by_name,
+            own,
+        })
+    }
+
+    /// A metric by its exposed name, for start-up resolution and tests; never on a hot path.
+    pub fn get(&self, name: &str) -> Option<&Metric> {
+        self.by_name.get(name)
+    }
+
+    /// Every metric with its exposed name, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Metric)> {
+        self.by_name.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn counter(&self, name: &str) -> Result<Counter, SchemaError> {
+        match self.get(name) {
+            Some(Metric::Counter(c)) => Ok(c.clone()),
+            other => Err(wrong(name, "counter", other)),
+        }
+    }
+
+    pub fn gauge(&self, name: &str) -> Result<Gauge, SchemaError> {
+        match self.get(name) {
+            Some(Metric::Gauge(g)) => Ok(g.clone()),
+            other => Err(wrong(name, "gauge", other)),
+        }
+    }
+
+    pub fn total(&self, name: &str) -> Result<Total, SchemaError> {
+        match self.get(name) {
+            Some(Metric::Total(t)) => Ok(t.clone()),
+            other => Err(wrong(name, "probe counter", other)),
+        }
+    }
+
+    pub fn histogram(&self, name: &str) -> Result<Histogram, SchemaError> {
+        match self.get(name) {
+            Some(Metric::Histogram(h)) => Ok(h.clone()),
+            other => Err(wrong(name, "histogram", other)),
+        }
+    }
+
+    /// The exporter's own metrics.
+    pub fn own(&self) -> &SelfMetrics {
+        &self.own
+    }
+
+    pub fn tier(&self) -> &TierInfo {
+        &self.tier
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Expires idle engine series (labelled ones past `series_ttl`, gauges past
+    /// `gauge_stale`); returns how many.
+    pub fn expire_series(&self, now: Instant) -> usize {
+        self.by_name.values().map(|m| m.expire(now)).sum()
+    }
+
+    /// The shortest expiry of any metric: how often `expire_series` is worth calling.
+    pub fn shortest_expiry(&self) -> Option<Duration> {
+        self.by_name.values().filter_map(Metric::expire_after).min()
+    }
+}
+
+pub(crate) fn wrong(name: &str, wanted: &str, found: Option<&Metric>) -> SchemaError {
+    match found {
+        Some(m) => SchemaError(format!(
+            "{name} is a {}, the code needs a {wanted}",
+            m.def().kind.as_str()
+        )),
+        None => SchemaError(format!("{name}: no such {wanted} in the schema")),
+    }
+}
+
+fn register(registry: &mut Registry, def: &MetricDef, limits: Limits) -> Metric {
+    let name = def.base_name().to_owned();
+    let help = def.help.clone();
+    let unit = def.unit.as_deref().map(unit_of);
+    macro_rules! reg {
+        ($inner:expr) => {{
+            let inner = $inner;
+            match (&inner.cell, unit) {
+                (Cell::One(m), Some(u)) => registry.register_with_unit(name, help, u, m.clone()),
+                (Cell::One(m), None) => registry.register(name, help, m.clone()),
+                (Cell::Many(f), Some(u)) => registry.register_with_unit(name, help, u, f.clone()),
+                (Cell::Many(f), None) => registry.register(name, help, f.clone()),
+            }
+            Arc::new(inner)
+        }};
+    }
+    match def.kind {
+        // A total the sidecar reads elsewhere: exposed only once measured.
+        MetricType::Counter if def.is_measured_total() => {
+            let cell = TotalCell(Arc::new(AtomicU64::new(f64::NAN.to_bits())));
+            match unit {
+                Some(u) => registry.register_with_unit(name, help, u, cell.clone()),
+                None => registry.register(name, help, cell.clone()),
+            }
+            Metric::Total(Total {
+                def: Arc::new(def.clone()),
+                cell,
+            })
+        }
+        MetricType::Counter => Metric::Counter(Counter(reg!(Inner::new(
+            def,
+            FloatCounter::default,
+            FloatCounter::default as CounterCtor,
+            limits
+        )))),
+        MetricType::Gauge => {
+            // A measured value nobody has measured yet is unknown (NaN); a value the engine
+            // has not pushed yet does not exist; only the exporter's own gauges start at 0.
+            let first = match def.source {
+                Source::Probe | Source::Derived => || {
+                    let g = ValueGauge::default();
+                    g.set(f64::NAN);
+                    g
+                },
+                Source::Engine => ValueGauge::absent,
+                Source::Exporter => ValueGauge::default,
+            };
+            Metric::Gauge(Gauge(reg!(Inner::new(
+                def,
+                first,
+                ValueGauge::default as GaugeCtor,
+                limits
+            ))))
+        }
+        MetricType::Histogram => {
+            let buckets: Arc<[f64]> = def.buckets.clone().into();
+            let one = {
+                let b = buckets.clone();
+                move || Hist::new(b.iter().copied())
+            };
+            Metric::Histogram(Histogram(reg!(Inner::new(
+                def,
+                one,
+                HistogramCtor(buckets),
+                limits
+            ))))
+        }
+    }
+}
+
+fn unit_of(unit: &str) -> Unit {
+    match unit {
+        "seconds" => Unit::Seconds,
+        "bytes" => Unit::Bytes,
+        other => Unit::Other(other.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{test_schema_toml, TEST_METRICS};
+
+    fn registry(limits: Limits) -> Metrics {
+        let schema = Schema::parse(&test_schema_toml("tx", TEST_METRICS)).expect("schema");
+        Metrics::new(&schema, limits).expect("registry")
+    }
+
+    fn render(m: &Metrics) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, m.registry()).expect("encode");
+        out
+    }
+
+    #[test]
+    fn handles_resolve_by_type_and_refuse_the_wrong_one() {
+        let m = registry(Limits::default());
+        assert!(m.counter("tx_engine_commits_total").is_ok());
+        assert!(m.gauge("tx_engine_depth").is_ok());
+        assert!(m.histogram("tx_engine_latency_seconds").is_ok());
+        let e = m.gauge("tx_engine_commits_total").err().expect("a counter");
+        assert!(e.0.contains("is a counter"), "{e}");
+        let e = m.counter("tx_engine_commitz_total").err().expect("missing");
+        assert!(e.0.contains("no such counter"), "{e}");
+    }
+
+    #[test]
+    fn unlabelled_series_exist_from_the_start_and_measured_gauges_are_unknown() {
+        let m = registry(Limits::default());
+        let out = render(&m);
+        assert!(out.contains("tx_engine_commits_total 0"), "{out}");
+        // An engine gauge has no value before the engine sets it: absent, never 0.
+        assert!(!out.contains("tx_engine_depth"), "{out}");
+        assert!(out.contains("tx_engine_memory_bytes NaN"), "{out}");
+        assert!(!out.contains("tx_engine_by_server_total{"), "{out}");
+    }
+
+    #[test]
+    fn updates_are_checked() {
+        let m = registry(Limits::default());
+        let c = m.counter("tx_engine_commits_total").expect("counter");
+        assert_eq!(c.inc_by(&[], -1.0), Err(UpdateError::NegativeCounter));
+        assert_eq!(c.inc_by(&[], f64::INFINITY), Err(UpdateError::NotFinite));
+        assert_eq!(c.inc_by(&["x"], 1.0), Err(UpdateError::LabelMismatch));
+        c.inc_by(&[], 2.5).expect("valid");
+        assert_eq!(c.value(&[]), Some(2.5));
+        let g = m.gauge("tx_engine_lag_seconds").expect("gauge");
+        assert_eq!(g.set(&[], 1.0), Err(UpdateError::LabelMismatch));
+        assert_eq!(g.set(&["a", "b"], 1.0), Err(UpdateError::LabelMismatch));
+        let long = "x".repeat(MAX_LABEL_VALUE_LEN + 1);
+        assert_eq!(g.set(&[&long], 1.0), Err(UpdateError::LabelValueTooLong));
+        assert_eq!(g.add(&["a"], f64::NAN), Err(UpdateError::NotFinite));
+        g.set(&["a"], 3.0).expect("valid");
+        g.add(&["a"], -1.0).expect("valid");
+        assert_eq!(g.value(&["a"]), Some(2.0));
+        assert!(g.remove(&["a"]));
+        assert_eq!(g.value(&["a"]), None);
+        // Finite inputs that would overflow are refused, leaving the value as it was.
+        c.inc_by(&[], 1e308).expect("large but finite");
+        assert_eq!(c.inc_by(&[], 1e308), Err(UpdateError::NotFinite));
+        assert_eq!(c.value(&[]), Some(1e308 + 2.5));
+        let d = m.gauge("tx_engine_depth").expect("gauge");
+        d.set(&[], 1e308).expect("valid");
+        assert_eq!(d.add(&[], 1e308), Err(UpdateError::NotFinite));
+        assert_eq!(d.value(&[]), Some(1e308));
+        let h = m.histogram("tx_engine_latency_seconds").expect("histogram");
+        assert_eq!(h.observe(&[], f64::NAN, None), Err(UpdateError::NotFinite));
+        h.observe(&[], 0.5, None).expect("valid");
+        assert!(render(&m).contains("tx_engine_latency_seconds_count 1"));
+    }
+
+    #[test]
+    fn the_series_limit_caps_engine_metrics_only() {
+        let m = registry(Limits {
+            series_limit: 2,
+            series_ttl: None,
+            ..Limits::default()
+        });
+        let c = m.counter("tx_engine_by_server_total").expect("counter");
+        c.inc_by(&["a"], 1.0).expect("first");
+        c.inc_by(&["b"], 1.0).expect("second");
+        assert_eq!(c.inc_by(&["c"], 1.0), Err(UpdateError::SeriesLimit));
+        c.inc_by(&["a"], 1.0)
+            .expect("an existing series is not new");
+        // The exporter's own labelled series are never capped.
+        for i in 0..10 {
+            m.own().log_lines_read.add(&[&format!("/var/log/{i}")], 1);
+        }
+        assert_eq!(m.own().log_lines_read.value(&["/var/log/9"]), Some(1.0));
+    }
+
+    #[test]
+    fn the_ttl_expires_idle_engine_series_but_never_own_ones() {
+        let m = registry(Limits {
+            series_limit: 10,
+            series_ttl: Some(Duration::from_secs(60)),
+            ..Limits::default()
+        });
+        let c = m.counter("tx_engine_by_server_total").expect("counter");
+        c.inc_by(&["a"], 1.0).expect("series");
+        m.own().statsd_lines.add(&["udp"], 1);
+        let later = Instant::now() + Duration::from_secs(61);
+        assert_eq!(m.expire_series(later), 1);
+        assert_eq!(c.value(&["a"]), None);
+        assert_eq!(m.own().statsd_lines.value(&["udp"]), Some(1.0));
+        // The expired series can be created again, within the limit.
+        c.inc_by(&["a"], 1.0).expect("again");
+    }
+
+    #[test]
+    fn engine_gauges_go_stale_when_the_engine_stops_setting_them() {
+        let m = registry(Limits {
+            gauge_stale: Some(Duration::from_secs(300)),
+            ..Limits::default()
+        });
+        assert_eq!(m.shortest_expiry(), Some(Duration::from_secs(300)));
+        let depth = m.gauge("tx_engine_depth").expect("gauge");
+        let lag = m.gauge("tx_engine_lag_seconds").expect("gauge");
+        // A delta on an absent gauge starts from 0, as in StatsD.
+        depth.add(&[], 3.0).expect("delta");
+        assert_eq!(depth.value(&[]), Some(3.0));
+        lag.set(&["a"], 1.5).expect("set");
+        assert_eq!(m.expire_series(Instant::now()), 0);
+        let later = Instant::now() + Duration::from_secs(301);
+        assert_eq!(m.expire_series(later), 2);
+        assert_eq!(depth.value(&[]), None);
+        assert_eq!(lag.value(&["a"]), None);
+        assert!(!render(&m).contains("tx_engine_depth"));
+        // Measured gauges and counters are not the engine's to let go stale.
+        assert!(render(&m).contains("tx_engine_memory_bytes NaN"));
+        depth.set(&[], 4.0).expect("set again");
+        assert!(render(&m).contains("tx_engine_depth 4.0"));
+    }
+
+    #[test]
+    fn exemplars_are_kept_only_when_valid() {
+        let ok = Exemplar {
+            trace_id: "abc123",
+            span_id: Some("def"),
+        };
+        assert_eq!(ok.label_set().map(|s| s.len()), Some(2));
+        let bad = Exemplar {
+            trace_id: "not hex!",
+            span_id: None,
+        };
+        assert!(bad.label_set().is_none());
+        let too_long = "a".repeat(65);
+        let long = Exemplar {
+            trace_id: &too_long,
+            span_id: None,
+        };
+        assert!(long.label_set().is_none());
+    }
+}

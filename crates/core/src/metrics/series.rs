@@ -1,0 +1,212 @@
+//! Where a metric's series live: one unlabelled series or a family, with the bookkeeping that
+//! caps labelled series and expires idle ones.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+
+use super::{LabelSet, Limits, UpdateError, MAX_LABEL_VALUE_LEN};
+use crate::schema::{MetricDef, MetricType, Source};
+
+/// One series (unlabelled) or a family of labelled series.
+pub(super) enum Cell<M, C> {
+    One(M),
+    Many(Family<LabelSet, M, C>),
+}
+
+/// A metric's storage and the bookkeeping that bounds its labelled series.
+pub(super) struct Inner<M, C> {
+    pub(super) def: MetricDef,
+    pub(super) label_names: Vec<&'static str>,
+    pub(super) cell: Cell<M, C>,
+    pub(super) series_limit: usize,
+    pub(super) series: AtomicUsize,
+    pub(super) creating: Mutex<()>,
+    /// Series not updated for this long are removed (labelled) or become absent
+    /// (unlabelled gauges); None for the exporter's own metrics and what it measures.
+    pub(super) expire_after: Option<Duration>,
+    /// Last update per labelled series, kept only when `expire_after` is set.
+    pub(super) touched: Option<Mutex<HashMap<LabelSet, Instant>>>,
+    /// Last update of an unlabelled series, kept only when `expire_after` is set.
+    pub(super) last_update: Mutex<Option<Instant>>,
+}
+
+impl<M, C: MetricConstructor<M>> Inner<M, C> {
+    pub(super) fn new(
+        def: &MetricDef,
+        one: impl FnOnce() -> M,
+        ctor: C,
+        limits: Limits,
+    ) -> Inner<M, C> {
+        // Label names live as long as the process; leaking them once avoids a String per series.
+        let label_names: Vec<&'static str> = def
+            .labels
+            .iter()
+            .map(|l| &*Box::leak(l.clone().into_boxed_str()))
+            .collect();
+        let labelled = !label_names.is_empty();
+        // Only what the engine pushes is subject to the series limit and to expiry; the
+        // exporter's own series and what it measures never are.
+        let pushed = def.source == Source::Engine;
+        let expire_after = match (pushed, def.kind) {
+            (false, _) => None,
+            (true, MetricType::Gauge) if def.goes_stale => limits.gauge_stale,
+            (true, _) => limits.series_ttl.filter(|_| labelled),
+        };
+        Inner {
+            def: def.clone(),
+            label_names,
+            cell: if labelled {
+                Cell::Many(Family::new_with_constructor(ctor))
+            } else {
+                Cell::One(one())
+            },
+            series_limit: if pushed {
+                limits.series_limit
+            } else {
+                usize::MAX
+            },
+            series: AtomicUsize::new(0),
+            creating: Mutex::new(()),
+            expire_after,
+            touched: (labelled && expire_after.is_some()).then(Default::default),
+            last_update: Mutex::new(None),
+        }
+    }
+
+    /// Runs `op` on the series for `labels`, creating it if the series limit allows.
+    pub(super) fn with(&self, labels: &[&str], op: impl FnOnce(&M)) -> Result<(), UpdateError> {
+        let family = match &self.cell {
+            Cell::One(m) if labels.is_empty() => {
+                if self.expire_after.is_some() {
+                    *lock(&self.last_update) = Some(Instant::now());
+                }
+                op(m);
+                return Ok(());
+            }
+            Cell::One(_) => return Err(UpdateError::LabelMismatch),
+            Cell::Many(f) => f,
+        };
+        let set = self.zip(labels)?;
+        if let Some(touched) = &self.touched {
+            lock(touched).insert(set.clone(), Instant::now());
+        }
+        if let Some(series) = family.get(&set) {
+            op(&series);
+            return Ok(());
+        }
+        // Creation is rare; serialising it keeps the series count exact.
+        let _creating = lock(&self.creating);
+        if family.get(&set).is_none() {
+            if self.series.load(Ordering::Relaxed) >= self.series_limit {
+                if let Some(touched) = &self.touched {
+                    lock(touched).remove(&set);
+                }
+                return Err(UpdateError::SeriesLimit);
+            }
+            self.series.fetch_add(1, Ordering::Relaxed);
+        }
+        op(&family.get_or_create(&set));
+        Ok(())
+    }
+
+    /// Whether an update of the series for `labels` would be accepted (label values and the
+    /// series limit), without changing anything.
+    pub(super) fn check(&self, labels: &[&str]) -> Result<(), UpdateError> {
+        let family = match &self.cell {
+            Cell::One(_) if labels.is_empty() => return Ok(()),
+            Cell::One(_) => return Err(UpdateError::LabelMismatch),
+            Cell::Many(f) => f,
+        };
+        let set = self.zip(labels)?;
+        if family.get(&set).is_none() && self.series.load(Ordering::Relaxed) >= self.series_limit {
+            return Err(UpdateError::SeriesLimit);
+        }
+        Ok(())
+    }
+
+    pub(super) fn read<T>(&self, labels: &[&str], f: impl FnOnce(&M) -> T) -> Option<T> {
+        match &self.cell {
+            Cell::One(m) => labels.is_empty().then(|| f(m)),
+            Cell::Many(family) => family.get(&self.zip(labels).ok()?).map(|m| f(&m)),
+        }
+    }
+
+    fn zip(&self, labels: &[&str]) -> Result<LabelSet, UpdateError> {
+        if labels.len() != self.label_names.len() {
+            return Err(UpdateError::LabelMismatch);
+        }
+        if labels.iter().any(|v| v.len() > MAX_LABEL_VALUE_LEN) {
+            return Err(UpdateError::LabelValueTooLong);
+        }
+        Ok(self
+            .label_names
+            .iter()
+            .zip(labels)
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect())
+    }
+
+    pub(super) fn remove(&self, labels: &[&str]) -> bool {
+        let Ok(set) = self.zip(labels) else {
+            return false;
+        };
+        if let Some(touched) = &self.touched {
+            lock(touched).remove(&set);
+        }
+        self.remove_set(&set)
+    }
+
+    fn remove_set(&self, set: &LabelSet) -> bool {
+        let Cell::Many(family) = &self.cell else {
+            return false;
+        };
+        let _creating = lock(&self.creating);
+        let removed = family.remove(set);
+        if removed {
+            self.series.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Removes labelled series idle for `expire_after`; returns how many. An idle unlabelled
+    /// series is handed to `clear_one` (a gauge becomes absent) and counts as one.
+    pub(super) fn expire(&self, now: Instant, clear_one: impl FnOnce(&M)) -> usize {
+        let Some(ttl) = self.expire_after else {
+            return 0;
+        };
+        if let Cell::One(m) = &self.cell {
+            let mut last = lock(&self.last_update);
+            if last.is_some_and(|t| now.duration_since(t) >= ttl) {
+                *last = None;
+                clear_one(m);
+                return 1;
+            }
+            return 0;
+        }
+        let Some(touched) = &self.touched else {
+            return 0;
+        };
+        let stale: Vec<LabelSet> = {
+            let mut map = lock(touched);
+            let stale: Vec<LabelSet> = map
+                .iter()
+                .filter(|(_, t)| now.duration_since(**t) >= ttl)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &stale {
+                map.remove(k);
+            }
+            stale
+        };
+        stale.iter().filter(|set| self.remove_set(set)).count()
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map inconsistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
