@@ -33,7 +33,18 @@ fn spawn_engine(dir: &TempDir, name: &str) -> Child {
     if !exe.exists() {
         std::fs::copy("/bin/sleep", &exe).expect("copy sleep");
     }
-    Command::new(exe).arg("300").spawn().expect("start engine")
+    // Another test thread forking while the copy was open for writing leaves the file busy for
+    // a moment (ETXTBSY): retry briefly.
+    for _ in 0..50 {
+        match Command::new(&exe).arg("300").spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("start engine: {e}"),
+        }
+    }
+    panic!("start engine: {} stayed busy", exe.display())
 }
 
 #[test]
