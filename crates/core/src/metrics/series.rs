@@ -2,7 +2,7 @@
 //! caps labelled series and expires idle ones.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,8 @@ pub(super) struct Inner<M, C> {
     /// Last update per labelled series, kept only when `expire_after` is set.
     pub(super) touched: Option<Mutex<HashMap<LabelSet, Instant>>>,
     /// Last update of an unlabelled series, kept only when `expire_after` is set.
-    pub(super) last_update: Mutex<Option<Instant>>,
+    /// Coarse monotonic milliseconds of the last update, + 1 (0: none since the last expiry).
+    pub(super) last_update: AtomicU64,
 }
 
 impl<M, C: MetricConstructor<M>> Inner<M, C> {
@@ -73,7 +74,7 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
             creating: Mutex::new(()),
             expire_after,
             touched: (labelled && expire_after.is_some()).then(Default::default),
-            last_update: Mutex::new(None),
+            last_update: AtomicU64::new(0),
         }
     }
 
@@ -82,7 +83,9 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
         let family = match &self.cell {
             Cell::One(m) if labels.is_empty() => {
                 if self.expire_after.is_some() {
-                    *lock(&self.last_update) = Some(Instant::now());
+                    // On every engine gauge update: a relaxed store of a coarse clock, no
+                    // lock and no precise clock read.
+                    self.last_update.store(coarse_ms() + 1, Ordering::Relaxed);
                 }
                 op(m);
                 return Ok(());
@@ -179,9 +182,17 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
             return 0;
         };
         if let Cell::One(m) = &self.cell {
-            let mut last = lock(&self.last_update);
-            if last.is_some_and(|t| now.duration_since(t) >= ttl) {
-                *last = None;
+            // `now` may lie ahead of the clock (tests): shift the coarse clock by as much.
+            let now_ms =
+                coarse_ms() + now.saturating_duration_since(Instant::now()).as_millis() as u64;
+            let last = self.last_update.load(Ordering::Relaxed);
+            let idle = last > 0 && now_ms.saturating_sub(last - 1) >= ttl.as_millis() as u64;
+            if idle
+                && self
+                    .last_update
+                    .compare_exchange(last, 0, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
                 clear_one(m);
                 return 1;
             }
@@ -204,6 +215,18 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
         };
         stale.iter().filter(|set| self.remove_set(set)).count()
     }
+}
+
+/// CLOCK_MONOTONIC_COARSE in milliseconds: a few nanoseconds to read, precise to a few ms,
+/// ample for expiries measured in minutes.
+fn coarse_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
