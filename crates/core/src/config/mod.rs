@@ -436,17 +436,27 @@ mod tests {
         env: &[(&str, &str)],
         file: Option<&Path>,
     ) -> Result<Config, ConfigError> {
+        run_sections(&[], args, env, file)
+    }
+
+    /// Layers flags, env and file as `load` does, with `sections` registered.
+    fn run_sections(
+        sections: &[SectionSpec],
+        args: &[&str],
+        env: &[(&str, &str)],
+        file: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
         let t = tier();
         let mut argv = vec!["tx-exporter"];
         argv.extend_from_slice(args);
-        let matches = command(&t, &[])
+        let matches = command(&t, sections)
             .try_get_matches_from(argv)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<HashMap<_, _>>();
-        layer(&t, &[], file, env, &matches)
+        layer(&t, sections, file, env, &matches)
     }
 
     #[test]
@@ -562,18 +572,7 @@ mod tests {
         env: &[(&str, &str)],
         file: Option<&Path>,
     ) -> Result<Config, ConfigError> {
-        let t = tier();
-        let sections = [SectionSpec::of::<Probe>()];
-        let mut argv = vec!["tx-exporter"];
-        argv.extend_from_slice(args);
-        let matches = command(&t, &sections)
-            .try_get_matches_from(argv)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<HashMap<_, _>>();
-        layer(&t, &sections, file, env, &matches)
+        run_sections(&[SectionSpec::of::<Probe>()], args, env, file)
     }
 
     #[test]

@@ -96,29 +96,25 @@ reasons! {
     }
 }
 
-impl From<UpdateError> for StatsdReason {
-    fn from(e: UpdateError) -> Self {
-        match e {
-            UpdateError::LabelMismatch => StatsdReason::MissingLabel,
-            UpdateError::LabelValueTooLong => StatsdReason::LabelValueTooLong,
-            UpdateError::NotFinite => StatsdReason::InvalidValue,
-            UpdateError::NegativeCounter => StatsdReason::NegativeCounter,
-            UpdateError::SeriesLimit => StatsdReason::SeriesLimit,
+/// A registry refusal in a channel's terms: both channels name these five alike.
+macro_rules! from_update_error {
+    ($name:ident) => {
+        impl From<UpdateError> for $name {
+            fn from(e: UpdateError) -> Self {
+                match e {
+                    UpdateError::LabelMismatch => $name::MissingLabel,
+                    UpdateError::LabelValueTooLong => $name::LabelValueTooLong,
+                    UpdateError::NotFinite => $name::InvalidValue,
+                    UpdateError::NegativeCounter => $name::NegativeCounter,
+                    UpdateError::SeriesLimit => $name::SeriesLimit,
+                }
+            }
         }
-    }
+    };
 }
 
-impl From<UpdateError> for EventReason {
-    fn from(e: UpdateError) -> Self {
-        match e {
-            UpdateError::LabelMismatch => EventReason::MissingLabel,
-            UpdateError::LabelValueTooLong => EventReason::LabelValueTooLong,
-            UpdateError::NotFinite => EventReason::InvalidValue,
-            UpdateError::NegativeCounter => EventReason::NegativeCounter,
-            UpdateError::SeriesLimit => EventReason::SeriesLimit,
-        }
-    }
-}
+from_update_error!(StatsdReason);
+from_update_error!(EventReason);
 
 /// The ingest channels, as `source` label values.
 pub const CHANNELS: [&str; 2] = [StatsdReason::CHANNEL, EventReason::CHANNEL];
