@@ -85,6 +85,18 @@ impl Health {
         }
     }
 
+    /// Forgets a source that no longer exists (a log glob removed by a reload): it leaves
+    /// /health and its `source_up` series goes away.
+    pub fn remove(&self, name: &str) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if let Some(g) = &self.source_up {
+            g.remove(&[name]);
+        }
+    }
+
     fn update(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         let status = sources
@@ -127,6 +139,11 @@ impl SourceHealth {
         if let (true, Some(g)) = (self.exposed, &self.health.source_up) {
             let _ = g.set(&[&self.name], up);
         }
+    }
+
+    /// The source is gone for good (see [`Health::remove`]).
+    pub fn remove(self) {
+        self.health.remove(&self.name);
     }
 
     /// Keeps working but records an error (e.g. one unreachable peer).

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod probe;
 pub mod process;
 pub mod profiling;
+pub mod reload;
 pub mod schema;
 pub mod self_metrics;
 pub mod server;

@@ -12,9 +12,11 @@ use tokio::sync::watch;
 use crate::config::{self, Config, SectionSpec, Settings};
 use crate::context::{Shutdown, TaskContext};
 use crate::health::Health;
-use crate::metrics::{Limits, Metrics};
+use crate::metrics::Metrics;
 use crate::schema::{Schema, SchemaError};
-use crate::{ingest, logging, probe, process, profiling, server, telemetry, web_config, REVISION};
+use crate::{
+    ingest, logging, probe, process, profiling, reload, server, telemetry, web_config, REVISION,
+};
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 type BoxTask = Box<dyn FnOnce(TaskContext) -> Result<BoxFuture, SchemaError> + Send>;
@@ -89,7 +91,8 @@ pub fn run(tier: Tier) -> ExitCode {
         eprintln!("{binary}: error: {msg}");
         ExitCode::from(2)
     };
-    let loaded = match config::load(&schema.tier, &tier.sections, std::env::args_os()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let loaded = match config::load(&schema.tier, &tier.sections, args.iter().cloned()) {
         Ok(l) => l,
         Err(config::ConfigError::Display(text)) => {
             print!("{text}");
@@ -97,6 +100,7 @@ pub fn run(tier: Tier) -> ExitCode {
         }
         Err(e) => return fail(&e),
     };
+    let base_schema = schema.clone();
     let mut schema = schema;
     if let Err(e) = schema.add_event_rules(loaded.config.events.clone()) {
         return fail(&format!("events: {e}"));
@@ -138,7 +142,8 @@ pub fn run(tier: Tier) -> ExitCode {
     if let Some(s) = &trace_settings {
         tracing::info!(target: "main", event = "tracing_enabled", endpoint = %s.endpoint, service = %s.service_name, sampler = ?s.sampler);
     }
-    let result = runtime.block_on(serve(tier, schema, loaded.config, security));
+    let reload = Reload { args, base_schema };
+    let result = runtime.block_on(serve(tier, schema, loaded.config, security, reload));
     // The runtime's workers still run here, so the final export can complete.
     if let Some(guard) = tracing_guard {
         guard.shutdown();
@@ -171,19 +176,21 @@ fn check_config(binary: &str, loaded: &config::Loaded) -> ExitCode {
     }
 }
 
+/// What a reload needs from start-up besides the running state.
+struct Reload {
+    args: Vec<std::ffi::OsString>,
+    base_schema: Schema,
+}
+
 async fn serve(
     tier: Tier,
     schema: Schema,
     config: Config,
     security: Option<web_config::WebSecurity>,
+    reload: Reload,
 ) -> Result<(), String> {
-    let seconds = |n: u64| (n > 0).then(|| Duration::from_secs(n));
-    let limits = Limits {
-        series_limit: config.ingest.series_limit,
-        series_ttl: seconds(config.ingest.series_ttl_seconds),
-        gauge_stale: seconds(config.ingest.gauge_stale_seconds),
-    };
-    let mut metrics = Metrics::new(&schema, limits).map_err(|e| format!("schema: {e}"))?;
+    let mut metrics =
+        Metrics::new(&schema, reload::limits(&config)).map_err(|e| format!("schema: {e}"))?;
     metrics
         .registry_mut()
         .register_collector(Box::new(process::ProcessCollector));
@@ -241,9 +248,7 @@ async fn serve(
     }
     let ingest = ingest::spawn(&ctx).map_err(schema_error)?;
     handles.extend(ingest.handles);
-    if let Some(shortest) = metrics.shortest_expiry() {
-        handles.push(tokio::spawn(expire_series(ctx.clone(), shortest)));
-    }
+    handles.push(tokio::spawn(expire_series(ctx.clone())));
     if let Some(derived) = derived {
         handles.push(tokio::spawn(derived));
     }
@@ -251,6 +256,33 @@ async fn serve(
         engine.run(ctx.clone(), ctx.health.source("engine")),
     ));
 
+    let (tls, web) = match security {
+        Some(s) => (
+            s.tls
+                .map(axum_server::tls_rustls::RustlsConfig::from_config),
+            server::LiveWeb {
+                auth: arc_swap::ArcSwapOption::from_pointee(s.auth),
+                headers: arc_swap::ArcSwap::from_pointee(s.headers),
+            },
+        ),
+        None => (None, server::LiveWeb::default()),
+    };
+    let web = Arc::new(web);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<reload::Request>(4);
+    tokio::spawn(
+        reload::Reloader {
+            tier: schema.tier.clone(),
+            sections: tier.sections,
+            args: reload.args,
+            base_schema: reload.base_schema,
+            running: (*config).clone(),
+            metrics: metrics.clone(),
+            web: web.clone(),
+            tls: tls.clone(),
+            follower: ingest.follower,
+        }
+        .run(reload_rx),
+    );
     let state = Arc::new(server::AppState {
         metrics: metrics.clone(),
         health,
@@ -265,12 +297,9 @@ async fn serve(
             .web
             .enable_profiling
             .then(|| Arc::new(profiling::Profiler::default())),
+        reload: config.web.enable_lifecycle.then(|| reload_tx.clone()),
     });
-    let (tls, auth, headers) = match security {
-        Some(s) => (s.tls, s.auth.map(Arc::new), s.headers),
-        None => (None, None, Vec::new()),
-    };
-    let app = server::with_headers(server::router(state, auth), headers);
+    let app = server::router(state, web);
     tracing::info!(
         target: "main",
         event = "listening",
@@ -283,14 +312,13 @@ async fn serve(
     let handle = axum_server::Handle::new();
     let signal_handle = handle.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        wait_for_signal(reload_tx).await;
         tracing::info!(target: "main", event = "shutdown", "signal received, stopping");
         let _ = stop_tx.send(true);
         signal_handle.graceful_shutdown(Some(Duration::from_secs(5)));
     });
     let served = match tls {
-        Some(tls) => {
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+        Some(rustls) => {
             let mut server = axum_server::from_tcp_rustls(listener, rustls)
                 .map_err(|e| format!("listener: {e}"))?;
             limit_http(server.http_builder(), &config);
@@ -322,9 +350,16 @@ fn limit_http(
         .header_read_timeout(Duration::from_secs(config.web.header_read_timeout_seconds));
 }
 
-async fn expire_series(mut ctx: TaskContext, ttl: Duration) {
-    let period = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+/// Expires idle engine series; how often follows the shortest expiry, which a reload may
+/// change.
+async fn expire_series(mut ctx: TaskContext) {
     loop {
+        let period = ctx
+            .metrics
+            .shortest_expiry()
+            .map_or(Duration::from_secs(5), |ttl| {
+                (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+            });
         tokio::select! {
             _ = ctx.shutdown.wait() => return,
             _ = tokio::time::sleep(period) => {}
@@ -336,7 +371,8 @@ async fn expire_series(mut ctx: TaskContext, ttl: Duration) {
     }
 }
 
-async fn wait_for_signal() {
+/// Returns on SIGTERM or SIGINT; a SIGHUP asks for a reload.
+async fn wait_for_signal(reload: tokio::sync::mpsc::Sender<reload::Request>) {
     use tokio::signal::unix::{signal, Signal, SignalKind};
     async fn next(s: &mut Option<Signal>) {
         match s.as_mut() {
@@ -346,8 +382,6 @@ async fn wait_for_signal() {
             None => std::future::pending().await,
         }
     }
-    // SIGHUP's default action would end the process without saving positions. Until the
-    // configuration can be reloaded, a SIGHUP is logged and otherwise ignored.
     let mut hup = signal(SignalKind::hangup()).ok();
     let mut term = signal(SignalKind::terminate()).ok();
     loop {
@@ -355,7 +389,8 @@ async fn wait_for_signal() {
             _ = next(&mut term) => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = next(&mut hup) => {
-                tracing::warn!(target: "main", event = "sighup_ignored", "SIGHUP received: configuration reload is not supported yet; still running");
+                tracing::info!(target: "main", event = "sighup", "SIGHUP received: reloading the configuration");
+                let _ = reload.send(None).await;
             }
         }
     }

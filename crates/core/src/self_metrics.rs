@@ -55,4 +55,6 @@ self_metrics! {
     log_rotations: Counter = "log_rotations_total",
     log_truncations: Counter = "log_truncations_total",
     log_behind_bytes: Gauge = "log_behind_bytes",
+    reload_successful: Gauge = "config_last_reload_successful",
+    reload_success_time: Gauge = "config_last_reload_success_timestamp_seconds",
 }

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
 use tower_http::compression::predicate::{NotForContentType, Predicate};
@@ -25,6 +26,14 @@ use crate::web_config::{BasicAuth, Precheck};
 
 pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
+/// The parts of the web config a reload swaps while connections are served.
+#[derive(Default)]
+pub struct LiveWeb {
+    pub auth: ArcSwapOption<BasicAuth>,
+    /// `http_server_config.headers`, added to every response.
+    pub headers: ArcSwap<Vec<(HeaderName, HeaderValue)>>,
+}
+
 pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub health: Health,
@@ -39,9 +48,11 @@ pub struct AppState {
     pub telemetry_path: String,
     /// Set when `web.enable_profiling` is on.
     pub profiler: Option<Arc<Profiler>>,
+    /// Where `POST /-/reload` asks for a reload; None unless `web.enable_lifecycle` is on.
+    pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
 }
 
-pub fn router(state: Arc<AppState>, auth: Option<Arc<BasicAuth>>) -> Router {
+pub fn router(state: Arc<AppState>, web: Arc<LiveWeb>) -> Router {
     let profiler = state.profiler.clone();
     let mut router = Router::new()
         .route("/", get(landing))
@@ -49,6 +60,7 @@ pub fn router(state: Arc<AppState>, auth: Option<Arc<BasicAuth>>) -> Router {
         // Probes as Prometheus names them: alive, and able to serve /metrics.
         .route("/-/healthy", get(|| async { "Healthy.\n" }))
         .route("/-/ready", get(|| async { "Ready.\n" }))
+        .route("/-/reload", post(reload))
         .route(&state.telemetry_path, get(metrics))
         .with_state(state);
     if let Some(profiler) = profiler {
@@ -58,15 +70,18 @@ pub fn router(state: Arc<AppState>, auth: Option<Arc<BasicAuth>>) -> Router {
                 .with_state(profiler),
         );
     }
-    let router = match auth {
-        Some(auth) => router.layer(middleware::from_fn(move |req: Request, next: Next| {
-            let auth = auth.clone();
-            async move { require_auth(auth, req, next).await }
-        })),
-        None => router,
-    };
+    let auth = web.clone();
+    let router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
+        let auth = auth.auth.load_full();
+        async move {
+            match auth {
+                Some(auth) => require_auth(auth, req, next).await,
+                None => next.run(req).await,
+            }
+        }
+    }));
     // Outside auth, so refused requests are traced too.
-    let router = router.layer(middleware::from_fn(trace_request));
+    let router = with_headers(router.layer(middleware::from_fn(trace_request)), web);
     // Profiles are gzip files already.
     let compress =
         DefaultPredicate::new().and(NotForContentType::const_new("application/octet-stream"));
@@ -74,13 +89,9 @@ pub fn router(state: Arc<AppState>, auth: Option<Arc<BasicAuth>>) -> Router {
 }
 
 /// Adds the web config's `http_server_config.headers` to every response.
-pub fn with_headers(router: Router, headers: Vec<(HeaderName, HeaderValue)>) -> Router {
-    if headers.is_empty() {
-        return router;
-    }
-    let headers = Arc::new(headers);
+fn with_headers(router: Router, web: Arc<LiveWeb>) -> Router {
     router.layer(middleware::from_fn(move |req: Request, next: Next| {
-        let headers = headers.clone();
+        let headers = web.headers.load_full();
         async move {
             let mut response = next.run(req).await;
             for (name, value) in headers.iter() {
@@ -204,6 +215,27 @@ async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respon
     }
 }
 
+/// `POST /-/reload`: answers once the reload is applied or refused (as Prometheus: 200, or
+/// 500 with the reason; 403 unless `--web.enable-lifecycle`).
+async fn reload(State(app): State<Arc<AppState>>) -> Response {
+    let Some(requests) = &app.reload else {
+        return (StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n").into_response();
+    };
+    let (reply, result) = tokio::sync::oneshot::channel();
+    if requests.send(Some(reply)).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match result.await {
+        Ok(Ok(())) => "configuration reloaded\n".into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
+}
+
 async fn health(State(app): State<Arc<AppState>>) -> Response {
     let (healthy, sources) = app.health.snapshot();
     let body = json!({
@@ -269,8 +301,9 @@ mod tests {
             tier: "tx".into(),
             telemetry_path: "/metrics".into(),
             profiler: None,
+            reload: None,
         });
-        let app = router(state, None);
+        let app = router(state, Arc::default());
         let source = health.source("statsd");
         source.ok("listening");
         let (status, body) = get(app.clone(), "/health").await;

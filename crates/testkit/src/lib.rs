@@ -263,17 +263,22 @@ impl Drop for Exporter {
 
 /// Plain HTTP GET; any status is returned, not turned into an error.
 pub fn get(url: &str, headers: &[(&str, &str)]) -> Response {
+    request("GET", url, headers)
+}
+
+/// An HTTP request without a body; any status is returned, not turned into an error.
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Response {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();
-    let mut req = agent.get(url);
+    let mut req = agent.request(method, url);
     for (k, v) in headers {
         req = req.set(k, v);
     }
     let resp = match req.call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("GET {url}: {e}"),
+        Err(e) => panic!("{method} {url}: {e}"),
     };
     let status = resp.status();
     let headers = resp

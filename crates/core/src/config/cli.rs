@@ -62,6 +62,11 @@ pub const FLAGS: &[Flag] = &[
         "Serve CPU profiles on /debug/pprof/profile",
     ),
     Flag::one(
+        "web.enable-lifecycle",
+        "web.enable_lifecycle",
+        "Reload the configuration on POST /-/reload (SIGHUP always does)",
+    ),
+    Flag::one(
         "web.max-requests",
         "web.max_requests",
         "Scrapes served at once; more get 503 (0: no limit)",
@@ -152,7 +157,11 @@ pub const FLAGS: &[Flag] = &[
 pub(super) const CORE_SECTIONS: &[&str] = &["web", "log", "ingest", "engine", "events"];
 
 /// Boolean keys of [`FLAGS`] whose flag needs no value.
-const SWITCHES: &[&str] = &["web.enable_profiling", "ingest.read_from_start"];
+const SWITCHES: &[&str] = &[
+    "web.enable_profiling",
+    "web.enable_lifecycle",
+    "ingest.read_from_start",
+];
 
 /// Core's flags followed by each tier section's.
 pub(super) fn all_flags(sections: &[SectionSpec]) -> impl Iterator<Item = &Flag> {

@@ -45,6 +45,10 @@ pub struct WebConfig {
     /// Serve CPU profiles on /debug/pprof/profile (off: profiling has a cost and reveals code).
     #[serde(default)]
     pub enable_profiling: bool,
+    /// Reload on `POST /-/reload` (off by default, as in Prometheus: anyone who can reach the
+    /// port could trigger it).
+    #[serde(default)]
+    pub enable_lifecycle: bool,
     /// Scrapes served at once; more get 503 (0: no limit), as node_exporter's flag.
     #[serde(default = "default_max_requests")]
     pub max_requests: usize,
@@ -127,6 +131,7 @@ impl Config {
                 telemetry_path: "/metrics".into(),
                 config_file: None,
                 enable_profiling: false,
+                enable_lifecycle: false,
                 max_requests: default_max_requests(),
                 header_read_timeout_seconds: default_header_read_timeout_seconds(),
             },

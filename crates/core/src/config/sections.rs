@@ -79,6 +79,13 @@ impl Section {
 #[derive(Clone, Default)]
 pub struct Sections(pub(super) BTreeMap<&'static str, Section>);
 
+impl Sections {
+    /// Each section's name and JSON form.
+    pub(crate) fn shown(&self) -> impl Iterator<Item = (&'static str, &serde_json::Value)> {
+        self.0.iter().map(|(name, s)| (*name, &s.shown))
+    }
+}
+
 impl PartialEq for Sections {
     fn eq(&self, other: &Self) -> bool {
         self.0.len() == other.0.len()

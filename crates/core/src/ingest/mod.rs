@@ -24,16 +24,23 @@ use crate::schema::SchemaError;
 pub struct Running {
     pub handles: Vec<JoinHandle<()>>,
     pub ledger: Option<Arc<logtail::ledger::Ledger>>,
+    /// Where a reload sends the follower its new globs and rules; None without a follower.
+    pub follower: Option<std::sync::mpsc::Sender<logtail::Reconfigure>>,
 }
 
 pub fn spawn(ctx: &TaskContext) -> Result<Running, SchemaError> {
     let statsd_mapper = statsd::Mapper::new(&ctx.metrics, &ctx.schema)?;
     let event_mapper = events::EventMapper::new(&ctx.metrics, &ctx.schema)?;
     let mut handles = statsd::spawn(ctx, Arc::new(statsd_mapper));
-    let mut ledger = None;
-    if let Some((handle, l)) = logtail::spawn(ctx, Arc::new(event_mapper)) {
-        handles.push(handle);
-        ledger = Some(l);
+    let (mut ledger, mut follower) = (None, None);
+    if let Some(running) = logtail::spawn(ctx, Arc::new(event_mapper)) {
+        handles.push(running.handle);
+        ledger = Some(running.ledger);
+        follower = Some(running.reconfigure);
     }
-    Ok(Running { handles, ledger })
+    Ok(Running {
+        handles,
+        ledger,
+        follower,
+    })
 }

@@ -216,9 +216,9 @@ impl Metric {
     /// How long this metric's series live without an update, if they expire at all.
     pub(super) fn expire_after(&self) -> Option<Duration> {
         match self {
-            Metric::Counter(m) => m.0.expire_after,
-            Metric::Gauge(m) => m.0.expire_after,
-            Metric::Histogram(m) => m.0.expire_after,
+            Metric::Counter(m) => m.0.expire_after(),
+            Metric::Gauge(m) => m.0.expire_after(),
+            Metric::Histogram(m) => m.0.expire_after(),
             Metric::Total(_) => None,
         }
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,52 @@ pub struct Limits {
     pub gauge_stale: Option<Duration>,
 }
 
+/// The limits in force, shared by every pushed metric and changed in place by a reload.
+#[derive(Debug)]
+pub struct LiveLimits {
+    series_limit: AtomicUsize,
+    /// Milliseconds; 0: never.
+    series_ttl_ms: AtomicU64,
+    gauge_stale_ms: AtomicU64,
+}
+
+impl LiveLimits {
+    fn new(limits: Limits) -> LiveLimits {
+        let live = LiveLimits {
+            series_limit: AtomicUsize::new(0),
+            series_ttl_ms: AtomicU64::new(0),
+            gauge_stale_ms: AtomicU64::new(0),
+        };
+        live.set(limits);
+        live
+    }
+
+    fn set(&self, limits: Limits) {
+        let ms = |d: Option<Duration>| d.map_or(0, |d| (d.as_millis() as u64).max(1));
+        self.series_limit
+            .store(limits.series_limit, Ordering::Relaxed);
+        self.series_ttl_ms
+            .store(ms(limits.series_ttl), Ordering::Relaxed);
+        self.gauge_stale_ms
+            .store(ms(limits.gauge_stale), Ordering::Relaxed);
+    }
+
+    fn duration(ms: &AtomicU64) -> Option<Duration> {
+        match ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    pub(crate) fn series_ttl(&self) -> Option<Duration> {
+        Self::duration(&self.series_ttl_ms)
+    }
+
+    pub(crate) fn gauge_stale(&self) -> Option<Duration> {
+        Self::duration(&self.gauge_stale_ms)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -111,6 +157,7 @@ pub struct Metrics {
     registry: Registry,
     by_name: HashMap<String, Metric>,
     own: SelfMetrics,
+    limits: Arc<LiveLimits>,
 }
 
 impl Metrics {
@@ -119,8 +166,9 @@ impl Metrics {
     pub fn new(schema: &Schema, limits: Limits) -> Result<Metrics, SchemaError> {
         let mut registry = Registry::default();
         let mut by_name = HashMap::new();
+        let limits = Arc::new(LiveLimits::new(limits));
         for def in &schema.metrics {
-            let metric = register(&mut registry, def, limits);
+            let metric = register(&mut registry, def, &limits);
             if let Metric::Counter(c) = &metric {
                 for values in &def.initial {
                     let values: Vec<&str> = values.iter().map(String::as_str).collect();
@@ -136,6 +184,7 @@ impl Metrics {
             registry,
             by_name,
             own,
+            limits,
         })
     }
 
@@ -200,6 +249,12 @@ impl Metrics {
         self.by_name.values().map(|m| m.expire(now)).sum()
     }
 
+    /// Applies new limits (a reload): a lower series limit refuses new series until some
+    /// expire; a new expiry counts from each series' next update.
+    pub fn set_limits(&self, limits: Limits) {
+        self.limits.set(limits);
+    }
+
     /// The shortest expiry of any metric: how often `expire_series` is worth calling.
     pub fn shortest_expiry(&self) -> Option<Duration> {
         self.by_name.values().filter_map(Metric::expire_after).min()
@@ -216,7 +271,7 @@ pub(crate) fn wrong(name: &str, wanted: &str, found: Option<&Metric>) -> SchemaE
     }
 }
 
-fn register(registry: &mut Registry, def: &MetricDef, limits: Limits) -> Metric {
+fn register(registry: &mut Registry, def: &MetricDef, limits: &Arc<LiveLimits>) -> Metric {
     let name = def.base_name().to_owned();
     let help = def.help.clone();
     let unit = def.unit.as_deref().map(unit_of);
@@ -385,6 +440,31 @@ mod tests {
             m.own().log_lines_read.add(&[&format!("/var/log/{i}")], 1);
         }
         assert_eq!(m.own().log_lines_read.value(&["/var/log/9"]), Some(1.0));
+    }
+
+    #[test]
+    fn new_limits_apply_to_a_running_registry() {
+        let m = registry(Limits::default());
+        let c = m.counter("tx_engine_by_server_total").expect("counter");
+        c.inc_by(&["a"], 1.0).expect("first");
+        assert_eq!(m.shortest_expiry(), None);
+        m.set_limits(Limits {
+            series_limit: 1,
+            series_ttl: Some(Duration::from_secs(60)),
+            gauge_stale: None,
+        });
+        assert_eq!(c.inc_by(&["b"], 1.0), Err(UpdateError::SeriesLimit));
+        assert_eq!(m.shortest_expiry(), Some(Duration::from_secs(60)));
+        // The expiry counts from the next update of each series.
+        let later = Instant::now() + Duration::from_secs(61);
+        assert_eq!(m.expire_series(later), 0);
+        c.inc_by(&["a"], 1.0).expect("update");
+        assert_eq!(m.expire_series(later), 1);
+        c.inc_by(&["b"], 1.0).expect("room again");
+        // Expiry off again: nothing tracked expires.
+        m.set_limits(Limits::default());
+        assert_eq!(m.expire_series(later + Duration::from_secs(600)), 0);
+        assert_eq!(c.value(&["b"]), Some(1.0));
     }
 
     #[test]

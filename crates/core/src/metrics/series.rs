@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 
-use super::{LabelSet, Limits, UpdateError, MAX_LABEL_VALUE_LEN};
+use super::{LabelSet, LiveLimits, UpdateError, MAX_LABEL_VALUE_LEN};
 use crate::schema::{MetricDef, MetricType, Source};
 
 /// One series (unlabelled) or a family of labelled series.
@@ -22,17 +22,27 @@ pub(super) struct Inner<M, C> {
     pub(super) def: MetricDef,
     pub(super) label_names: Vec<&'static str>,
     pub(super) cell: Cell<M, C>,
-    pub(super) series_limit: usize,
+    /// The limits that apply (reloadable); None for the exporter's own metrics and what it
+    /// measures, which are never capped nor expired.
+    pub(super) limits: Option<Arc<LiveLimits>>,
+    /// Which of the limits' expiries applies to this metric.
+    pub(super) expiry: Expiry,
     pub(super) series: AtomicUsize,
     pub(super) creating: Mutex<()>,
-    /// Series not updated for this long are removed (labelled) or become absent
-    /// (unlabelled gauges); None for the exporter's own metrics and what it measures.
-    pub(super) expire_after: Option<Duration>,
-    /// Last update per labelled series, kept only when `expire_after` is set.
+    /// Last update per labelled series, kept while an expiry is set.
     pub(super) touched: Option<Mutex<HashMap<LabelSet, Instant>>>,
-    /// Last update of an unlabelled series, kept only when `expire_after` is set.
+    /// Last update of an unlabelled series, kept while an expiry is set.
     /// Coarse monotonic milliseconds of the last update, + 1 (0: none since the last expiry).
     pub(super) last_update: AtomicU64,
+}
+
+/// Which expiry a pushed metric follows: idle labelled series are removed after
+/// `series_ttl`, an engine gauge that goes stale becomes absent after `gauge_stale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expiry {
+    Never,
+    SeriesTtl,
+    GaugeStale,
 }
 
 impl<M, C: MetricConstructor<M>> Inner<M, C> {
@@ -40,7 +50,7 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
         def: &MetricDef,
         one: impl FnOnce() -> M,
         ctor: C,
-        limits: Limits,
+        limits: &Arc<LiveLimits>,
     ) -> Inner<M, C> {
         // Label names live as long as the process; leaking them once avoids a String per series.
         let label_names: Vec<&'static str> = def
@@ -52,10 +62,11 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
         // Only what the engine pushes is subject to the series limit and to expiry; the
         // exporter's own series and what it measures never are.
         let pushed = def.source == Source::Engine;
-        let expire_after = match (pushed, def.kind) {
-            (false, _) => None,
-            (true, MetricType::Gauge) if def.goes_stale => limits.gauge_stale,
-            (true, _) => limits.series_ttl.filter(|_| labelled),
+        let expiry = match (pushed, def.kind) {
+            (false, _) => Expiry::Never,
+            (true, MetricType::Gauge) if def.goes_stale => Expiry::GaugeStale,
+            (true, _) if labelled => Expiry::SeriesTtl,
+            (true, _) => Expiry::Never,
         };
         Inner {
             def: def.clone(),
@@ -65,24 +76,36 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
             } else {
                 Cell::One(one())
             },
-            series_limit: if pushed {
-                limits.series_limit
-            } else {
-                usize::MAX
-            },
+            limits: pushed.then(|| limits.clone()),
+            expiry,
             series: AtomicUsize::new(0),
             creating: Mutex::new(()),
-            expire_after,
-            touched: (labelled && expire_after.is_some()).then(Default::default),
+            touched: (labelled && expiry != Expiry::Never).then(Default::default),
             last_update: AtomicU64::new(0),
         }
+    }
+
+    /// How long an idle series lives now; None: forever.
+    pub(super) fn expire_after(&self) -> Option<Duration> {
+        let limits = self.limits.as_ref()?;
+        match self.expiry {
+            Expiry::Never => None,
+            Expiry::SeriesTtl => limits.series_ttl(),
+            Expiry::GaugeStale => limits.gauge_stale(),
+        }
+    }
+
+    fn series_limit(&self) -> usize {
+        self.limits
+            .as_ref()
+            .map_or(usize::MAX, |l| l.series_limit.load(Ordering::Relaxed))
     }
 
     /// Runs `op` on the series for `labels`, creating it if the series limit allows.
     pub(super) fn with(&self, labels: &[&str], op: impl FnOnce(&M)) -> Result<(), UpdateError> {
         let family = match &self.cell {
             Cell::One(m) if labels.is_empty() => {
-                if self.expire_after.is_some() {
+                if self.expiry != Expiry::Never && self.expire_after().is_some() {
                     // On every engine gauge update: a relaxed store of a coarse clock, no
                     // lock and no precise clock read.
                     self.last_update.store(coarse_ms() + 1, Ordering::Relaxed);
@@ -95,7 +118,9 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
         };
         let set = self.zip(labels)?;
         if let Some(touched) = &self.touched {
-            lock(touched).insert(set.clone(), Instant::now());
+            if self.expire_after().is_some() {
+                lock(touched).insert(set.clone(), Instant::now());
+            }
         }
         if let Some(series) = family.get(&set) {
             op(&series);
@@ -104,7 +129,7 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
         // Creation is rare; serialising it keeps the series count exact.
         let _creating = lock(&self.creating);
         if family.get(&set).is_none() {
-            if self.series.load(Ordering::Relaxed) >= self.series_limit {
+            if self.series.load(Ordering::Relaxed) >= self.series_limit() {
                 if let Some(touched) = &self.touched {
                     lock(touched).remove(&set);
                 }
@@ -125,7 +150,8 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
             Cell::Many(f) => f,
         };
         let set = self.zip(labels)?;
-        if family.get(&set).is_none() && self.series.load(Ordering::Relaxed) >= self.series_limit {
+        if family.get(&set).is_none() && self.series.load(Ordering::Relaxed) >= self.series_limit()
+        {
             return Err(UpdateError::SeriesLimit);
         }
         Ok(())
@@ -178,7 +204,12 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
     /// Removes labelled series idle for `expire_after`; returns how many. An idle unlabelled
     /// series is handed to `clear_one` (a gauge becomes absent) and counts as one.
     pub(super) fn expire(&self, now: Instant, clear_one: impl FnOnce(&M)) -> usize {
-        let Some(ttl) = self.expire_after else {
+        let Some(ttl) = self.expire_after() else {
+            // Expiry turned off (by a reload): what was tracked no longer expires.
+            if let Some(touched) = &self.touched {
+                lock(touched).clear();
+            }
+            self.last_update.store(0, Ordering::Relaxed);
             return 0;
         };
         if let Cell::One(m) = &self.cell {

@@ -43,23 +43,40 @@ pub struct Options {
     pub max_line_bytes: usize,
 }
 
+/// What a reload changes in a running follower; files and positions are kept.
+pub struct Reconfigure {
+    pub globs: Vec<String>,
+    pub read_from_start: bool,
+    pub max_line_bytes: usize,
+    pub mapper: Arc<EventMapper>,
+}
+
+/// A running follower: its task, the ledger a scrape serves through, and where reloads go.
+pub struct Running {
+    pub handle: JoinHandle<()>,
+    pub ledger: Arc<Ledger>,
+    pub reconfigure: std::sync::mpsc::Sender<Reconfigure>,
+}
+
+/// Checks the globs as start-up and reloads do.
+pub fn check_globs(globs: &[String]) -> Result<(), String> {
+    for g in globs {
+        glob::Pattern::new(g).map_err(|e| format!("invalid glob {g:?}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Starts the follower; its ledger ties the positions file to what scrapes served.
-pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<(JoinHandle<()>, Arc<Ledger>)> {
+pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
     let ingest = &ctx.config.ingest;
     if ingest.log_path.is_empty() {
         return None;
     }
     let health = ctx.health.source("event_log");
     let counters = Counters::new(ctx.metrics.clone(), health.clone());
-    for g in &ingest.log_path {
-        if let Err(e) = glob::Pattern::new(g) {
-            let error = format!("invalid glob {g:?}: {e}");
-            ctx.health
-                .source(&format!("log:{g}"))
-                .failed("not following", error.clone());
-            health.failed("not following", error);
-            return None;
-        }
+    if let Err(error) = check_globs(&ingest.log_path) {
+        health.failed("not following", error);
+        return None;
     }
     let options = Options {
         globs: ingest.log_path.clone(),
@@ -67,16 +84,24 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<(JoinHandle<
         read_from_start: ingest.read_from_start,
         max_line_bytes: ingest.max_line_bytes,
     };
-    let glob_health = ingest
-        .log_path
-        .iter()
-        .map(|g| ctx.health.source(&format!("log:{g}")))
-        .collect();
-    let mut follower = Follower::new(options, mapper, counters).with_glob_health(glob_health);
+    let health = ctx.health.clone();
+    let glob_health = move |globs: &[String]| {
+        globs
+            .iter()
+            .map(|g| health.source(&format!("log:{g}")))
+            .collect()
+    };
+    let mut follower =
+        Follower::new(options, mapper, counters).with_glob_health(glob_health(&ingest.log_path));
     let ledger = follower.ledger();
     let shutdown = ctx.shutdown.clone();
+    let (reconfigure, reloads) = std::sync::mpsc::channel::<Reconfigure>();
     let handle = tokio::task::spawn_blocking(move || {
         loop {
+            while let Ok(r) = reloads.try_recv() {
+                let health = glob_health(&r.globs);
+                follower.reconfigure(r, health);
+            }
             let more = follower.tick();
             if shutdown.is_set() {
                 break;
@@ -92,7 +117,11 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<(JoinHandle<
         follower.save_positions();
         tracing::info!(target: "ingest", event = "follower_stopped", "event-log positions saved");
     });
-    Some((handle, ledger))
+    Some(Running {
+        handle,
+        ledger,
+        reconfigure,
+    })
 }
 
 pub struct Follower {
@@ -106,6 +135,8 @@ pub struct Follower {
     /// Positions loaded at start-up, consumed as their files are found.
     stored: Vec<Position>,
     first_scan: bool,
+    /// Globs a reload added: files they find now were there before, as at start-up.
+    new_globs: HashSet<usize>,
     ledger: Arc<Ledger>,
     chunk: Vec<u8>,
     followed_reported: Option<usize>,
@@ -143,6 +174,7 @@ impl Follower {
             path_ids: HashMap::new(),
             stored,
             first_scan: true,
+            new_globs: HashSet::new(),
             ledger,
             chunk: vec![0; CHUNK],
             followed_reported: None,
@@ -156,10 +188,37 @@ impl Follower {
     /// Reports each glob as a source of its own (`source_up{source="log:GLOB"}`): 0 while a
     /// file it matches cannot be opened or read.
     pub fn with_glob_health(mut self, health: Vec<SourceHealth>) -> Follower {
+        self.set_glob_health(health);
+        self
+    }
+
+    fn set_glob_health(&mut self, health: Vec<SourceHealth>) {
         self.glob_errors = vec![None; health.len()];
         self.glob_reported = vec![None; health.len()];
         self.glob_health = health;
-        self
+    }
+
+    /// Applies a reload: new globs, limits and event rules. Followed files and their
+    /// positions are kept; files no glob matches any more are drained and closed, as after a
+    /// rotation; the health of globs that are gone is removed.
+    pub fn reconfigure(&mut self, r: Reconfigure, glob_health: Vec<SourceHealth>) {
+        self.new_globs = (r.globs.iter().enumerate())
+            .filter(|(_, g)| !self.options.globs.contains(g))
+            .map(|(i, _)| i)
+            .collect();
+        let old_health = std::mem::take(&mut self.glob_health);
+        for (g, health) in self.options.globs.iter().zip(old_health) {
+            if !r.globs.contains(g) {
+                health.remove();
+            }
+        }
+        self.options.globs = r.globs;
+        self.options.read_from_start = r.read_from_start;
+        self.options.max_line_bytes = r.max_line_bytes;
+        self.mapper = r.mapper;
+        self.label_glob.clear();
+        self.followed_reported = None;
+        self.set_glob_health(glob_health);
     }
 
     fn glob_error(&mut self, label: &str, error: String) {
@@ -211,9 +270,11 @@ impl Follower {
             self.label_glob
                 .entry(path.to_string_lossy().into_owned())
                 .or_insert(glob);
-            self.track(path, id, state);
+            let present_before = self.first_scan || self.new_globs.contains(&glob);
+            self.track(path, id, present_before, state);
         }
         self.first_scan = false;
+        self.new_globs.clear();
 
         let mut more = false;
         let mut retired = std::mem::take(&mut self.retired);
@@ -279,7 +340,9 @@ impl Follower {
     }
 
     /// Records that `path` is file `id` now, opening a reader if the file is new to us.
-    fn track(&mut self, path: PathBuf, id: FileId, state: &mut LedgerState) {
+    /// `present_before`: found by the first scan (at start-up, or of a glob a reload added),
+    /// so the file was not created just now.
+    fn track(&mut self, path: PathBuf, id: FileId, present_before: bool, state: &mut LedgerState) {
         let label = path.to_string_lossy().into_owned();
         match self.path_ids.insert(path.clone(), id) {
             Some(old) if old != id => {
@@ -303,7 +366,7 @@ impl Follower {
             return;
         }
         let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-        let start = self.start_offset(&path, id, size);
+        let start = self.start_offset(&path, id, size, present_before);
         match Reader::open(path.clone(), id, label.clone(), start) {
             Ok(r) => {
                 tracing::info!(target: "ingest", event = "file_opened", path = %label, offset = start);
@@ -337,7 +400,13 @@ impl Follower {
         }
     }
 
-    fn start_offset(&mut self, path: &std::path::Path, id: FileId, size: u64) -> u64 {
+    fn start_offset(
+        &mut self,
+        path: &std::path::Path,
+        id: FileId,
+        size: u64,
+        present_before: bool,
+    ) -> u64 {
         if let Some(i) = self.stored.iter().position(|p| p.id() == id) {
             let p = self.stored.swap_remove(i);
             // Shrunk, or starts differently, since we were away: copytruncate, start over.
@@ -353,7 +422,7 @@ impl Follower {
                 0
             };
         }
-        if !self.first_scan {
+        if !present_before {
             // Appeared while running (a new file, or the new file after a rotation):
             // everything in it is new.
             return 0;
