@@ -914,13 +914,20 @@ fn prometheus_configs_scrape_every_tier_on_its_port() {
             }
         }
     }
-    // systemd units listen where Prometheus scrapes.
+    // The packaged configuration listens where Prometheus scrapes, and the unit reads it.
     for (job, port) in &ports {
         let tier = job.split('-').next().expect("tier");
-        let unit = read(&root.join(format!("deploy/systemd/{tier}-exporter.service")));
+        let bin = format!("{tier}-exporter");
+        let config = read(&root.join(format!("deploy/debian/{bin}.toml")));
         assert!(
-            unit.contains(&format!("--web.listen-address=0.0.0.0:{port}")),
-            "{tier}-exporter.service port"
+            config.contains(&format!("listen_address = \"0.0.0.0:{port}\"")),
+            "deploy/debian/{bin}.toml port"
+        );
+        let unit = read(&root.join(format!("deploy/systemd/{bin}.service")));
+        assert!(
+            unit.contains(&format!("--config.file=/etc/{bin}/config.toml"))
+                && unit.contains("ExecReload=/bin/kill -HUP $MAINPID"),
+            "{bin}.service"
         );
     }
 }

@@ -43,7 +43,8 @@ pub fn require_python(modules: &[&str]) -> bool {
     ))
 }
 
-fn skip(why: &str) -> bool {
+/// Skips loudly, or panics under CI; returns false so callers can `return`.
+pub fn skip(why: &str) -> bool {
     if std::env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| v == "1") {
         panic!("{why}, and {REQUIRE_TOOLS_ENV}=1 forbids skipping");
     }
