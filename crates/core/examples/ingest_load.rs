@@ -53,8 +53,14 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("count") {
+        // `count statsd|events N`: exactly N lines, for an instruction counter (callgrind).
+        let n = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(100_000);
+        return count(args.get(2).map_or("events", String::as_str), n);
+    }
     if args.get(1).map(String::as_str) == Some("inproc") {
-        return inproc();
+        // `inproc statsd` or `inproc events` runs one path alone (for a profiler).
+        return inproc(args.get(2).map(String::as_str));
     }
     let statsd: SocketAddr = arg(&args, "statsd")
         .expect("--statsd=ADDR")
@@ -135,10 +141,42 @@ fn main() {
 }
 
 /// Parser + mapper alone, single thread.
-fn inproc() {
+fn inproc(only: Option<&str>) {
     let schema = Schema::parse(SCHEMA).unwrap();
     let metrics = Metrics::new(&schema, Limits::default()).unwrap();
-    let mapper = Mapper::new(&metrics, &schema).unwrap();
+    if only != Some("events") {
+        inproc_statsd(&schema, &metrics);
+    }
+    if only != Some("statsd") {
+        inproc_events(&schema, &metrics);
+    }
+}
+
+fn count(path: &str, n: u64) {
+    let schema = Schema::parse(SCHEMA).unwrap();
+    let metrics = Metrics::new(&schema, Limits::default()).unwrap();
+    if path == "statsd" {
+        let mapper = Mapper::new(&metrics, &schema).unwrap();
+        let d = datagram(20);
+        let mut tally = Tally::default();
+        let mut lines = 0;
+        while lines < n {
+            lines += mapper.apply_datagram(&d, &mut tally);
+        }
+        println!("{lines} statsd lines");
+    } else {
+        let events = EventMapper::new(&metrics, &schema).unwrap();
+        let mut tally = Tally::default();
+        let lines: Vec<String> = (0..1000).map(event).collect();
+        for i in 0..n {
+            events.apply_line(lines[(i % 1000) as usize].trim_end().as_bytes(), &mut tally);
+        }
+        println!("{n} events");
+    }
+}
+
+fn inproc_statsd(schema: &Schema, metrics: &Metrics) {
+    let mapper = Mapper::new(metrics, schema).unwrap();
     let d = datagram(20);
     let mut tally = Tally::default();
     let start = Instant::now();
@@ -152,7 +190,10 @@ fn inproc() {
         "in-process statsd parse+apply: {:.0} lines/s on one core",
         lines as f64 / start.elapsed().as_secs_f64()
     );
-    let events = EventMapper::new(&metrics, &schema).unwrap();
+}
+
+fn inproc_events(schema: &Schema, metrics: &Metrics) {
+    let events = EventMapper::new(metrics, schema).unwrap();
     let mut event_tally = Tally::default();
     let lines_ev: Vec<String> = (0..1000).map(event).collect();
     let start = Instant::now();

@@ -308,11 +308,7 @@ fn sighup_reloads_and_does_not_stop_the_exporter() {
     assert!(exporter
         .scrape_text()
         .contains("fixture_exporter_build_info"));
-    assert!(
-        reloaded.is_some(),
-        "{}",
-        exporter.logs()
-    );
+    assert!(reloaded.is_some(), "{}", exporter.logs());
     assert!(exporter.terminate().success());
 }
 

@@ -2,12 +2,13 @@
 //! is checked before any is applied (fields, values, label values, room for a new series),
 //! so a bad line changes nothing and is rejected once.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
 
-use serde_json::Value;
+use smallvec::SmallVec;
 
-use super::parse::{parse_event, Event};
+use super::parse::{parse_event, Event, Fields, Value};
 use crate::ingest::reason::EventReason;
 use crate::ingest::tally::Tally;
 use crate::metrics::{Exemplar, Metric, Metrics};
@@ -26,13 +27,13 @@ struct Rule {
 }
 
 pub struct EventMapper {
-    rules: HashMap<String, Rule>,
+    rules: HashMap<String, Rule, foldhash::fast::FixedState>,
 }
 
 impl EventMapper {
     /// Resolves every rule's metrics once; the schema has checked their types and labels.
     pub fn new(metrics: &Metrics, schema: &Schema) -> Result<EventMapper, SchemaError> {
-        let mut rules = HashMap::new();
+        let mut rules = HashMap::default();
         for rule in &schema.events {
             let mut effects = Vec::with_capacity(rule.effects.len());
             for effect in &rule.effects {
@@ -52,7 +53,8 @@ impl EventMapper {
 
     /// Applies one log line; every outcome lands in `tally`.
     pub fn apply_line(&self, line: &[u8], tally: &mut Tally<EventReason>) {
-        let event = match parse_event(line) {
+        let mut fields = Fields::new();
+        let event = match parse_event(line, &mut fields) {
             Ok(e) => e,
             Err(e) => {
                 return tally.reject_with(e.reason(), || {
@@ -63,7 +65,7 @@ impl EventMapper {
         let Some(rule) = self.rules.get(event.name()) else {
             return tally.reject_with(EventReason::UnknownEvent, || event.name().to_owned());
         };
-        let mut planned: Vec<(&Metric, Op, Vec<String>)> = Vec::with_capacity(rule.effects.len());
+        let mut planned: SmallVec<[Planned; 4]> = SmallVec::new();
         for (effect, metric) in &rule.effects {
             match plan(metric, &event, effect) {
                 Ok(Some(op)) => planned.push(op),
@@ -80,7 +82,7 @@ impl EventMapper {
             span_id: event.str_field("span_id"),
         });
         for (metric, op, labels) in planned {
-            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            let labels: SmallVec<[&str; 8]> = labels.iter().map(|l| &**l).collect();
             let result = match (metric, op) {
                 (Metric::Counter(c), Op::Inc(v)) => c.inc_by(&labels, v),
                 (Metric::Gauge(g), Op::Set(v)) => g.set(&labels, v),
@@ -98,14 +100,16 @@ impl EventMapper {
     }
 }
 
-type Planned<'m> = (&'m Metric, Op, Vec<String>);
+/// An effect checked against its line: the metric, what to do, the label values (borrowed from
+/// the line when they are strings in it).
+type Planned<'m, 'e> = (&'m Metric, Op, SmallVec<[Cow<'e, str>; 4]>);
 
 /// Checks one effect against the event; Ok(None) when an optional field is absent.
-fn plan<'m>(
+fn plan<'m, 'e>(
     metric: &'m Metric,
-    event: &Event,
+    event: &'e Event<'_, '_>,
     effect: &Effect,
-) -> Result<Option<Planned<'m>>, EventReason> {
+) -> Result<Option<Planned<'m, 'e>>, EventReason> {
     let number = |field: &str, optional: bool| -> Result<Option<f64>, EventReason> {
         match event.field(field) {
             None if optional => Ok(None),
@@ -130,7 +134,7 @@ fn plan<'m>(
         Effect::SetTimestamp { .. } => {
             let raw = match event.field("timestamp") {
                 None => return Err(EventReason::MissingField),
-                Some(Value::String(s)) => s,
+                Some(Value::Str(s)) => s,
                 Some(_) => return Err(EventReason::WrongFieldType),
             };
             Op::Set(parse_timestamp(raw).ok_or(EventReason::InvalidTimestamp)?)
@@ -153,19 +157,27 @@ fn plan<'m>(
         return Err(EventReason::NegativeCounter);
     }
     let mapping = effect.labels();
-    let mut labels = Vec::with_capacity(mapping.len());
+    let mut labels: SmallVec<[Cow<'e, str>; 4]> = SmallVec::new();
     for label in &metric.def().labels {
         let field = mapping.get(label).ok_or(EventReason::MissingLabel)?;
         labels.push(match event.field(field) {
             None => return Err(EventReason::MissingLabel),
-            Some(Value::String(s)) if s.is_empty() => return Err(EventReason::MissingLabel),
-            Some(Value::String(s)) => s.clone(),
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            Some(Value::Str(s)) if s.is_empty() => return Err(EventReason::MissingLabel),
+            Some(Value::Str(s)) => Cow::Borrowed(&**s),
+            // Written as serde_json writes them, so label values do not change with the parser.
+            Some(Value::U64(n)) => Cow::Owned(n.to_string()),
+            Some(Value::I64(n)) => Cow::Owned(n.to_string()),
+            Some(&Value::F64(n)) => Cow::Owned(
+                serde_json::Number::from_f64(n).map_or_else(|| n.to_string(), |n| n.to_string()),
+            ),
+            Some(Value::Bool(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
             Some(_) => return Err(EventReason::WrongFieldType),
         });
     }
-    let values: Vec<&str> = labels.iter().map(String::as_str).collect();
-    metric.check(&values).map_err(EventReason::from)?;
+    {
+        let values: SmallVec<[&str; 8]> = labels.iter().map(|l| &**l).collect();
+        metric.check(&values).map_err(EventReason::from)?;
+    }
     Ok(Some((metric, op, labels)))
 }
 

@@ -1,6 +1,14 @@
-//! One line of the engine's JSON event log → a checked object with its `event` name.
+//! One line of the engine's JSON event log → its top-level fields, borrowed from the line.
+//!
+//! No DOM: the line is validated as JSON in full, but only top-level scalars are kept, strings
+//! borrowed unless they hold escapes, nested values skipped. A line has a handful of fields,
+//! so a linear scan finds one faster than a hash map would, and they live on the stack.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use smallvec::SmallVec;
 
 use crate::ingest::reason::EventReason;
 
@@ -24,23 +32,60 @@ impl EventError {
     }
 }
 
-/// A parsed event line.
-#[derive(Debug)]
-pub struct Event {
-    fields: Map<String, Value>,
+/// A top-level field's value: a scalar, or a nested array/object that no rule can use.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Str(Cow<'a, str>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    Null,
+    Nested,
 }
 
-impl Event {
-    pub fn name(&self) -> &str {
-        self.fields
-            .get("event")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+impl Value<'_> {
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::U64(n) => Some(n as f64),
+            Value::I64(n) => Some(n as f64),
+            Value::F64(n) => Some(n),
+            _ => None,
+        }
     }
 
-    pub fn field(&self, name: &str) -> Option<&Value> {
-        // An explicit null is treated as absent: loggers emit it for unset optionals.
-        self.fields.get(name).filter(|v| !v.is_null())
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Room for the fields of a typical line without touching the heap. The caller owns it, so
+/// the fields are written once where they stay, not moved on every return.
+pub type Fields<'a> = SmallVec<[(Cow<'a, str>, Value<'a>); 12]>;
+
+/// A parsed event line: its fields, borrowed from the line.
+#[derive(Debug)]
+pub struct Event<'f, 'a> {
+    fields: &'f Fields<'a>,
+}
+
+impl<'a> Event<'_, 'a> {
+    pub fn name(&self) -> &str {
+        self.str_field("event").unwrap_or_default()
+    }
+
+    /// A field's value; an explicit null is absent (loggers emit it for unset optionals).
+    /// With a key given twice, the last one counts, as in serde_json.
+    pub fn field(&self, name: &str) -> Option<&Value<'a>> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .filter(|v| **v != Value::Null)
     }
 
     /// A string field; None when absent, null or not a string.
@@ -49,15 +94,111 @@ impl Event {
     }
 }
 
-pub fn parse_event(line: &[u8]) -> Result<Event, EventError> {
-    let value: Value = serde_json::from_slice(line).map_err(|_| EventError::MalformedJson)?;
-    let Value::Object(fields) = value else {
-        return Err(EventError::MalformedJson);
-    };
-    match fields.get("event") {
-        None | Some(Value::Null) => Err(EventError::MissingEvent),
-        Some(Value::String(s)) if !s.is_empty() => Ok(Event { fields }),
+/// Parses `line` into `fields` (cleared first).
+pub fn parse_event<'f, 'a>(
+    line: &'a [u8],
+    fields: &'f mut Fields<'a>,
+) -> Result<Event<'f, 'a>, EventError> {
+    fields.clear();
+    // One UTF-8 check of the whole line (fast on ASCII) instead of one per string.
+    let line = std::str::from_utf8(line).map_err(|_| EventError::MalformedJson)?;
+    let mut de = serde_json::Deserializer::from_str(line);
+    de.deserialize_map(FieldsVisitor(fields))
+        .and_then(|()| de.end())
+        .map_err(|_| EventError::MalformedJson)?;
+    let event = Event { fields };
+    match event.field("event") {
+        None => Err(EventError::MissingEvent),
+        Some(Value::Str(s)) if !s.is_empty() => Ok(event),
         Some(_) => Err(EventError::WrongFieldType),
+    }
+}
+
+struct FieldsVisitor<'f, 'de>(&'f mut Fields<'de>);
+
+impl<'de> Visitor<'de> for FieldsVisitor<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key()? {
+            let value = map.next_value::<Value<'de>>()?;
+            self.0.push((key, value));
+        }
+        Ok(())
+    }
+}
+
+/// A key, borrowed from the line unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(ValueVisitor).and_then(|v| match v {
+            Value::Str(s) => Ok(Key(s)),
+            _ => Err(de::Error::custom("key is not a string")),
+        })
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Value<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value<'de>, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value<'de>, E> {
+        Ok(Value::I64(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value<'de>, E> {
+        Ok(Value::U64(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value<'de>, E> {
+        Ok(Value::F64(v))
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Value<'de>, E> {
+        Ok(Value::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value<'de>, E> {
+        Ok(Value::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value<'de>, E> {
+        Ok(Value::Str(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value<'de>, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Value::Nested)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Value::Nested)
     }
 }
 
@@ -67,16 +208,33 @@ mod tests {
 
     #[test]
     fn accepts_objects_with_an_event() {
-        let e = parse_event(br#"{"event":"query_executed","duration_ms":3.5,"x":null}"#)
-            .expect("valid");
+        let mut fields = Fields::new();
+        let e = parse_event(
+            br#"{"event":"query_executed","duration_ms":3.5,"x":null}"#,
+            &mut fields,
+        )
+        .expect("valid");
         assert_eq!(e.name(), "query_executed");
         assert_eq!(e.field("duration_ms").and_then(Value::as_f64), Some(3.5));
         assert!(e.field("x").is_none());
+        // Escapes are decoded, nested values skipped, the last of a repeated key counts.
+        let mut fields = Fields::new();
+        let e = parse_event(
+            br#"{"event":"a\"b","n":{"x":[1,{"y":2}]},"k":1,"k":-2,"u":"\u00e9"}"#,
+            &mut fields,
+        )
+        .expect("valid");
+        assert_eq!(e.name(), "a\"b");
+        assert_eq!(e.field("n"), Some(&Value::Nested));
+        assert_eq!(e.field("k"), Some(&Value::I64(-2)));
+        assert_eq!(e.str_field("u"), Some("\u{e9}"));
     }
 
     #[test]
     fn rejections() {
-        let cases: [(&[u8], EventError); 7] = [
+        let cases: [(&[u8], EventError); 9] = [
+            (b"{\"event\":\"a\"} x", EventError::MalformedJson),
+            (b"{\"event\":\"a\",\"n\":[1,}", EventError::MalformedJson),
             (b"not json", EventError::MalformedJson),
             (b"[1,2]", EventError::MalformedJson),
             (b"{\"event\":\"a\"", EventError::MalformedJson),
@@ -87,7 +245,7 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(
-                parse_event(line).map(|_| ()),
+                parse_event(line, &mut Fields::new()).map(|_| ()),
                 Err(want),
                 "{}",
                 String::from_utf8_lossy(line)
@@ -95,15 +253,51 @@ mod tests {
         }
     }
 
+    /// What the parser kept, as serde_json's DOM would give it.
+    /// A field's name, its value as a number and as a string.
+    type Kept = (String, Option<f64>, Option<String>);
+
+    fn via_dom(line: &[u8]) -> Result<Vec<Kept>, ()> {
+        let serde_json::Value::Object(map) = serde_json::from_slice(line).map_err(|_| ())? else {
+            return Err(());
+        };
+        Ok(map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.as_f64(), v.as_str().map(str::to_owned)))
+            .collect())
+    }
+
     proptest::proptest! {
+        /// Same accept/reject decision and the same fields as a full serde_json parse.
+        #[test]
+        fn agrees_with_serde_json(s in r#"\{("(event|[a-z_]{0,3}|\\u0065vent)":(-?[0-9.e]{0,6}|"[a-z\\"]{0,4}"|null|true|\[1,\{"a":\[\]\}\]|\{\}),?){0,5}\}"#) {
+            let mut fields = Fields::new();
+            let ours = parse_event(s.as_bytes(), &mut fields);
+            match (via_dom(s.as_bytes()), &ours) {
+                (Err(()), Err(EventError::MalformedJson)) => {}
+                (Err(()), other) => panic!("{s}: serde_json refuses, we gave {other:?}"),
+                (Ok(_), Err(EventError::MalformedJson)) => panic!("{s}: we refused valid JSON"),
+                (Ok(fields), Ok(event)) => {
+                    for (k, num, text) in fields {
+                        let v = event.field(&k).expect("field kept");
+                        proptest::prop_assert_eq!(v.as_f64(), num, "{}", s);
+                        proptest::prop_assert_eq!(v.as_str().map(str::to_owned), text, "{}", s);
+                    }
+                }
+                (Ok(_), Err(_)) => {}
+            }
+        }
+
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-            let _ = parse_event(&bytes);
+            let _ = parse_event(&bytes, &mut Fields::new());
         }
 
         #[test]
         fn json_shaped_input_never_panics(s in r#"\{("[a-z_]{0,6}":(-?[0-9.e]{0,6}|"[a-zT:0-9.-]{0,8}"|null|true|\[\]),?){0,5}\}"#) {
-            let _ = parse_event(s.as_bytes());
+            let _ = parse_event(s.as_bytes(), &mut Fields::new());
         }
     }
 }

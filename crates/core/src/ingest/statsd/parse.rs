@@ -60,10 +60,23 @@ impl ParseError {
 
 /// Splits a datagram into lines, skipping empty ones (trailing `\n`, `\r\n`).
 pub fn lines(datagram: &[u8]) -> impl Iterator<Item = &[u8]> {
-    datagram
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+    let mut rest = Some(datagram);
+    // memchr finds each `\n` a word at a time, where `split` tests every byte.
+    std::iter::from_fn(move || {
+        let r = rest?;
+        Some(match memchr::memchr(b'\n', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                &r[..i]
+            }
+            None => {
+                rest = None;
+                r
+            }
+        })
+    })
+    .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
 }
 
 /// Parses one line, calling `out` once per sample or once per error. A line with several
@@ -76,6 +89,13 @@ pub fn parse_line<'a>(line: &'a [u8], mut out: impl FnMut(Result<Sample<'a>, Par
     let rest = &line[colon + 1..];
     if name.is_empty() || rest.is_empty() {
         return out(Err(ParseError::Malformed));
+    }
+    // The common line, `value|type` and nothing else, takes no further scans.
+    if let Some(bar) = memchr::memchr(b'|', rest) {
+        let (value, kind) = (&rest[..bar], &rest[bar + 1..]);
+        if memchr::memchr(b':', value).is_none() && memchr::memchr2(b'|', b':', kind).is_none() {
+            return parse_sample(name, rest, &mut out);
+        }
     }
     // Tags contain `:` themselves, so a tagged line is one sample (statsd_exporter does the
     // same); its value field may still pack several values.
@@ -185,7 +205,8 @@ fn parse_f64(raw: &[u8]) -> Option<f64> {
     {
         return None;
     }
-    let text = std::str::from_utf8(raw).ok()?;
+    // SAFETY: every byte was just checked to be ASCII, and ASCII is valid UTF-8.
+    let text = unsafe { std::str::from_utf8_unchecked(raw) };
     text.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
