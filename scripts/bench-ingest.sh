@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Ingest benchmark on loopback through the real tx-exporter (release build): StatsD lines/s
-# and JSON events/s per core of exporter CPU time, and the exporter's RSS at the end.
+# Ingest benchmark on loopback through the real tx-exporter (release build): first beside its
+# peers on the same input (scripts/bench-ingest.py: mtail, collectd, Etsy statsd, with
+# ratios), then a StatsD flood and the in-process parser figures.
 # Usage: scripts/bench-ingest.sh [seconds-of-statsd] [events]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,10 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-echo "== $(nproc) cores, $(uname -r)"
+python3 scripts/bench-ingest.py --skip-build --events "$EVENTS"
+
+echo
+echo "== flood and in-process figures"
 "$LOAD" inproc
 "$LOAD" --statsd="$statsd" --web="$web" --log="$log" --pid="$pid" \
   --seconds="$SECONDS_STATSD" --events="$EVENTS"

@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""Ingest benchmark, this project beside its peers, on the same input in one run.
+
+Events: N seed-format JSON lines (the tx tier's rules) appended to a file that tx-exporter
+follows, and the same file read by mtail (Debian `mtail`) with an equivalent program.
+StatsD: D datagrams of 10 counter lines sent over loopback UDP to tx-exporter, to collectd's
+statsd plugin (Debian `collectd-core`) and to Etsy statsd (npm `statsd`).
+
+For each: lines per CPU-second of the receiver (utime+stime from /proc, or from `time` for
+mtail's one-shot run), the fraction delivered (kernel drops read from /proc/net/udp for the
+receiver's socket) and the ratio to this project. Missing peers are installed (apt-get, npm)
+or skipped with a note.
+
+Usage: scripts/bench-ingest.py [--events N] [--datagrams D] [--skip-build]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def cpu_seconds(pid):
+    """utime+stime of a process and its waited-for children."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK
+
+
+def tree_cpu(pid):
+    """CPU of a process and all its live descendants (npm/node wrappers)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += cpu_seconds(p)
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def udp_socket_stats(port):
+    """(rx_queue bytes, drops) of the UDP socket bound to 127.0.0.1:port."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/udp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[1] == want:
+                return int(cols[4].split(":")[1], 16), int(cols[-1])
+    return None
+
+
+def wait_udp_bound(port, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        if udp_socket_stats(port):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def scrape_value(url, series):
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(series + " ") or line.startswith(series + "{"):
+            if line.startswith(series + " ") or series.endswith("}"):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def sum_values(url, prefix):
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(prefix))
+
+
+def event_line(i):
+    """The seed format, as crates/core/examples/ingest_load.rs writes it."""
+    k = i % 4
+    if k in (0, 1):
+        return ('{"timestamp":"2026-11-21T10:00:00Z","level":"info","component":"txn",'
+                '"event":"transaction_committed","duration_ms":%d,'
+                '"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}\n' % (i % 50))
+    if k == 2:
+        return ('{"timestamp":"2026-11-21T10:00:00Z","level":"info","event":"query_executed",'
+                '"duration_ms":%d}\n' % (i % 7))
+    return '{"timestamp":"2026-11-21T10:00:00Z","event":"replication_events_sent","count":3}\n'
+
+
+MTAIL_PROGRAM = r"""
+counter tx_engine_transactions_total
+counter tx_engine_transactions_committed_total
+counter tx_engine_replication_events_sent_total
+histogram tx_engine_transaction_duration_seconds buckets 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
+histogram tx_engine_query_duration_seconds buckets 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
+
+/"event":"transaction_committed".*"duration_ms":(?P<d>[0-9.]+)/ {
+  tx_engine_transactions_total++
+  tx_engine_transactions_committed_total++
+  tx_engine_transaction_duration_seconds = $d / 1000.0
+}
+/"event":"query_executed".*"duration_ms":(?P<d>[0-9.]+)/ {
+  tx_engine_query_duration_seconds = $d / 1000.0
+}
+/"event":"replication_events_sent".*"count":(?P<c>[0-9]+)/ {
+  tx_engine_replication_events_sent_total += $c
+}
+"""
+
+
+def ensure_apt(binary, package):
+    if shutil.which(binary):
+        return True
+    print(f"   installing Debian {package} ...", flush=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    r = subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if r.returncode != 0:
+        subprocess.run(sudo + ["apt-get", "update", "-qq"], env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return shutil.which(binary) is not None or os.path.exists(binary)
+
+
+def ensure_etsy_statsd():
+    home = os.path.join(TARGET, "bench-peers")
+    stats_js = os.path.join(home, "node_modules", "statsd", "stats.js")
+    if os.path.exists(stats_js):
+        return stats_js
+    if not shutil.which("npm"):
+        return None
+    print("   installing npm statsd ...", flush=True)
+    os.makedirs(home, exist_ok=True)
+    r = subprocess.run(["npm", "install", "--prefix", home, "--no-audit", "--no-fund", "statsd@0.9"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return stats_js if r.returncode == 0 and os.path.exists(stats_js) else None
+
+
+def start_exporter(binary, work, log):
+    web = f"127.0.0.1:{free_port()}"
+    udp = free_port(socket.SOCK_DGRAM)
+    proc = subprocess.Popen([
+        binary, f"--web.listen-address={web}", f"--ingest.statsd-udp=127.0.0.1:{udp}",
+        f"--ingest.log-path={log}", f"--ingest.positions-file={work}/positions.json",
+        "--log.level=warn"], stderr=open(f"{work}/exporter.log", "w"))
+    url = f"http://{web}/metrics"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"http://{web}/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.05)
+    wait_udp_bound(udp)
+    return proc, url, udp
+
+
+def bench_events(binary, n, work):
+    src = os.path.join(work, "events.src")
+    with open(src, "w") as f:
+        for i in range(n):
+            f.write(event_line(i))
+    size = os.path.getsize(src)
+    results = {}
+
+    log = os.path.join(work, "events.log")
+    open(log, "w").close()
+    proc, url, _ = start_exporter(binary, work, log)
+    time.sleep(0.5)  # first scan: the empty file is followed from its end
+    cpu0 = cpu_seconds(proc.pid)
+    t0 = time.time()
+    with open(src, "rb") as s, open(log, "ab") as d:
+        shutil.copyfileobj(s, d, 1 << 20)
+    series = f'tx_exporter_log_lines_read_total{{path="{log}"}}'
+    while time.time() - t0 < 300:
+        if (scrape_value(url, series) or 0) >= n:
+            break
+        time.sleep(0.05)
+    cpu = cpu_seconds(proc.pid) - cpu0
+    committed = scrape_value(url, "tx_engine_transactions_committed_total")
+    rejected = sum_values(url, "tx_exporter_ingest_rejected_total{")
+    proc.terminate()
+    proc.wait()
+    expect = sum(1 for i in range(n) if i % 4 in (0, 1))
+    results["this project (tx-exporter)"] = (n / cpu, committed == expect and rejected == 0,
+                                             f"committed {committed:.0f}/{expect}, rejected {rejected:.0f}")
+
+    if ensure_apt("mtail", "mtail"):
+        progs = os.path.join(work, "mtail")
+        os.makedirs(progs, exist_ok=True)
+        with open(os.path.join(progs, "tx.mtail"), "w") as f:
+            f.write(MTAIL_PROGRAM)
+        out = subprocess.run(
+            ["/usr/bin/time", "-f", "%U %S", "mtail", "--one_shot", "--one_shot_format=prometheus",
+             "--progs", progs, "--logs", src, "--logtostderr"],
+            capture_output=True, text=True)
+        cpu = sum(float(x) for x in out.stderr.strip().splitlines()[-1].split())
+        m = re.search(r"^tx_engine_transactions_committed_total\{[^}]*\} (\S+)", out.stdout, re.M) \
+            or re.search(r"^tx_engine_transactions_committed_total (\S+)", out.stdout, re.M)
+        got = float(m.group(1)) if m else -1
+        results["mtail (Debian)"] = (n / cpu, got == expect, f"committed {got:.0f}/{expect}")
+    else:
+        print("   mtail unavailable: skipped")
+    return size, results
+
+
+def flood(port, datagrams, lines_per):
+    body = "".join(f"tx_engine_cache_hits:1|c\n" for _ in range(lines_per)).encode()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    for _ in range(datagrams):
+        s.sendto(body, ("127.0.0.1", port))
+    s.close()
+
+
+def measure_udp(pid, port, datagrams, lines_per, cpu_of=cpu_seconds):
+    _, drops0 = udp_socket_stats(port)
+    cpu0 = cpu_of(pid)
+    flood(port, datagrams, lines_per)
+    end = time.time() + 30
+    while time.time() < end:  # until the receiver has drained its socket
+        queued, _ = udp_socket_stats(port)
+        if queued == 0:
+            break
+        time.sleep(0.02)
+    time.sleep(0.3)
+    cpu = cpu_of(pid) - cpu0
+    _, drops = udp_socket_stats(port)
+    lines = datagrams * lines_per
+    delivered = 1 - (drops - drops0) / datagrams
+    return lines * delivered / cpu, delivered
+
+
+def bench_statsd(binary, datagrams, work):
+    lines_per = 10
+    results = {}
+    log = os.path.join(work, "none.log")
+    open(log, "w").close()
+    proc, url, port = start_exporter(binary, work, log)
+    rate, delivered = measure_udp(proc.pid, port, datagrams, lines_per)
+    counted = scrape_value(url, "tx_engine_cache_hits_total")
+    proc.terminate()
+    proc.wait()
+    exact = counted == round(datagrams * lines_per * delivered)
+    results["this project (tx-exporter)"] = (rate, delivered, f"counted {counted:.0f}, exact={exact}")
+
+    if ensure_apt("/usr/sbin/collectd", "collectd-core"):
+        port = free_port(socket.SOCK_DGRAM)
+        conf = os.path.join(work, "collectd.conf")
+        with open(conf, "w") as f:
+            f.write(f'Interval 10\nLoadPlugin statsd\n<Plugin statsd>\n  Host "127.0.0.1"\n'
+                    f'  Port "{port}"\n</Plugin>\n')
+        c = subprocess.Popen(["/usr/sbin/collectd", "-f", "-C", conf],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if wait_udp_bound(port):
+            time.sleep(0.3)
+            rate, delivered = measure_udp(c.pid, port, datagrams, lines_per)
+            results["collectd statsd plugin (Debian)"] = (rate, delivered, "")
+        c.terminate()
+        c.wait()
+    else:
+        print("   collectd unavailable: skipped")
+
+    stats_js = ensure_etsy_statsd()
+    if stats_js and shutil.which("node"):
+        port = free_port(socket.SOCK_DGRAM)
+        conf = os.path.join(work, "statsd.js")
+        with open(conf, "w") as f:
+            f.write(json.dumps({"port": port, "address": "127.0.0.1", "backends": [],
+                                "flushInterval": 600000}))
+        n = subprocess.Popen(["node", stats_js, conf], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        if wait_udp_bound(port):
+            time.sleep(0.3)
+            rate, delivered = measure_udp(n.pid, port, datagrams, lines_per, tree_cpu)
+            results["Etsy statsd (npm)"] = (rate, delivered, "")
+        n.terminate()
+        n.wait()
+    else:
+        print("   Etsy statsd unavailable: skipped")
+    return results
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_steady(binary, work, seconds=10):
+    """Sidecar CPU at a steady 10k events/s plus 10k StatsD lines/s, and RSS idle and after."""
+    log = os.path.join(work, "steady.log")
+    open(log, "w").close()
+    proc, url, port = start_exporter(binary, work, log)
+    time.sleep(1.0)
+    idle_rss = rss_mib(proc.pid)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    body = "".join("tx_engine_cache_hits:1|c\n" for _ in range(10)).encode()
+    cpu0, t0, i = cpu_seconds(proc.pid), time.time(), 0
+    with open(log, "a") as f:
+        for tick in range(seconds * 10):  # every 100 ms: 1,000 events and 100 datagrams
+            f.write("".join(event_line(i + k) for k in range(1000)))
+            f.flush()
+            i += 1000
+            for _ in range(100):
+                s.sendto(body, ("127.0.0.1", port))
+            time.sleep(max(0.0, t0 + (tick + 1) * 0.1 - time.time()))
+    wall = time.time() - t0
+    cpu = cpu_seconds(proc.pid) - cpu0
+    busy_rss = rss_mib(proc.pid)
+    proc.terminate()
+    proc.wait()
+    return cpu / wall, idle_rss, busy_rss
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--datagrams", type=int, default=100_000)
+    ap.add_argument("--skip-build", action="store_true")
+    args = ap.parse_args()
+    if not args.skip_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "tx-exporter"], cwd=ROOT, check=True)
+    binary = os.path.join(TARGET, "release", "tx-exporter")
+    print(f"== {os.cpu_count()} cores, {os.uname().release}")
+    with tempfile.TemporaryDirectory() as work:
+        size, ev = bench_events(binary, args.events, work)
+        ours = ev["this project (tx-exporter)"][0]
+        print(f"\nJSON events: {args.events} lines ({size / 1e6:.0f} MB), lines per CPU-second")
+        for name, (rate, exact, note) in ev.items():
+            print(f"  {name:34s} {rate:>12,.0f}   {ours / rate:6.1f}x   exact={exact} {note}")
+        st = bench_statsd(binary, args.datagrams, work)
+        ours = st["this project (tx-exporter)"][0]
+        print(f"\nStatsD: {args.datagrams} datagrams x 10 counter lines, delivered lines per CPU-second")
+        for name, (rate, delivered, note) in st.items():
+            print(f"  {name:34s} {rate:>12,.0f}   {ours / rate:6.1f}x   delivered {delivered:6.1%} {note}")
+        share, idle_rss, busy_rss = bench_steady(binary, work)
+        print(f"\nSteady 10k events/s + 10k StatsD lines/s: sidecar CPU {share:.2%} of a core; "
+              f"RSS {idle_rss:.1f} MiB idle, {busy_rss:.1f} MiB after")
+    print("\n(ratio = this project / peer; figures vary between machines, ratios are what count)")
+
+
+if __name__ == "__main__":
+    main()
