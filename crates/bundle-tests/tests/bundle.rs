@@ -982,3 +982,73 @@ fn dashboards_match_their_generator() {
         .arg("--check");
     run(cmd);
 }
+
+/// Labels the shipped log pipeline (deploy/alloy/config.alloy) puts on every stream: the
+/// path targets' labels, `stage.labels` and `stage.static_labels`.
+fn alloy_labels() -> BTreeSet<String> {
+    let text = read(&root().join("deploy/alloy/config.alloy"));
+    let mut labels = BTreeSet::new();
+    let mut stage = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("//") {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix("stage.") {
+            stage = s.split_whitespace().next().unwrap_or_default().to_owned();
+        }
+        if line.starts_with("{\"__path__\"") {
+            for part in line.split(',') {
+                let key = part.trim().trim_start_matches('{').trim();
+                if let Some(name) = key.strip_prefix('"').and_then(|k| k.split('"').next()) {
+                    if !name.starts_with("__") {
+                        labels.insert(name.to_owned());
+                    }
+                }
+            }
+        } else if (stage == "labels" || stage == "static_labels") && line.contains(" = ") {
+            let name = line.split(" = ").next().unwrap_or_default().trim();
+            if name != "values" && !name.is_empty() {
+                labels.insert(name.to_owned());
+            }
+        }
+    }
+    labels
+}
+
+#[test]
+fn runbook_logql_uses_only_labels_the_log_pipeline_sets() {
+    let labels = alloy_labels();
+    for want in ["job", "tier", "level", "component", "host"] {
+        assert!(
+            labels.contains(want),
+            "alloy config lacks label {want}: {labels:?}"
+        );
+    }
+    let mut checked = 0;
+    for page in files(&root().join("docs/runbooks"), ".md") {
+        for line in read(&page).lines() {
+            if !(line.contains("| json") || line.contains("|=") || line.contains("| logfmt")) {
+                continue;
+            }
+            let Some(start) = line.find('{') else {
+                continue;
+            };
+            let Some(end) = line[start..].find('}') else {
+                continue;
+            };
+            for matcher in line[start + 1..start + end].split(',') {
+                let name = matcher.split(['=', '!']).next().unwrap_or_default().trim();
+                assert!(
+                    labels.contains(name),
+                    "{}: LogQL selects on `{name}`, which the log pipeline never sets ({labels:?}): {line}",
+                    page.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 10,
+        "only {checked} LogQL matchers found in the runbooks"
+    );
+}

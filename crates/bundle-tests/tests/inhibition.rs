@@ -44,8 +44,14 @@ impl Drop for Alertmanager {
 }
 
 fn curl(args: &[&str]) -> Option<String> {
-    let out = Command::new("curl").args(["-sf", "--max-time", "5"]).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "5"])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn alert(name: &str, severity: &str, instance: Option<&str>) -> serde_json::Value {
@@ -119,11 +125,18 @@ fn a_critical_silences_its_instance_never_a_whole_cluster() {
             .unwrap_or_else(|| panic!("{name} not listed"));
         a["status"]["inhibitedBy"]
             .as_array()
-            .map(|v| v.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     assert!(inhibited("ExporterTargetsAbsent").is_empty(), "{state:#?}");
     assert!(inhibited("HighConflictRate").is_empty(), "{state:#?}");
-    assert!(inhibited("ClusterReplicationLagHigh").is_empty(), "{state:#?}");
+    assert!(
+        inhibited("ClusterReplicationLagHigh").is_empty(),
+        "{state:#?}"
+    );
     assert_eq!(inhibited("HighTransactionLatency").len(), 1, "{state:#?}");
 }
