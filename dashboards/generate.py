@@ -199,12 +199,21 @@ def cluster_overview():
     d.panel("OLAP data filesystem used",
             "Share of each shard's data filesystem no longer usable by the engine (recording rule used by the storage alerts).",
             "percentunit", [('instance:olap_data_filesystem_used:ratio{instance=~"$instance"}', "{{instance}}")])
+    d.row("Kafka")
     d.panel("Kafka messages in",
-            "Messages per second written to the Kafka brokers (JMX exporter), per broker.",
+            "Messages per second written to the Kafka brokers (JMX exporter, per-topic meters summed), per broker.",
             "short", [(rate("kafka_server_brokertopicmetrics_messagesin_total", sel='job="kafka"'), "{{instance}}")])
-    d.panel("Kafka under-replicated partitions",
-            "Partitions whose replicas are not all in sync, per broker; should be 0.",
-            "short", [('sum by (instance) (kafka_server_replicamanager_underreplicatedpartitions{job="kafka"})', "{{instance}}")])
+    d.panel("Ingestion consumer-group lag",
+            "Messages the ingestion consumer group is behind the end of each topic (kafka_exporter); KafkaIngestionConsumerLag fires above 100k for 10m.",
+            "short", [('sum by (consumergroup, topic) (kafka_consumergroup_lag{job="kafka-exporter", consumergroup=~"ingestion-group-.+"})', "{{consumergroup}} {{topic}}")])
+    d.panel("Kafka under-replicated and offline partitions",
+            "Partitions whose replicas are not all in sync (per broker), and partitions without a leader (cluster); both should be 0.",
+            "short", [('sum by (instance) (kafka_server_replicamanager_underreplicatedpartitions{job="kafka"})', "under-replicated {{instance}}"),
+                      ('sum(kafka_controller_kafkacontroller_offlinepartitionscount{job="kafka"}) or vector(0)', "offline")])
+    d.panel("Kafka active controllers and ISR shrinks",
+            "Brokers acting as controller (must be exactly 1), and in-sync replica set shrinks per second.",
+            "short", [('sum(kafka_controller_kafkacontroller_activecontrollercount{job="kafka"})', "active controllers"),
+                      (rate("kafka_server_replicamanager_isrshrinks_total", by="instance", sel='job="kafka"'), "ISR shrinks {{instance}}")])
     return d
 
 

@@ -26,9 +26,9 @@ const RUNBOOK_BASE: &str = "https://github.com/example/db-observability/blob/mai
 /// not landed yet. Keep this list empty whenever possible.
 const EXPECTED_SOON: &[&str] = &[];
 
-/// Series that do not come from our exporters: Prometheus' own, node_exporter's, the Kafka JMX
-/// exporter's (names produced by deploy/kafka/jmx-exporter.yml) and the standard process metrics
-/// every exporter exposes unprefixed.
+/// Series that do not come from our exporters: Prometheus' own and the standard process metrics
+/// every exporter exposes unprefixed. Kafka names are checked against what the JMX exporter
+/// rules and kafka_exporter produce (`other_exporter_names`); nothing is allowed by prefix.
 const EXTERNAL_NAMES: &[&str] = &[
     "up",
     "ALERTS",
@@ -41,7 +41,42 @@ const EXTERNAL_NAMES: &[&str] = &[
     "process_max_fds",
     "process_start_time_seconds",
 ];
-const EXTERNAL_PREFIXES: &[&str] = &["node_", "kafka_"];
+
+/// Kafka broker MBeans as the JMX exporter formats them (`domain<key=value, ...><>attribute`),
+/// one for every metric deploy/kafka/jmx-exporter.yml should export (Kafka 3.x names).
+const KAFKA_MBEANS: &[&str] = &[
+    "kafka.server<type=BrokerTopicMetrics, name=MessagesInPerSec, topic=db.changes><>Count",
+    "kafka.server<type=BrokerTopicMetrics, name=MessagesInPerSec><>Count",
+    "kafka.server<type=BrokerTopicMetrics, name=BytesInPerSec, topic=db.changes><>Count",
+    "kafka.server<type=BrokerTopicMetrics, name=BytesOutPerSec><>Count",
+    "kafka.server<type=BrokerTopicMetrics, name=FailedProduceRequestsPerSec><>Count",
+    "kafka.server<type=ReplicaManager, name=UnderReplicatedPartitions><>Value",
+    "kafka.server<type=ReplicaManager, name=UnderMinIsrPartitionCount><>Value",
+    "kafka.server<type=ReplicaManager, name=IsrShrinksPerSec><>Count",
+    "kafka.server<type=ReplicaManager, name=IsrExpandsPerSec><>Count",
+    "kafka.controller<type=KafkaController, name=ActiveControllerCount><>Value",
+    "kafka.controller<type=KafkaController, name=OfflinePartitionsCount><>Value",
+    "kafka.server<type=FetcherLagMetrics, name=ConsumerLag, clientId=ReplicaFetcherThread-0-2, topic=db.changes, partition=0><>Value",
+    "kafka.network<type=RequestMetrics, name=TotalTimeMs, request=Produce><>99thPercentile",
+];
+
+/// What danielqsj/kafka_exporter 1.x exposes (its collector's metric names).
+const KAFKA_EXPORTER_NAMES: &[&str] = &[
+    "kafka_brokers",
+    "kafka_topic_partitions",
+    "kafka_topic_partition_current_offset",
+    "kafka_topic_partition_oldest_offset",
+    "kafka_topic_partition_in_sync_replica",
+    "kafka_topic_partition_leader",
+    "kafka_topic_partition_leader_is_preferred",
+    "kafka_topic_partition_replicas",
+    "kafka_topic_partition_under_replicated_partition",
+    "kafka_consumergroup_current_offset",
+    "kafka_consumergroup_current_offset_sum",
+    "kafka_consumergroup_lag",
+    "kafka_consumergroup_lag_sum",
+    "kafka_consumergroup_members",
+];
 
 const SEVERITIES: &[&str] = &["critical", "warning", "info"];
 
@@ -198,7 +233,7 @@ fn unknown_names(used: &BTreeSet<String>, recorded: &BTreeSet<String>) -> Vec<St
             !known.contains(*n)
                 && !recorded.contains(*n)
                 && !EXTERNAL_NAMES.contains(&n.as_str())
-                && !EXTERNAL_PREFIXES.iter().any(|p| n.starts_with(p))
+                && !other_exporter_names().contains(*n)
                 && !EXPECTED_SOON.contains(&n.as_str())
         })
         .cloned()
@@ -1066,4 +1101,77 @@ fn vmalert_loads_the_rules_unchanged() {
         cmd.arg(format!("-rule={}", f.display()));
     }
     run(cmd);
+}
+
+/// The names the JMX exporter rules produce from `KAFKA_MBEANS` (first matching rule wins, as
+/// in the JMX exporter; `$N` are the pattern's groups; lowercased when the config says so).
+/// Every rule must match some MBean, so a rule that can never fire is caught.
+fn jmx_exporter_names() -> BTreeSet<String> {
+    let config = yaml(&root().join("deploy/kafka/jmx-exporter.yml"));
+    let lowercase = config["lowercaseOutputName"].as_bool() == Some(true);
+    let rules = config["rules"].as_vec().expect("rules");
+    let compiled: Vec<(regex::Regex, String)> = rules
+        .iter()
+        .map(|r| {
+            let pattern = r["pattern"].as_str().expect("pattern");
+            let re = regex::Regex::new(&format!("^(?:{pattern})$")).expect("pattern is a regex");
+            (re, r["name"].as_str().expect("name").to_owned())
+        })
+        .collect();
+    let mut used = vec![false; compiled.len()];
+    let mut names = BTreeSet::new();
+    for mbean in KAFKA_MBEANS {
+        let Some((i, caps, template)) = compiled
+            .iter()
+            .enumerate()
+            .find_map(|(i, (re, t))| re.captures(mbean).map(|c| (i, c, t)))
+        else {
+            panic!("no JMX exporter rule matches {mbean}");
+        };
+        used[i] = true;
+        let mut name = template.clone();
+        for k in (1..caps.len()).rev() {
+            name = name.replace(&format!("${k}"), caps.get(k).map_or("", |m| m.as_str()));
+        }
+        if lowercase {
+            name = name.to_lowercase();
+        }
+        names.insert(name);
+    }
+    for (i, used) in used.iter().enumerate() {
+        assert!(
+            used,
+            "JMX exporter rule {i} matches none of the sample MBeans"
+        );
+    }
+    names
+}
+
+fn other_exporter_names() -> BTreeSet<String> {
+    let mut names = jmx_exporter_names();
+    names.extend(KAFKA_EXPORTER_NAMES.iter().map(|s| (*s).to_owned()));
+    names
+}
+
+#[test]
+fn kafka_jmx_rules_produce_the_names_the_bundle_uses() {
+    let names = jmx_exporter_names();
+    for want in [
+        "kafka_server_brokertopicmetrics_messagesin_total",
+        "kafka_server_brokertopicmetrics_messagesin_alltopics_total",
+        "kafka_server_replicamanager_underreplicatedpartitions",
+        "kafka_server_replicamanager_isrshrinks_total",
+        "kafka_controller_kafkacontroller_activecontrollercount",
+        "kafka_controller_kafkacontroller_offlinepartitionscount",
+        "kafka_server_replica_fetcher_lag_messages",
+    ] {
+        assert!(names.contains(want), "{want} is not produced: {names:#?}");
+    }
+    for n in &names {
+        assert!(
+            n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{n}: not a clean metric name"
+        );
+    }
 }
