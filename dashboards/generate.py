@@ -3,8 +3,9 @@
 
 The JSON files are committed; edit this script and run it again (python3 dashboards/generate.py)
 rather than editing the JSON by hand. Conventions, checked by crates/bundle-tests:
-timeseries panels only, a `datasource` variable used by every panel and variable, `job` and
-`instance` variables, `$__rate_interval` in every rate()/increase() (fixed 5m windows only through
+timeseries panels only, a `datasource` variable used by every panel and variable, `cluster`
+(followed by every query), `job` and `instance` variables, counts that show 0 rather than
+"No data", the engine process (memory, CPU) on every tier's dashboard, `$__rate_interval` in every rate()/increase() (fixed 5m windows only through
 the recording rules of alerts/recording.rules.yml, the same series the alerts read), a unit and a
 description on every panel, exemplars on latency panels, stable uids.
 """
@@ -15,7 +16,11 @@ import sys
 import tomllib
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
-SEL = 'job=~"$job", instance=~"$instance"'
+# Every query follows the cluster variable: several clusters may share one store (deploy/).
+# Its "All" is ".*", which also matches series without a cluster label (a single Prometheus
+# adds its external labels only when it sends data elsewhere).
+SEL = 'cluster=~"$cluster", job=~"$job", instance=~"$instance"'
+CLUSTER = 'cluster=~"$cluster"'
 
 
 def tier_infos():
@@ -31,6 +36,7 @@ def tier_infos():
 TIER_INFOS = tier_infos()
 SELF_PREFIXES = [t["self_prefix"] for t in TIER_INFOS]
 TIER_JOBS = "|".join(t["job"] for t in TIER_INFOS)
+METRIC_PREFIX = {t["name"]: t["metric_prefix"] for t in TIER_INFOS}
 
 
 def rate(metric, by="instance", sel=SEL, fn="rate"):
@@ -48,6 +54,18 @@ def latency(metric, by="instance", qs=(0.5, 0.95, 0.99), sel=SEL):
 def each_tier(template, joiner=" or "):
     """An expression over the self-metrics of every exporter (their prefixes differ)."""
     return joiner.join(template.format(p=p) for p in SELF_PREFIXES)
+
+
+def engine_process(d, tier):
+    """The engine process as its sidecar measures it: memory and CPU, for any tier."""
+    p = METRIC_PREFIX[tier]
+    d.row("Engine process")
+    d.panel("Engine memory",
+            "Resident memory of the engine process, measured by the sidecar (NaN while it is not found).",
+            "bytes", [(f"{p}memory_used_bytes{{{SEL}}}", "{{instance}}")])
+    d.panel("Engine CPU",
+            "CPU time used by the engine process, in cores (1 = one full core), measured by the sidecar.",
+            "short", [(rate(f"{p}cpu_seconds_total"), "{{instance}}")])
 
 
 class Dashboard:
@@ -108,18 +126,23 @@ class Dashboard:
             })
             pid += 1
             x += w
-        job_query = f"label_values({self.var_metric}, job)"
+        cluster_query = f"label_values({self.var_metric}, cluster)"
+        job_query = f'label_values({self.var_metric}{{{CLUSTER}}}, job)'
         variables = [
             {"name": "datasource", "label": "Data source", "type": "datasource",
              "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": ""},
+            {"name": "cluster", "label": "Cluster", "type": "query", "datasource": DS,
+             "query": {"query": cluster_query, "refId": "cluster"}, "definition": cluster_query,
+             "regex": "", "refresh": 2, "includeAll": True, "multi": True,
+             "allValue": ".*", "current": {}, "hide": 0, "sort": 1},
             {"name": "job", "label": "Job", "type": "query", "datasource": DS,
              "query": {"query": job_query, "refId": "job"}, "definition": job_query,
              "regex": self.job_regex or "", "refresh": 2, "includeAll": True, "multi": True,
              "allValue": ".+", "current": {}, "hide": 0, "sort": 1},
             {"name": "instance", "label": "Instance", "type": "query", "datasource": DS,
-             "query": {"query": f'label_values({self.var_metric}{{job=~"$job"}}, instance)',
+             "query": {"query": f'label_values({self.var_metric}{{{CLUSTER}, job=~"$job"}}, instance)',
                        "refId": "instance"},
-             "definition": f'label_values({self.var_metric}{{job=~"$job"}}, instance)',
+             "definition": f'label_values({self.var_metric}{{{CLUSTER}, job=~"$job"}}, instance)',
              "regex": "", "refresh": 2, "includeAll": True, "multi": True, "allValue": ".+",
              "current": {}, "hide": 0, "sort": 1},
         ]
@@ -137,7 +160,7 @@ class Dashboard:
             "timezone": "",
             "annotations": {"list": [{
                 "name": "Firing alerts", "datasource": DS, "enable": True,
-                "iconColor": "red", "expr": 'ALERTS{alertstate="firing", job=~"$job"}',
+                "iconColor": "red", "expr": 'ALERTS{alertstate="firing", cluster=~"$cluster", job=~"$job"}',
                 "titleFormat": "{{alertname}}", "textFormat": "{{instance}}",
                 "step": "60s"}]},
             "links": [{"title": "Database dashboards", "type": "dashboards",
@@ -155,16 +178,16 @@ def cluster_overview():
     d.panel("Healthy TX engines",
             "TX engines whose sidecar is scraped and reports the engine alive (recording rule "
             "cluster:tx_engine_healthy:sum, as InsufficientTXEngines uses); the alert fires below 2.",
-            "short", [("cluster:tx_engine_healthy:sum", "healthy TX engines")])
+            "short", [(f"cluster:tx_engine_healthy:sum{{{CLUSTER}}}", "healthy TX engines {{cluster}}")])
     d.panel("Targets up per job",
             "Scrape targets answering, per job (sum of up). A drop means a sidecar or exporter cannot be scraped.",
             "short", [(f'sum by (job) (up{{{SEL}}})', "{{job}}")])
     d.panel("Firing alerts by severity",
             "Alerts currently firing in Prometheus, by severity label.",
-            "short", [('sum by (severity) (ALERTS{alertstate="firing"})', "{{severity}}")], stack=True)
+            "short", [(f'sum by (severity) (ALERTS{{alertstate="firing", {CLUSTER}}})', "{{severity}}")], stack=True)
     d.panel("Engines reported down",
-            "Sidecars reporting engine_up == 0: the engine process is gone or its address refuses connections.",
-            "short", [(each_tier("count by (job) ({p}engine_up{{" + SEL + "}} == 0)"), "{{job}}")])
+            "Sidecars reporting engine_up == 0, per job: the engine process is gone or its address refuses connections. 0 while every engine is up.",
+            "short", [(each_tier("sum by (job) ({p}engine_up{{" + SEL + "}} == bool 0)"), "{{job}}")])
     d.row("Transactions")
     d.panel("Transaction throughput",
             "Transactions per second across the selected TX engines, by outcome.",
@@ -176,7 +199,7 @@ def cluster_overview():
             "s", latency("tx_engine_transaction_duration_seconds", by="job"), exemplar=True)
     d.panel("Cache hit ratio (5m)",
             "Per-engine cache hit ratio over 5m (recording rule, the series LowCacheHitRate alerts on at 70%).",
-            "percentunit", [('instance:tx_engine_cache_hit:ratio_rate5m{instance=~"$instance"}', "{{instance}}")])
+            "percentunit", [('instance:tx_engine_cache_hit:ratio_rate5m{cluster=~"$cluster", instance=~"$instance"}', "{{instance}}")])
     d.panel("Replication lag",
             "Age of the oldest change not yet replicated: maximum and average over the TX engines.",
             "s", [(f"max(tx_engine_replication_lag_seconds{{{SEL}}})", "max"),
@@ -184,7 +207,7 @@ def cluster_overview():
     d.row("Pipeline")
     d.panel("Replication lag by source TX engine",
             "Worst lag seen by any ingestion engine for the changes of each TX engine (server_id).",
-            "s", [("max by (server_id) (ingestion_lag_by_source_seconds)", "server_id {{server_id}}")])
+            "s", [('max by (server_id) (ingestion_lag_by_source_seconds{cluster=~"$cluster"})', "server_id {{server_id}}")])
     d.panel("Clock uncertainty",
             "Largest clock uncertainty reported by a TX engine; ClockSyncDegraded fires above 100ms.",
             "s", [(f"max(tx_engine_clock_uncertainty_seconds{{{SEL}}})", "max TX engine"),
@@ -198,22 +221,22 @@ def cluster_overview():
             "none", [(f"sum(olap_total_bytes_uncompressed{{{SEL}}}) / (sum(olap_total_bytes_compressed{{{SEL}}}) > 0)", "ratio")])
     d.panel("OLAP data filesystem used",
             "Share of each shard's data filesystem no longer usable by the engine (recording rule used by the storage alerts).",
-            "percentunit", [('instance:olap_data_filesystem_used:ratio{instance=~"$instance"}', "{{instance}}")])
+            "percentunit", [('instance:olap_data_filesystem_used:ratio{cluster=~"$cluster", instance=~"$instance"}', "{{instance}}")])
     d.row("Kafka")
     d.panel("Kafka messages in",
             "Messages per second written to the Kafka brokers (JMX exporter, per-topic meters summed), per broker.",
-            "short", [(rate("kafka_server_brokertopicmetrics_messagesin_total", sel='job="kafka"'), "{{instance}}")])
+            "short", [(rate("kafka_server_brokertopicmetrics_messagesin_total", sel='cluster=~"$cluster", job="kafka"'), "{{instance}}")])
     d.panel("Ingestion consumer-group lag",
             "Messages the ingestion consumer group is behind the end of each topic (kafka_exporter); KafkaIngestionConsumerLag fires above 100k for 10m.",
-            "short", [('sum by (consumergroup, topic) (kafka_consumergroup_lag{job="kafka-exporter", consumergroup=~"ingestion-group-.+"})', "{{consumergroup}} {{topic}}")])
+            "short", [('sum by (consumergroup, topic) (kafka_consumergroup_lag{cluster=~"$cluster", job="kafka-exporter", consumergroup=~"ingestion-group-.+"})', "{{consumergroup}} {{topic}}")])
     d.panel("Kafka under-replicated and offline partitions",
             "Partitions whose replicas are not all in sync (per broker), and partitions without a leader (cluster); both should be 0.",
-            "short", [('sum by (instance) (kafka_server_replicamanager_underreplicatedpartitions{job="kafka"})', "under-replicated {{instance}}"),
-                      ('sum(kafka_controller_kafkacontroller_offlinepartitionscount{job="kafka"}) or vector(0)', "offline")])
+            "short", [('sum by (instance) (kafka_server_replicamanager_underreplicatedpartitions{cluster=~"$cluster", job="kafka"})', "under-replicated {{instance}}"),
+                      ('sum(kafka_controller_kafkacontroller_offlinepartitionscount{cluster=~"$cluster", job="kafka"}) or vector(0)', "offline")])
     d.panel("Kafka active controllers and ISR shrinks",
             "Brokers acting as controller (must be exactly 1), and in-sync replica set shrinks per second.",
-            "short", [('sum(kafka_controller_kafkacontroller_activecontrollercount{job="kafka"})', "active controllers"),
-                      (rate("kafka_server_replicamanager_isrshrinks_total", by="instance", sel='job="kafka"'), "ISR shrinks {{instance}}")])
+            "short", [('sum(kafka_controller_kafkacontroller_activecontrollercount{cluster=~"$cluster", job="kafka"})', "active controllers"),
+                      (rate("kafka_server_replicamanager_isrshrinks_total", by="instance", sel='cluster=~"$cluster", job="kafka"'), "ISR shrinks {{instance}}")])
     return d
 
 
@@ -228,7 +251,7 @@ def tx_detail():
                     (rate("tx_engine_transactions_rolled_back_total"), "rolled back {{instance}}")])
     d.panel("Rollback ratio (5m)",
             "Share of transactions rolled back over 5m (recording rule; HighTransactionErrorRatio fires above 5%).",
-            "percentunit", [('instance:tx_engine_transaction_rollback:ratio_rate5m{job=~"$job", instance=~"$instance"}', "{{instance}}")])
+            "percentunit", [('instance:tx_engine_transaction_rollback:ratio_rate5m{cluster=~"$cluster", job=~"$job", instance=~"$instance"}', "{{instance}}")])
     d.panel("Transaction latency",
             "Transaction duration quantiles per engine from the histogram; exemplars link to the traces of slow transactions.",
             "s", latency("tx_engine_transaction_duration_seconds"), exemplar=True)
@@ -266,13 +289,7 @@ def tx_detail():
     d.panel("Missed clock heartbeats",
             "Clock master heartbeats missed per interval; ClockSyncLost fires above 10 in 5m.",
             "short", [(rate("tx_engine_clock_heartbeats_missed_total", fn="increase"), "{{instance}}")])
-    d.row("Resources")
-    d.panel("Engine memory",
-            "Resident memory of the engine process, measured by the sidecar.",
-            "bytes", [(f"tx_engine_memory_used_bytes{{{SEL}}}", "{{instance}}")])
-    d.panel("Engine CPU",
-            "CPU used by the engine process, in percent of one core, measured by the sidecar.",
-            "percent", [(f"tx_engine_cpu_usage_percent{{{SEL}}}", "{{instance}}")])
+    engine_process(d, "tx")
     return d
 
 
@@ -291,7 +308,7 @@ def ingestion():
             "s", latency("ingestion_event_processing_duration_seconds"), exemplar=True)
     d.panel("Failure ratio (5m)",
             "Failed share of received events over 5m (recording rule; HighIngestionFailureRatio fires above 1%).",
-            "percentunit", [('instance:ingestion_event_failure:ratio_rate5m{job=~"$job", instance=~"$instance"}', "{{instance}}")])
+            "percentunit", [('instance:ingestion_event_failure:ratio_rate5m{cluster=~"$cluster", job=~"$job", instance=~"$instance"}', "{{instance}}")])
     d.panel("Validation failures",
             "Change events rejected by validation per second.",
             "ops", [(rate("ingestion_validation_failures_total"), "{{instance}}")])
@@ -302,7 +319,7 @@ def ingestion():
                       (f"ingestion_olap_push_queue_depth{{{SEL}}}", "OLAP push {{instance}}")])
     d.panel("Conflict ratio (5m)",
             "Conflicts detected per received event over 5m (recording rule; HighConflictRate fires above 5%).",
-            "percentunit", [('instance:ingestion_conflict:ratio_rate5m{job=~"$job", instance=~"$instance"}', "{{instance}}")])
+            "percentunit", [('instance:ingestion_conflict:ratio_rate5m{cluster=~"$cluster", job=~"$job", instance=~"$instance"}', "{{instance}}")])
     d.panel("Conflicts",
             "Write conflicts detected and resolved per second.",
             "ops", [(rate("ingestion_conflicts_detected_total"), "detected {{instance}}"),
@@ -327,6 +344,7 @@ def ingestion():
     d.panel("Events by source TX engine",
             "Change events received per second from each TX engine.",
             "ops", [(rate("ingestion_events_by_source_total", by="server_id"), "server_id {{server_id}}")], stack=True)
+    engine_process(d, "ingestion")
     return d
 
 
@@ -344,7 +362,7 @@ def olap():
             "s", latency("olap_query_duration_seconds"), exemplar=True)
     d.panel("Query failure ratio (5m)",
             "Failed share of queries over 5m (recording rule; HighOLAPQueryFailureRatio fires above 5%).",
-            "percentunit", [('instance:olap_query_failure:ratio_rate5m{job=~"$job", instance=~"$instance"}', "{{instance}}")])
+            "percentunit", [('instance:olap_query_failure:ratio_rate5m{cluster=~"$cluster", job=~"$job", instance=~"$instance"}', "{{instance}}")])
     d.panel("Optimizer pruning",
             "Partitions and columns skipped by the query optimizer per second.",
             "ops", [(rate("olap_partitions_pruned_total"), "partitions {{instance}}"),
@@ -352,7 +370,7 @@ def olap():
     d.row("Storage")
     d.panel("Data filesystem used",
             "Share of the data filesystem the engine can no longer use (recording rule; storage alerts at 85% and 95%).",
-            "percentunit", [('instance:olap_data_filesystem_used:ratio{job=~"$job", instance=~"$instance"}', "{{instance}}")])
+            "percentunit", [('instance:olap_data_filesystem_used:ratio{cluster=~"$cluster", job=~"$job", instance=~"$instance"}', "{{instance}}")])
     d.panel("Data filesystem space",
             "Available bytes of the data filesystem and bytes used by the data directory.",
             "bytes", [(f"olap_data_filesystem_avail_bytes{{{SEL}}}", "available {{instance}}"),
@@ -397,6 +415,7 @@ def olap():
     d.panel("Result cache size",
             "Size of the query result cache.",
             "bytes", [(f"olap_cache_size_bytes{{{SEL}}}", "{{instance}}")])
+    engine_process(d, "olap")
     return d
 
 
@@ -446,10 +465,11 @@ def clock():
             "short", [(f"clock_master_clients_connected{{{SEL}}}", "{{instance}}")])
     d.panel("TX engine clock uncertainty",
             "Clock uncertainty reported by the TX engines (all TX jobs); ClockSyncDegraded fires above 100ms.",
-            "s", [('tx_engine_clock_uncertainty_seconds{job="tx-engines"}', "{{instance}}")])
+            "s", [('tx_engine_clock_uncertainty_seconds{cluster=~"$cluster", job="tx-engines"}', "{{instance}}")])
     d.panel("TX engine clock offset",
             "Offset of each TX engine clock from the clock master; ClockSkewGrowing watches its trend.",
-            "s", [('tx_engine_clock_offset_seconds{job="tx-engines"}', "{{instance}}")])
+            "s", [('tx_engine_clock_offset_seconds{cluster=~"$cluster", job="tx-engines"}', "{{instance}}")])
+    engine_process(d, "clock")
     return d
 
 

@@ -713,7 +713,7 @@ fn dashboards_follow_the_conventions() {
             Some(&"datasource".into()),
             "{at}: datasource variable"
         );
-        for v in ["job", "instance"] {
+        for v in ["cluster", "job", "instance"] {
             assert!(vars.contains_key(v), "{at}: no {v} variable");
         }
         for v in vars.values().filter(|v| v["type"] == "query") {
@@ -758,12 +758,24 @@ fn dashboards_follow_the_conventions() {
             }
         }
     }
-    // Every dashboard's panels follow its job and instance variables.
+    // Every dashboard's panels follow its job and instance variables, and every query its
+    // cluster variable (several clusters may share one store).
     for f in &files {
         let text = read(f);
         for v in [r#"=~\"$job\""#, r#"=~\"$instance\""#] {
             let used = text.matches(v).count();
             assert!(used >= 3, "{}: {v} used {used} times", f.display());
+        }
+    }
+    for p in &all {
+        for t in p.node["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            assert!(
+                expr.contains(r#"cluster=~"$cluster""#),
+                "{}: panel {}: query ignores the cluster variable: {expr}",
+                p.dashboard,
+                p.node["title"]
+            );
         }
     }
     assert!(all.len() >= 30, "only {} panels", all.len());
