@@ -243,13 +243,21 @@ fn main() {
                 for (name, _) in all {
                     let line = match scenario::load(&name, dir.as_deref()) {
                         Ok(s) => format!(
-                            "{name:<22} {}\n{:<22} expects: {}",
+                            "{name:<22} {}\n{:<22} expects: {}{}",
                             s.description,
                             "",
                             if s.expect.is_empty() {
                                 "no alert".to_string()
                             } else {
                                 s.expect.join(", ")
+                            },
+                            if s.sidecar_faults.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    " (the harness plays sidecar faults {:?})",
+                                    s.sidecar_faults
+                                )
                             }
                         ),
                         Err(e) => format!("{name:<22} INVALID: {e}"),

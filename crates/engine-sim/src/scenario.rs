@@ -141,6 +141,9 @@ pub struct Scenario {
     pub expect: Vec<String>,
     /// When the fault starts; None when the scenario is the same from start to end.
     pub fault_after_s: Option<f64>,
+    /// What the harness (tests/e2e.rs) does to the node's first TX sidecar at the fault, for
+    /// alerts about the sidecars themselves; the simulator only checks the names.
+    pub sidecar_faults: Vec<SidecarFault>,
     pub before: Params,
     pub after: Params,
 }
@@ -197,7 +200,44 @@ fn merge(base: &mut toml::Value, over: &toml::Value) {
     }
 }
 
-const META_KEYS: [&str; 3] = ["description", "expect", "fault"];
+/// Faults of a sidecar rather than of an engine, played by the harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SidecarFault {
+    /// The exporter process is stopped: its target is down.
+    Stop,
+    /// Lines that are not JSON keep arriving in its event log.
+    GarbageInput,
+    /// Its config file is broken and it is asked to reload.
+    BadReload,
+}
+
+impl SidecarFault {
+    pub const NAMES: [(&'static str, SidecarFault); 3] = [
+        ("stop", SidecarFault::Stop),
+        ("garbage-input", SidecarFault::GarbageInput),
+        ("bad-reload", SidecarFault::BadReload),
+    ];
+}
+
+const META_KEYS: [&str; 4] = ["description", "expect", "fault", "sidecar_faults"];
+
+fn sidecar_faults(name: &str, v: Option<&toml::Value>) -> Result<Vec<SidecarFault>, String> {
+    let refuse =
+        || format!("scenario {name}: sidecar_faults lists stop, garbage-input or bad-reload");
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    v.as_array()
+        .ok_or_else(refuse)?
+        .iter()
+        .map(|f| {
+            f.as_str()
+                .and_then(|n| SidecarFault::NAMES.iter().find(|(k, _)| *k == n))
+                .map(|(_, f)| *f)
+                .ok_or_else(refuse)
+        })
+        .collect()
+}
 
 pub fn load(name: &str, dir: Option<&Path>) -> Result<Scenario, String> {
     let parse = |n: &str| -> Result<toml::Value, String> {
@@ -258,6 +298,7 @@ pub fn load(name: &str, dir: Option<&Path>) -> Result<Scenario, String> {
             })
             .unwrap_or_default(),
         fault_after_s,
+        sidecar_faults: sidecar_faults(name, own.get("sidecar_faults"))?,
         before: to_params(before, "before the fault")?,
         after: to_params(after, "after the fault")?,
     })
@@ -266,6 +307,20 @@ pub fn load(name: &str, dir: Option<&Path>) -> Result<Scenario, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_sidecar_fault_is_refused() {
+        let dir = std::env::temp_dir().join(format!("engine-sim-sidecar-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("x.toml"),
+            "description = \"x\"\nexpect = [\"A\"]\nsidecar_faults = [\"explode\"]\n",
+        )
+        .expect("write");
+        let err = load("x", Some(&dir)).expect_err("refused");
+        assert!(err.contains("sidecar_faults"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn every_embedded_scenario_loads_and_names_its_alerts() {
@@ -280,7 +335,9 @@ mod tests {
             } else {
                 assert!(!s.expect.is_empty(), "{name} expects no alert");
                 assert!(
-                    s.before != s.after || s.before != load(BASE, None).expect("base").before,
+                    s.before != s.after
+                        || s.before != load(BASE, None).expect("base").before
+                        || !s.sidecar_faults.is_empty(),
                     "{name} changes nothing"
                 );
             }

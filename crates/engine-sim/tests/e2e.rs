@@ -360,11 +360,57 @@ struct Cluster {
     scenario: String,
     expect: Vec<String>,
     fault_after: Option<u64>,
+    /// Faults of the first TX sidecar itself (scenario key `sidecar_faults`), played here.
+    sidecar_faults: Vec<String>,
+    sidecar_faults_played: bool,
+    tx0_log: PathBuf,
+    tx0_config: PathBuf,
     /// (job, instance) of every exporter of this cluster.
     targets: Vec<(String, String)>,
     ntp_source: String,
     procs: Vec<Proc>,
     sim_started: Instant,
+}
+
+/// From the fault on, does to the cluster's first TX sidecar what its scenario says: stop it,
+/// feed its event log lines that are not JSON (every call, so rejections keep coming), or break
+/// its config file and send it SIGHUP.
+fn play_sidecar_fault(c: &mut Cluster) {
+    if c.sidecar_faults.is_empty() || c.sim_started.elapsed() < Duration::from_secs(FAULT_AFTER_S) {
+        return;
+    }
+    let tx0 = format!("{}-tx-0", c.scenario);
+    let first = !c.sidecar_faults_played;
+    for fault in c.sidecar_faults.clone() {
+        match fault.as_str() {
+            "stop" => c.procs.retain(|p| p.name != tx0),
+            "garbage-input" => {
+                use std::io::Write as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&c.tx0_log)
+                    .unwrap();
+                for i in 0..20 {
+                    writeln!(f, "engine panicked here, not JSON {i}").unwrap();
+                }
+            }
+            "bad-reload" if first => {
+                std::fs::write(&c.tx0_config, "[web\nlisten_address = ").unwrap();
+                let p = c
+                    .procs
+                    .iter()
+                    .find(|p| p.name == tx0)
+                    .expect("tx-0 sidecar");
+                let hup = Command::new("kill")
+                    .args(["-HUP", &p.child.id().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(hup.success());
+            }
+            _ => {}
+        }
+    }
+    c.sidecar_faults_played = true;
 }
 
 /// Mounts a small tmpfs per directory inside an unprivileged user+mount namespace and keeps
@@ -448,7 +494,8 @@ impl Ports {
     }
 }
 
-fn load_scenarios() -> Vec<(String, Vec<String>, Option<u64>)> {
+/// (name, expected alerts, fault onset, sidecar faults the harness plays) of every scenario.
+fn load_scenarios() -> Vec<(String, Vec<String>, Option<u64>, Vec<String>)> {
     let mut out = Vec::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(scenarios_dir())
         .unwrap()
@@ -464,10 +511,20 @@ fn load_scenarios() -> Vec<(String, Vec<String>, Option<u64>)> {
             .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
             .unwrap_or_default();
         let fault = v.get("fault").map(|_| FAULT_AFTER_S);
+        let sidecar = v
+            .get("sidecar_faults")
+            .and_then(|x| x.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
         out.push((
             f.file_stem().unwrap().to_string_lossy().into_owned(),
             expect,
             fault,
+            sidecar,
         ));
     }
     out
@@ -589,12 +646,12 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     write_alertmanager_config(&am_config);
 
     let scenarios = load_scenarios();
-    assert!(scenarios.iter().any(|(n, _, _)| n == "steady"));
+    assert!(scenarios.iter().any(|(n, _, _, _)| n == "steady"));
 
     // One tmpfs per cluster for the OLAP data directory.
     let mounts: Vec<PathBuf> = scenarios
         .iter()
-        .map(|(n, _, _)| {
+        .map(|(n, _, _, _)| {
             let d = dir.join(format!("olap-data-{n}"));
             std::fs::create_dir_all(&d).unwrap();
             d
@@ -621,7 +678,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     let mut clusters: Vec<Cluster> = Vec::new();
     let mut ports = Ports::default();
     let mut clock_starts: Vec<(usize, Vec<String>, u16, u16)> = Vec::new();
-    for (i, (name, expect, fault_after)) in scenarios.iter().enumerate() {
+    for (i, (name, expect, fault_after, sidecar_faults)) in scenarios.iter().enumerate() {
         if holder.is_none() && name == "storage-nearly-full" {
             continue;
         }
@@ -635,6 +692,10 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
             ntp_source: String::new(),
             procs: Vec::new(),
             sim_started: Instant::now(),
+            sidecar_faults: sidecar_faults.clone(),
+            sidecar_faults_played: false,
+            tx0_log: cdir.join("tx-0.log"),
+            tx0_config: cdir.join("tx-0.toml"),
         };
         let (mut sim_tcp, mut sim_udp): (Vec<u16>, Vec<u16>) = (Vec::new(), Vec::new());
         let mut sim_args = vec![
@@ -663,6 +724,11 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
                     "--log.level=warn".to_string(),
                 ];
                 let mut target = format!("statsd=127.0.0.1:{statsd},engine=127.0.0.1:{engine}");
+                if tier == "tx" && k == 0 && sidecar_faults.iter().any(|f| f == "bad-reload") {
+                    // A config file to break at the fault (valid and empty until then).
+                    std::fs::write(&c.tx0_config, "").unwrap();
+                    args.push(format!("--config.file={}", c.tx0_config.display()));
+                }
                 if tier != "clock" {
                     args.push(format!("--ingest.log-path={}", log.display()));
                     target.push_str(&format!(",log={}", log.display()));
@@ -894,6 +960,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
             break;
         }
         for c in &mut clusters {
+            play_sidecar_fault(c);
             for p in &mut c.procs {
                 assert!(p.alive(), "{} exited:\n{}", p.name, p.tail());
             }
