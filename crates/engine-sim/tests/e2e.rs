@@ -494,8 +494,10 @@ impl Ports {
     }
 }
 
-/// (name, expected alerts, fault onset, sidecar faults the harness plays) of every scenario.
-fn load_scenarios() -> Vec<(String, Vec<String>, Option<u64>, Vec<String>)> {
+/// Name, expected alerts, fault onset and the sidecar faults the harness plays.
+type ScenarioSpec = (String, Vec<String>, Option<u64>, Vec<String>);
+
+fn load_scenarios() -> Vec<ScenarioSpec> {
     let mut out = Vec::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(scenarios_dir())
         .unwrap()
