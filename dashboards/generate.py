@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Generates the Grafana dashboards of the bundle (dashboards/*.json).
 
-The JSON files are committed; edit this script and run it again (python3 dashboards/generate.py)
-rather than editing the JSON by hand. Conventions, checked by crates/bundle-tests:
+The models are built with Grafana's own typed builders (pip install
+grafana-foundation-sdk==1769699379!11.6.0, the Grafana 11.6 schema), so they follow Grafana's
+schema by construction. The JSON files are committed; edit this script and run it again
+(python3 dashboards/generate.py) rather than editing the JSON by hand. Conventions, checked by crates/bundle-tests:
 timeseries panels only, a `datasource` variable used by every panel and variable, `cluster`
 (followed by every query), `job` and `instance` variables, counts that show 0 rather than
 "No data", the engine process (memory, CPU) on every tier's dashboard, `$__rate_interval` in every rate()/increase() (fixed 5m windows only through
@@ -15,7 +17,16 @@ import os
 import sys
 import tomllib
 
-DS = {"type": "prometheus", "uid": "${datasource}"}
+from grafana_foundation_sdk.builders import common as gc
+from grafana_foundation_sdk.builders import dashboard as gd
+from grafana_foundation_sdk.builders import prometheus as pq
+from grafana_foundation_sdk.builders import timeseries as ts
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as mc
+from grafana_foundation_sdk.models import dashboard as md
+from grafana_foundation_sdk.models import prometheus as mp
+
+DS_REF = md.DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Every query follows the cluster variable: several clusters may share one store (deploy/).
 # Its "All" is ".*", which also matches series without a cluster label (a single Prometheus
 # adds its external labels only when it sends data elsewhere).
@@ -83,91 +94,70 @@ class Dashboard:
                                           width=width)))
 
     def render(self):
-        panels, x, y, pid = [], 0, 0, 1
+        """The dashboard, built with Grafana's own typed builders (grafana-foundation-sdk), so
+        the model follows Grafana's schema by construction."""
+        b = (gd.Dashboard(self.title)
+             .uid(self.uid)
+             .description(self.description)
+             .tags(["db-observability"] + self.tags)
+             .editable()
+             .tooltip(md.DashboardCursorSync.CROSSHAIR)
+             .refresh("30s")
+             .time("now-6h", "now")
+             .timezone("")
+             .link(gd.DashboardLink("Database dashboards")
+                   .type(md.DashboardLinkType.DASHBOARDS)
+                   .tags(["db-observability"])
+                   .as_dropdown(True))
+             .annotation(gd.AnnotationQuery()
+                         .name("Firing alerts")
+                         .datasource(DS_REF)
+                         .enable(True)
+                         .icon_color("red")
+                         .expr('ALERTS{alertstate="firing", cluster=~"$cluster", job=~"$job"}'))
+             .with_variable(gd.DatasourceVariable("datasource").label("Data source").type("prometheus")))
+        scoped = {"cluster": "", "job": f"{{{CLUSTER}}}", "instance": f'{{{CLUSTER}, job=~"$job"}}'}
+        for name, label, regex, all_value in (
+                ("cluster", "Cluster", "", ".*"),
+                ("job", "Job", self.job_regex or "", ".+"),
+                ("instance", "Instance", "", ".+")):
+            b = b.with_variable(
+                gd.QueryVariable(name).label(label).datasource(DS_REF)
+                .query(f"label_values({self.var_metric}{scoped[name]}, {name})")
+                .regex(regex)
+                .refresh(md.VariableRefresh.ON_TIME_RANGE_CHANGED)
+                .sort(md.VariableSort.ALPHABETICAL_ASC)
+                .include_all(True).multi(True).all_value(all_value))
         for kind, p in self.panels:
             if kind == "row":
-                if x:
-                    x, y = 0, y + 8
-                panels.append({"id": pid, "type": "row", "title": p, "collapsed": False,
-                               "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
-                pid, y = pid + 1, y + 1
+                b = b.with_row(gd.Row(p))
                 continue
-            w = p["width"]
-            if x + w > 24:
-                x, y = 0, y + 8
-            targets = []
+            panel = (ts.Panel()
+                     .title(p["title"]).description(p["description"])
+                     .datasource(DS_REF).unit(p["unit"])
+                     .height(8).span(p["width"])
+                     .draw_style(mc.GraphDrawStyle.LINE).line_width(1).fill_opacity(10)
+                     .show_points(mc.VisibilityMode.NEVER).span_nulls(False)
+                     .stacking(gc.StackingConfig()
+                               .mode(mc.StackingMode.NORMAL if p["stack"] else mc.StackingMode.NONE)
+                               .group("A"))
+                     .legend(gc.VizLegendOptions()
+                             .display_mode(mc.LegendDisplayMode.TABLE)
+                             .placement(mc.LegendPlacement.BOTTOM)
+                             .show_legend(True)
+                             .calcs(["mean", "max", "lastNotNull"]))
+                     .tooltip(gc.VizTooltipOptions()
+                              .mode(mc.TooltipDisplayMode.MULTI)
+                              .sort(mc.SortOrder.DESCENDING)))
             for i, (expr, legend) in enumerate(p["targets"]):
-                t = {"datasource": DS, "refId": chr(ord("A") + i), "expr": expr,
-                     "legendFormat": legend, "range": True, "editorMode": "code"}
+                q = (pq.Dataquery().expr(expr).legend_format(legend)
+                     .ref_id(chr(ord("A") + i)).range().editor_mode(mp.QueryEditorMode.CODE)
+                     .datasource(DS_REF))
                 if p["exemplar"]:
-                    t["exemplar"] = True
-                targets.append(t)
-            panels.append({
-                "id": pid,
-                "type": "timeseries",
-                "title": p["title"],
-                "description": p["description"],
-                "datasource": DS,
-                "gridPos": {"h": 8, "w": w, "x": x, "y": y},
-                "fieldConfig": {
-                    "defaults": {
-                        "unit": p["unit"],
-                        "custom": {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10,
-                                   "showPoints": "never", "spanNulls": False,
-                                   "stacking": {"mode": "normal" if p["stack"] else "none",
-                                                "group": "A"}},
-                    },
-                    "overrides": [],
-                },
-                "options": {"legend": {"displayMode": "table", "placement": "bottom",
-                                       "calcs": ["mean", "max", "lastNotNull"]},
-                            "tooltip": {"mode": "multi", "sort": "desc"}},
-                "targets": targets,
-            })
-            pid += 1
-            x += w
-        cluster_query = f"label_values({self.var_metric}, cluster)"
-        job_query = f'label_values({self.var_metric}{{{CLUSTER}}}, job)'
-        variables = [
-            {"name": "datasource", "label": "Data source", "type": "datasource",
-             "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": ""},
-            {"name": "cluster", "label": "Cluster", "type": "query", "datasource": DS,
-             "query": {"query": cluster_query, "refId": "cluster"}, "definition": cluster_query,
-             "regex": "", "refresh": 2, "includeAll": True, "multi": True,
-             "allValue": ".*", "current": {}, "hide": 0, "sort": 1},
-            {"name": "job", "label": "Job", "type": "query", "datasource": DS,
-             "query": {"query": job_query, "refId": "job"}, "definition": job_query,
-             "regex": self.job_regex or "", "refresh": 2, "includeAll": True, "multi": True,
-             "allValue": ".+", "current": {}, "hide": 0, "sort": 1},
-            {"name": "instance", "label": "Instance", "type": "query", "datasource": DS,
-             "query": {"query": f'label_values({self.var_metric}{{{CLUSTER}, job=~"$job"}}, instance)',
-                       "refId": "instance"},
-             "definition": f'label_values({self.var_metric}{{{CLUSTER}, job=~"$job"}}, instance)',
-             "regex": "", "refresh": 2, "includeAll": True, "multi": True, "allValue": ".+",
-             "current": {}, "hide": 0, "sort": 1},
-        ]
-        return {
-            "uid": self.uid,
-            "title": self.title,
-            "description": self.description,
-            "tags": ["db-observability"] + self.tags,
-            "editable": True,
-            "graphTooltip": 1,
-            "schemaVersion": 39,
-            "version": 1,
-            "refresh": "30s",
-            "time": {"from": "now-6h", "to": "now"},
-            "timezone": "",
-            "annotations": {"list": [{
-                "name": "Firing alerts", "datasource": DS, "enable": True,
-                "iconColor": "red", "expr": 'ALERTS{alertstate="firing", cluster=~"$cluster", job=~"$job"}',
-                "titleFormat": "{{alertname}}", "textFormat": "{{instance}}",
-                "step": "60s"}]},
-            "links": [{"title": "Database dashboards", "type": "dashboards",
-                       "tags": ["db-observability"], "asDropdown": True}],
-            "templating": {"list": variables},
-            "panels": panels,
-        }
+                    q = q.exemplar(True)
+                panel = panel.with_target(q)
+            b = b.with_panel(panel)
+        return json.loads(json.dumps(b.build(), cls=JSONEncoder))
 
 
 def cluster_overview():

@@ -27,6 +27,16 @@ const FIRE_DEADLINE: Duration = Duration::from_secs(150);
 /// Grafana's $__rate_interval for a 1 s scrape interval (4 x scrape interval, with margin).
 const RATE_INTERVAL: &str = "10s";
 
+/// The stack tests pick free loopback ports and start dozens of processes: run one at a time,
+/// so one test's port cannot be taken by the other's between picking and binding.
+static ONE_STACK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_stack_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_STACK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -618,6 +628,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
             return;
         }
     }
+    let _stack = one_stack_at_a_time();
     let started = Instant::now();
     let tmp = TempDir::new("e2e");
     let dir = tmp.path().to_path_buf();
@@ -1182,6 +1193,7 @@ fn shards_victoriametrics_and_vmalert_run_the_bundle_unchanged() {
             return;
         }
     }
+    let _stack = one_stack_at_a_time();
     let started = Instant::now();
     let tmp = TempDir::new("scale-out");
     let dir = tmp.path().to_path_buf();
