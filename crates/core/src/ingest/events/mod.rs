@@ -2,6 +2,7 @@
 //! rules to the registry (`apply`). Following the files is `logtail`'s job.
 
 pub mod apply;
+mod flat;
 pub mod parse;
 
 pub use apply::EventMapper;

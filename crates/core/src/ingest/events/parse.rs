@@ -102,10 +102,15 @@ pub fn parse_event<'f, 'a>(
     fields.clear();
     // One UTF-8 check of the whole line (fast on ASCII) instead of one per string.
     let line = std::str::from_utf8(line).map_err(|_| EventError::MalformedJson)?;
-    let mut de = serde_json::Deserializer::from_str(line);
-    de.deserialize_map(FieldsVisitor(fields))
-        .and_then(|()| de.end())
-        .map_err(|_| EventError::MalformedJson)?;
+    // Flat lines without escapes (what engines write) take the fast path; serde_json has the
+    // last word on everything else.
+    if super::flat::read(line, fields).is_none() {
+        fields.clear();
+        let mut de = serde_json::Deserializer::from_str(line);
+        de.deserialize_map(FieldsVisitor(fields))
+            .and_then(|()| de.end())
+            .map_err(|_| EventError::MalformedJson)?;
+    }
     let event = Event { fields };
     match event.field("event") {
         None => Err(EventError::MissingEvent),
@@ -268,7 +273,62 @@ mod tests {
             .collect())
     }
 
+    /// The fields serde_json's path alone keeps, for comparing the fast path with it.
+    fn via_serde(line: &str) -> Option<Vec<(String, Value<'_>)>> {
+        let mut fields = Fields::new();
+        let mut de = serde_json::Deserializer::from_str(line);
+        de.deserialize_map(FieldsVisitor(&mut fields))
+            .and_then(|()| de.end())
+            .ok()?;
+        Some(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_fast_path_reads_seed_lines_and_leaves_the_rest() {
+        let mut fields = Fields::new();
+        let line = r#"{"timestamp":"2026-11-21T10:00:00Z","event":"transaction_committed","duration_ms":12,"ok":true,"x":null,"f":-1.5e2,"z":-0}"#;
+        assert!(super::super::flat::read(line, &mut fields).is_some());
+        assert_eq!(
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<Vec<_>>(),
+            via_serde(line).expect("valid")
+        );
+        for other in [
+            r#"{"event":"a\"b"}"#,
+            r#"{"event":"a","n":[1]}"#,
+            r#"{"event":"a","n":1e400}"#,
+            r#"{"event":"a","n":18446744073709551616}"#,
+            r#"{"event":"a",}"#,
+            r#"{"event":"a"} x"#,
+            r#"{"event":01}"#,
+        ] {
+            assert!(
+                super::super::flat::read(other, &mut Fields::new()).is_none(),
+                "{other}"
+            );
+        }
+    }
+
     proptest::proptest! {
+        /// The fast path agrees with serde_json on every line it takes.
+        #[test]
+        fn the_fast_path_agrees_with_serde(s in r#"[ ]?\{[ ]?("[a-z_]{0,4}"[ ]?:[ ]?(-?(0|[1-9][0-9]{0,20})(\.[0-9]{1,3})?([eE][+-]?[0-9]{1,3})?|-?0[0-9]|1\.|"[a-zé\t]{0,4}"|null|true|fals|\[\]|\{\})[ ]?,?){0,6}\}[ ]?x?"#) {
+            let mut fields = Fields::new();
+            if super::super::flat::read(&s, &mut fields).is_some() {
+                let ours: Vec<(String, Value<'_>)> =
+                    fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+                let theirs = via_serde(&s);
+                proptest::prop_assert_eq!(Some(ours), theirs, "{}", s);
+            }
+        }
+
         /// Same accept/reject decision and the same fields as a full serde_json parse.
         #[test]
         fn agrees_with_serde_json(s in r#"\{("(event|[a-z_]{0,3}|\\u0065vent)":(-?[0-9.e]{0,6}|"[a-z\\"]{0,4}"|null|true|\[1,\{"a":\[\]\}\]|\{\}),?){0,5}\}"#) {
