@@ -124,15 +124,7 @@ fn tool(name: &str) -> Option<PathBuf> {
 }
 
 fn run(mut cmd: Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {shown}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{shown} failed:\n{text}");
-    text
+    testkit::run_ok(&mut cmd)
 }
 
 fn tmpdir(tag: &str) -> PathBuf {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testkit::{eventually, free_tcp_port, free_udp_port, require_tool, skip};
+use testkit::{eventually, free_tcp_port, free_udp_port, require_tools, skip};
 
 const BINARIES: [&str; 4] = [
     "tx-exporter",
@@ -22,17 +22,7 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn run(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {shown}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{shown} failed:\n{text}");
-    text
-}
+use testkit::run_ok as run;
 
 fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
@@ -57,10 +47,7 @@ fn as_root(program: &str) -> Command {
 }
 
 fn ready_to_run() -> bool {
-    if !["dpkg", "cargo-deb", "setpriv", "readelf"]
-        .iter()
-        .all(|t| require_tool(t))
-    {
+    if !require_tools(&["dpkg", "cargo-deb", "setpriv", "readelf"]) {
         return false;
     }
     if !is_root() && !succeeds(Command::new("sudo").args(["-n", "true"])) {

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::io::Write;
-use testkit::{eventually, free_tcp_port, free_udp_port, require_tool, TempDir};
+use testkit::{eventually, free_tcp_port, free_udp_port, require_tool, require_tools, TempDir};
 use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
 
 /// Rule durations are divided by this: one minute of the real rules is one second here.
@@ -618,15 +618,13 @@ fn substitute(expr: &str, instances: &str) -> String {
 
 #[test]
 fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
-    for tool in [
+    if !require_tools(&[
         "prometheus",
         "prometheus-alertmanager",
         "promtool",
         "unshare",
-    ] {
-        if !require_tool(tool) {
-            return;
-        }
+    ]) {
+        return;
     }
     let _stack = one_stack_at_a_time();
     let started = Instant::now();
@@ -1182,16 +1180,14 @@ fn vmalert_state(url: &str, alert: &str) -> Option<String> {
 
 #[test]
 fn shards_victoriametrics_and_vmalert_run_the_bundle_unchanged() {
-    for tool in [
+    if !require_tools(&[
         "prometheus",
         "prometheus-alertmanager",
         "victoria-metrics",
         "vmalert",
         "python3",
-    ] {
-        if !require_tool(tool) {
-            return;
-        }
+    ]) {
+        return;
     }
     let _stack = one_stack_at_a_time();
     let started = Instant::now();

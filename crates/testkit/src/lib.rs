@@ -43,6 +43,25 @@ pub fn require_python(modules: &[&str]) -> bool {
     ))
 }
 
+/// Runs `cmd` to completion; its stdout and stderr together, or a panic naming the command
+/// and what it printed when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {shown}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{shown} failed:\n{text}");
+    text
+}
+
+/// True when every tool can be run; otherwise skips loudly (or panics under CI).
+pub fn require_tools(tools: &[&str]) -> bool {
+    tools.iter().all(|t| require_tool(t))
+}
+
 /// Skips loudly, or panics under CI; returns false so callers can `return`.
 pub fn skip(why: &str) -> bool {
     if std::env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| v == "1") {
