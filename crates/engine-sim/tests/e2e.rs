@@ -481,14 +481,14 @@ struct Ports {
 
 impl Ports {
     fn tcp(&mut self) -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = testkit::bind_tcp();
         let p = l.local_addr().unwrap().port();
         self.tcp.insert(p, l);
         p
     }
 
     fn udp(&mut self) -> u16 {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = testkit::bind_udp();
         let p = s.local_addr().unwrap().port();
         self.udp.insert(p, s);
         p

@@ -75,20 +75,52 @@ pub fn skip(why: &str) -> bool {
     false
 }
 
+/// Ports handed out by this process, below Linux's ephemeral range (32768 and up): a port
+/// picked there can be taken, between picking and binding, by the local end of some outgoing
+/// connection (a scrape, an HTTP client), which happened under load in the e2e stack.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+fn next_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    // Each process starts somewhere else, so test binaries run one after another do not
+    // retrace the same ports.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+    PORTS.start + n as u16
+}
+
+/// A TCP listener on a free loopback port outside the ephemeral range; drop it to hand the
+/// port to the process under test.
+pub fn bind_tcp() -> TcpListener {
+    loop {
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", next_port())) {
+            return l;
+        }
+    }
+}
+
+/// A UDP socket on a free loopback port outside the ephemeral range.
+pub fn bind_udp() -> UdpSocket {
+    loop {
+        if let Ok(s) = UdpSocket::bind(("127.0.0.1", next_port())) {
+            return s;
+        }
+    }
+}
+
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    bind_tcp().local_addr().unwrap().port()
 }
 
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    bind_udp().local_addr().unwrap().port()
 }
 
 /// A fresh temporary directory, removed on drop.
