@@ -14,6 +14,7 @@ or skipped with a note.
 Usage: scripts/bench-ingest.py [--events N] [--datagrams D] [--skip-build]
 """
 import argparse
+import atexit
 import json
 import os
 import re
@@ -157,13 +158,19 @@ def ensure_etsy_statsd():
     return stats_js if r.returncode == 0 and os.path.exists(stats_js) else None
 
 
+# Every process started here, stopped at exit even when a step fails.
+STARTED = []
+atexit.register(lambda: [p.kill() for p in STARTED if p.poll() is None])
+
+
 def start_exporter(binary, work, log):
     web = f"127.0.0.1:{free_port()}"
     udp = free_port(socket.SOCK_DGRAM)
     proc = subprocess.Popen([
         binary, f"--web.listen-address={web}", f"--ingest.statsd-udp=127.0.0.1:{udp}",
         f"--ingest.log-path={log}", f"--ingest.positions-file={work}/positions.json",
-        "--log.level=warn"], stderr=open(f"{work}/exporter.log", "w"))
+        "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=open(f"{work}/exporter.log", "w"))
+    STARTED.append(proc)
     url = f"http://{web}/metrics"
     for _ in range(200):
         try:
@@ -234,7 +241,10 @@ def flood(port, datagrams, lines_per):
 
 
 def measure_udp(pid, port, datagrams, lines_per, cpu_of=cpu_seconds):
-    _, drops0 = udp_socket_stats(port)
+    stats = udp_socket_stats(port)
+    if stats is None:
+        sys.exit(f"no UDP socket bound on 127.0.0.1:{port}")
+    _, drops0 = stats
     cpu0 = cpu_of(pid)
     flood(port, datagrams, lines_per)
     end = time.time() + 30
@@ -272,6 +282,7 @@ def bench_statsd(binary, datagrams, work):
                     f'  Port "{port}"\n</Plugin>\n')
         c = subprocess.Popen(["/usr/sbin/collectd", "-f", "-C", conf],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        STARTED.append(c)
         if wait_udp_bound(port):
             time.sleep(0.3)
             rate, delivered = measure_udp(c.pid, port, datagrams, lines_per)
@@ -290,6 +301,7 @@ def bench_statsd(binary, datagrams, work):
                                 "flushInterval": 600000}))
         n = subprocess.Popen(["node", stats_js, conf], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
+        STARTED.append(n)
         if wait_udp_bound(port):
             time.sleep(0.3)
             rate, delivered = measure_udp(n.pid, port, datagrams, lines_per, tree_cpu)
