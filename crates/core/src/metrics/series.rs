@@ -105,7 +105,7 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
     pub(super) fn with(&self, labels: &[&str], op: impl FnOnce(&M)) -> Result<(), UpdateError> {
         let family = match &self.cell {
             Cell::One(m) if labels.is_empty() => {
-                if self.expiry != Expiry::Never && self.expire_after().is_some() {
+                if self.expire_after().is_some() {
                     // On every engine gauge update: a relaxed store of a coarse clock, no
                     // lock and no precise clock read.
                     self.last_update.store(coarse_ms() + 1, Ordering::Relaxed);
