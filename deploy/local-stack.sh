@@ -78,8 +78,8 @@ P_PROM=$BASE; P_AM=$((BASE + 1))
 P_WEB=($((BASE + 10)) $((BASE + 11)) $((BASE + 12)) $((BASE + 13)) $((BASE + 14)))
 P_STATSD=($((BASE + 20)) $((BASE + 21)) $((BASE + 22)) $((BASE + 23)) $((BASE + 24)))
 P_ENGINE=($((BASE + 30)) $((BASE + 31)) $((BASE + 32)) $((BASE + 33)) $((BASE + 34)))
-P_NTP=$((BASE + 40))
-for p in $P_PROM $P_AM "${P_WEB[@]}" "${P_ENGINE[@]}"; do
+P_NTP=$((BASE + 40)); P_KAFKA=$((BASE + 41))
+for p in $P_PROM $P_AM "${P_WEB[@]}" "${P_ENGINE[@]}" $P_KAFKA; do
   if port_busy "$p"; then
     echo "local-stack: 127.0.0.1:$p is in use; pick other ports with --port-base" >&2
     exit 1
@@ -185,6 +185,14 @@ scrape_configs:
   - job_name: clock-masters
     static_configs:
       - targets: ['127.0.0.1:${P_WEB[4]}']
+  # The node's Kafka broker and kafka_exporter, both played by engine-sim.
+  - job_name: kafka
+    static_configs:
+      - targets: ['127.0.0.1:$P_KAFKA']
+  - job_name: kafka-exporter
+    metrics_path: /kafka-exporter/metrics
+    static_configs:
+      - targets: ['127.0.0.1:$P_KAFKA']
 EOF
 if command -v promtool >/dev/null; then
   promtool check config "$WORK/prometheus.yml" >"$WORK/promtool.log" 2>&1 \
@@ -215,7 +223,8 @@ SIM_ARGS=(--scenario="$SCENARIO" --duration="$DURATION" --host=local-node
   --ingestion="statsd=127.0.0.1:${P_STATSD[2]},log=$WORK/ingestion.log,engine=127.0.0.1:${P_ENGINE[2]}"
   --olap="statsd=127.0.0.1:${P_STATSD[3]},log=$WORK/olap.log,engine=127.0.0.1:${P_ENGINE[3]}"
   --clock="statsd=127.0.0.1:${P_STATSD[4]},engine=127.0.0.1:${P_ENGINE[4]}"
-  --olap.data-dir="$DATA_DIR" --olap.max-fill=64MiB --clock.ntp-listen="127.0.0.1:$P_NTP")
+  --olap.data-dir="$DATA_DIR" --olap.max-fill=64MiB --clock.ntp-listen="127.0.0.1:$P_NTP"
+  --kafka.listen="127.0.0.1:$P_KAFKA")
 [ -n "$FAULT_AFTER" ] && SIM_ARGS+=(--fault-after="$FAULT_AFTER")
 start engine-sim "$BIN_DIR/engine-sim" "${SIM_ARGS[@]}"
 SIM_PID=${PIDS[-1]}
@@ -247,6 +256,7 @@ Local stack up: scenario $SCENARIO$( [ "$FAST" = 1 ] && echo ", --fast (1 rule m
   ingestion      http://127.0.0.1:${P_WEB[2]}/metrics
   olap           http://127.0.0.1:${P_WEB[3]}/metrics   (data dir $DATA_DIR)
   clock          http://127.0.0.1:${P_WEB[4]}/metrics
+  Kafka (sim)    http://127.0.0.1:$P_KAFKA/metrics  http://127.0.0.1:$P_KAFKA/kafka-exporter/metrics
   Grafana        not started: point one at http://127.0.0.1:$P_PROM and import dashboards/*.json
   work dir       $WORK (configs, event logs, component logs)
 Ctrl-C stops everything.

@@ -1,6 +1,7 @@
 //! engine-sim: plays the database engines of one node against the sidecar exporters.
 //! See `engine-sim --help` and the README's "See it live" section.
 
+mod kafka;
 mod ntp;
 mod out;
 mod rng;
@@ -39,6 +40,9 @@ Options:
   --olap.data-dir DIR     write real segment files there (the olap-exporter's --olap.data-dir)
   --olap.max-fill SIZE    never add more than this to fill a filesystem (default 256MiB)
   --clock.ntp-listen ADDR serve SNTP there (point clock-exporter's --clock.ntp-server at it)
+  --kafka.listen ADDR     serve the node's Kafka broker metrics there, named as the shipped JMX
+                          exporter rules name them (/metrics), and the ingestion consumer
+                          group's lag as kafka_exporter reports it (/kafka-exporter/metrics)
 
 Writes only to loopback addresses and to the files and directory it is given.";
 
@@ -131,6 +135,7 @@ fn parse_args(args: &[String]) -> Result<Action, String> {
     let mut data_dir = None;
     let mut max_fill = 256u64 << 20;
     let mut ntp = None;
+    let mut kafka = None;
     let mut i = 0;
     while i < args.len() {
         let arg = &args[i];
@@ -183,14 +188,19 @@ fn parse_args(args: &[String]) -> Result<Action, String> {
             "--olap.data-dir" => data_dir = Some(PathBuf::from(value()?)),
             "--olap.max-fill" => max_fill = parse_size(&value()?)?,
             "--clock.ntp-listen" => ntp = Some(loopback(&value()?, "--clock.ntp-listen")?),
+            "--kafka.listen" => kafka = Some(loopback(&value()?, "--kafka.listen")?),
             _ => return Err(format!("unknown argument {arg:?} (see --help)")),
         }
     }
     if list {
         return Ok(Action::List(dir));
     }
-    if tx.is_empty() && ingestion.is_none() && olap.is_none() && clock.is_none() {
-        return Err("give at least one of --tx, --ingestion, --olap, --clock (see --help)".into());
+    if tx.is_empty() && ingestion.is_none() && olap.is_none() && clock.is_none() && kafka.is_none()
+    {
+        return Err(
+            "give at least one of --tx, --ingestion, --olap, --clock, --kafka.listen (see --help)"
+                .into(),
+        );
     }
     let mut scenario = scenario::load(&scenario, dir.as_deref())?;
     if let (Some(f), Some(_)) = (fault_after, scenario.fault_after_s) {
@@ -222,6 +232,7 @@ fn parse_args(args: &[String]) -> Result<Action, String> {
         olap_data_dir: data_dir,
         max_fill,
         ntp_listen: ntp,
+        kafka_listen: kafka,
     })))
 }
 
@@ -243,7 +254,7 @@ fn main() {
                 for (name, _) in all {
                     let line = match scenario::load(&name, dir.as_deref()) {
                         Ok(s) => format!(
-                            "{name:<22} {}\n{:<22} expects: {}{}",
+                            "{name:<22} {}\n{:<22} expects: {}{}{}",
                             s.description,
                             "",
                             if s.expect.is_empty() {
@@ -258,6 +269,11 @@ fn main() {
                                     " (the harness plays sidecar faults {:?})",
                                     s.sidecar_faults
                                 )
+                            },
+                            match &s.tiers {
+                                Some(t) if t.is_empty() => "; engines: none (Kafka only)".into(),
+                                Some(t) => format!("; engines: {}", t.join(", ")),
+                                None => String::new(),
                             }
                         ),
                         Err(e) => format!("{name:<22} INVALID: {e}"),

@@ -51,6 +51,9 @@ pub struct Size {
 #[serde(deny_unknown_fields)]
 pub struct Tx {
     pub up: bool,
+    /// The engine sends its sidecar StatsD pushes and event-log lines; false keeps it up
+    /// (its port answers) but pointed elsewhere.
+    pub pushes: bool,
     pub transactions_per_s: f64,
     pub rollback_ratio: f64,
     pub transaction_ms: Latency,
@@ -122,6 +125,25 @@ pub struct Clock {
     pub serve_ntp: bool,
 }
 
+/// The node's Kafka broker (served only with --kafka.listen).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Kafka {
+    /// The broker's JMX exporter and kafka_exporter answer scrapes.
+    pub up: bool,
+    pub messages_in_per_s: f64,
+    pub partitions: f64,
+    pub under_replicated_partitions: f64,
+    pub offline_partitions: f64,
+    pub active_controllers: f64,
+    pub isr_shrinks_per_s: f64,
+    pub isr_expands_per_s: f64,
+    /// Per partition: how far the follower replica's fetcher is behind the leader.
+    pub follower_lag_messages: Walk,
+    /// Per partition: how far the ingestion consumer group is behind.
+    pub consumer_lag_messages: Walk,
+}
+
 /// Everything the simulator plays at one moment.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +153,7 @@ pub struct Params {
     pub ingestion: Ingestion,
     pub olap: Olap,
     pub clock: Clock,
+    pub kafka: Kafka,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +167,8 @@ pub struct Scenario {
     /// What the harness (tests/e2e.rs) does to the node's first TX sidecar at the fault, for
     /// alerts about the sidecars themselves; the simulator only checks the names.
     pub sidecar_faults: Vec<SidecarFault>,
+    /// The tiers the harness runs engines of; None: all.
+    pub tiers: Option<Vec<String>>,
     pub before: Params,
     pub after: Params,
 }
@@ -209,21 +234,55 @@ pub enum SidecarFault {
     GarbageInput,
     /// Its config file is broken and it is asked to reload.
     BadReload,
+    /// Another process holds its StatsD port before it starts: it cannot listen.
+    StatsdPortTaken,
+    /// It is stalled (no CPU) while its engine bursts StatsD: the kernel drops datagrams.
+    StalledDuringBurst,
 }
 
 impl SidecarFault {
-    pub const NAMES: [(&'static str, SidecarFault); 3] = [
+    pub const NAMES: [(&'static str, SidecarFault); 5] = [
         ("stop", SidecarFault::Stop),
         ("garbage-input", SidecarFault::GarbageInput),
         ("bad-reload", SidecarFault::BadReload),
+        ("statsd-port-taken", SidecarFault::StatsdPortTaken),
+        ("stalled-during-burst", SidecarFault::StalledDuringBurst),
     ];
 }
 
-const META_KEYS: [&str; 4] = ["description", "expect", "fault", "sidecar_faults"];
+const META_KEYS: [&str; 5] = ["description", "expect", "fault", "sidecar_faults", "tiers"];
+
+/// The tiers a scenario may name in `tiers`.
+pub const TIERS: [&str; 4] = ["tx", "ingestion", "olap", "clock"];
+
+/// `tiers`: which engines the end-to-end harness runs for the scenario (all when absent),
+/// so a cluster runs only what its alerts need.
+fn tiers(name: &str, v: Option<&toml::Value>) -> Result<Option<Vec<String>>, String> {
+    let Some(v) = v else {
+        return Ok(None);
+    };
+    let refuse = || format!("scenario {name}: tiers lists only {}", TIERS.join(", "));
+    v.as_array()
+        .ok_or_else(refuse)?
+        .iter()
+        .map(|t| {
+            t.as_str()
+                .filter(|t| TIERS.contains(t))
+                .map(str::to_owned)
+                .ok_or_else(refuse)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
 
 fn sidecar_faults(name: &str, v: Option<&toml::Value>) -> Result<Vec<SidecarFault>, String> {
-    let refuse =
-        || format!("scenario {name}: sidecar_faults lists stop, garbage-input or bad-reload");
+    let refuse = || {
+        let names: Vec<&str> = SidecarFault::NAMES.iter().map(|(n, _)| *n).collect();
+        format!(
+            "scenario {name}: sidecar_faults lists only {}",
+            names.join(", ")
+        )
+    };
     let Some(v) = v else {
         return Ok(Vec::new());
     };
@@ -299,6 +358,7 @@ pub fn load(name: &str, dir: Option<&Path>) -> Result<Scenario, String> {
             .unwrap_or_default(),
         fault_after_s,
         sidecar_faults: sidecar_faults(name, own.get("sidecar_faults"))?,
+        tiers: tiers(name, own.get("tiers"))?,
         before: to_params(before, "before the fault")?,
         after: to_params(after, "after the fault")?,
     })

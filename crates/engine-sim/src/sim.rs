@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::kafka::KafkaBroker;
 use crate::ntp::NtpServer;
 use crate::out::{Event, EventLog, Statsd};
 use crate::rng::Rng;
@@ -36,18 +37,19 @@ pub struct Config {
     pub olap_data_dir: Option<PathBuf>,
     pub max_fill: u64,
     pub ntp_listen: Option<SocketAddr>,
+    pub kafka_listen: Option<SocketAddr>,
 }
 
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
-struct WalkState(f64);
+pub(crate) struct WalkState(f64);
 
 impl WalkState {
-    fn new(w: &Walk) -> WalkState {
+    pub(crate) fn new(w: &Walk) -> WalkState {
         WalkState(w.start.clamp(w.min, w.max.max(w.min)))
     }
 
-    fn step(&mut self, w: &Walk, dt: f64, rng: &mut Rng) -> f64 {
+    pub(crate) fn step(&mut self, w: &Walk, dt: f64, rng: &mut Rng) -> f64 {
         let (lo, hi) = (w.min, w.max.max(w.min));
         let mut v = self.0 + w.drift * dt + w.step * dt.sqrt() * rng.normal();
         // Reflect at the bounds so a walk does not stick to them, then clamp.
@@ -195,6 +197,7 @@ pub struct Sim {
     olap: Option<OlapEngine>,
     clock: Option<ClockEngine>,
     ntp: Option<NtpServer>,
+    kafka: Option<KafkaBroker>,
 }
 
 fn say(msg: &str) {
@@ -209,6 +212,13 @@ impl Sim {
             say(&format!("serving SNTP on {}", n.addr));
         }
         let p = &cfg.scenario.before;
+        let kafka = cfg
+            .kafka_listen
+            .map(|a| KafkaBroker::start(a, &p.kafka))
+            .transpose()?;
+        if let Some(k) = &kafka {
+            say(&format!("serving Kafka's metrics on {}", k.addr));
+        }
         let tx = cfg
             .tx
             .iter()
@@ -288,6 +298,7 @@ impl Sim {
             olap,
             clock,
             ntp,
+            kafka,
         })
     }
 
@@ -324,6 +335,9 @@ impl Sim {
             self.tick_ingestion(&params, dt, flush);
             self.tick_olap(&params, dt, flush);
             self.tick_clock(&params, dt, flush);
+            if let Some(k) = &mut self.kafka {
+                k.tick(&params.kafka, dt, &mut self.rng);
+            }
             if flush {
                 last_flush = Instant::now();
             }
@@ -375,7 +389,7 @@ impl Sim {
             let lag = e.lag.step(&c.replication_lag_s, dt, rng);
             let unc = e.uncertainty.step(&c.clock_uncertainty_s, dt, rng);
             let offset = e.offset.step(&c.clock_offset_s, dt, rng);
-            if !c.up {
+            if !c.up || !c.pushes {
                 continue;
             }
             for _ in 0..rng.poisson(c.transactions_per_s * dt) {

@@ -24,6 +24,9 @@ const TIME_SCALE: u64 = 60;
 const FAULT_AFTER_S: u64 = 25;
 /// How long after the fault an expected alert may take to reach Alertmanager.
 const FIRE_DEADLINE: Duration = Duration::from_secs(150);
+/// The `cluster` external label of a second Prometheus whose service discovery finds no
+/// target at all: it must raise ExporterTargetsAbsent for every tier's job.
+const NO_TARGETS: &str = "no-targets";
 /// Grafana's $__rate_interval for a 1 s scrape interval (4 x scrape interval, with margin).
 const RATE_INTERVAL: &str = "10s";
 
@@ -111,7 +114,12 @@ fn scaled(d: &str) -> String {
     format!("{}s", (secs / TIME_SCALE).max(1))
 }
 
-/// Scales the durations inside every `[...]` of a PromQL expression (range and subquery).
+/// A scaled range window holds at least this many seconds (scrapes): with a 2 s window one
+/// late scrape on a loaded machine would empty `last_over_time` and reset a long `for:`.
+const MIN_RANGE_S: u64 = 4;
+
+/// Scales the durations inside every `[...]` of a PromQL expression (range and subquery):
+/// the range to at least MIN_RANGE_S, a subquery step as any duration.
 fn scale_expr(expr: &str) -> String {
     let mut out = String::new();
     let mut rest = expr;
@@ -121,12 +129,15 @@ fn scale_expr(expr: &str) -> String {
         let inner = &rest[open + 1..close];
         let parts: Vec<String> = inner
             .split(':')
-            .map(|p| {
-                if p.trim().is_empty() {
-                    p.to_string()
-                } else {
-                    scaled(p.trim())
+            .enumerate()
+            .map(|(i, p)| match (i, p.trim()) {
+                (_, "") => p.to_string(),
+                (0, range) => {
+                    let secs =
+                        duration_secs(range).unwrap_or_else(|| panic!("not a duration: {range:?}"));
+                    format!("{}s", (secs / TIME_SCALE).max(MIN_RANGE_S))
                 }
+                (_, step) => scaled(step),
             })
             .collect();
         out.push_str(&parts.join(":"));
@@ -241,6 +252,7 @@ fn duration_scaling() {
         scale_expr("increase(x[5m]) > 10 and rate(y[1h:1m]) and z[30m]"),
         "increase(x[5s]) > 10 and rate(y[60s:1s]) and z[30s]"
     );
+    assert_eq!(scale_expr("last_over_time(x[2m])"), "last_over_time(x[4s])");
     assert_eq!(scale_expr("a > 7200"), "a > 7200");
 }
 
@@ -375,16 +387,64 @@ struct Cluster {
     sidecar_faults_played: bool,
     tx0_log: PathBuf,
     tx0_config: PathBuf,
+    tx0_statsd: u16,
+    /// Holds the first TX sidecar's StatsD port (`statsd-port-taken`).
+    statsd_squatter: Option<std::net::UdpSocket>,
+    last_burst: Option<Instant>,
     /// (job, instance) of every exporter of this cluster.
     targets: Vec<(String, String)>,
     ntp_source: String,
+    /// The simulator's Kafka endpoint (broker on /metrics, kafka_exporter beside it).
+    kafka: String,
     procs: Vec<Proc>,
     sim_started: Instant,
 }
 
+/// The kernel's drop count of the UDP sockets bound to 127.0.0.1:`port` (/proc/net/udp).
+fn udp_drops(port: u16) -> u64 {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Sends StatsD datagrams to `port` in rounds of 1,000 until the kernel counts a drop for
+/// its socket (at most 100 rounds); returns how many were sent.
+fn burst_until_dropped(port: u16) -> usize {
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let before = udp_drops(port);
+    let mut sent = 0;
+    for _ in 0..100 {
+        for _ in 0..1000 {
+            if sender
+                .send_to(b"tx_engine_cache_hits_total:1|c", ("127.0.0.1", port))
+                .is_ok()
+            {
+                sent += 1;
+            }
+        }
+        if udp_drops(port) > before {
+            break;
+        }
+    }
+    sent
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{sig} {}", p.name);
+}
+
 /// From the fault on, does to the cluster's first TX sidecar what its scenario says: stop it,
-/// feed its event log lines that are not JSON (every call, so rejections keep coming), or break
-/// its config file and send it SIGHUP.
+/// feed its event log lines that are not JSON (every call, so rejections keep coming), break
+/// its config file and send it SIGHUP, or stall it while a burst of StatsD overflows its
+/// socket (every 2 s, so drops keep coming).
 fn play_sidecar_fault(c: &mut Cluster) {
     if c.sidecar_faults.is_empty() || c.sim_started.elapsed() < Duration::from_secs(FAULT_AFTER_S) {
         return;
@@ -411,11 +471,24 @@ fn play_sidecar_fault(c: &mut Cluster) {
                     .iter()
                     .find(|p| p.name == tx0)
                     .expect("tx-0 sidecar");
-                let hup = Command::new("kill")
-                    .args(["-HUP", &p.child.id().to_string()])
-                    .status()
-                    .unwrap();
-                assert!(hup.success());
+                signal(p, "HUP");
+            }
+            "stalled-during-burst"
+                if c.last_burst
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) =>
+            {
+                c.last_burst = Some(Instant::now());
+                let p = c
+                    .procs
+                    .iter()
+                    .find(|p| p.name == tx0)
+                    .expect("tx-0 sidecar");
+                signal(p, "STOP");
+                let sent = burst_until_dropped(c.tx0_statsd);
+                signal(p, "CONT");
+                if first {
+                    eprintln!("e2e: {tx0} stalled; {sent} datagrams until the kernel dropped");
+                }
             }
             _ => {}
         }
@@ -504,8 +577,23 @@ impl Ports {
     }
 }
 
-/// Name, expected alerts, fault onset and the sidecar faults the harness plays.
-type ScenarioSpec = (String, Vec<String>, Option<u64>, Vec<String>);
+/// What the harness needs of a scenario file.
+struct ScenarioSpec {
+    name: String,
+    expect: Vec<String>,
+    fault_after: Option<u64>,
+    sidecar_faults: Vec<String>,
+    /// The tiers whose engines (and sidecars) the cluster runs; None: all.
+    tiers: Option<Vec<String>>,
+}
+
+fn strings(v: Option<&toml::Value>) -> Option<Vec<String>> {
+    v.and_then(|x| x.as_array()).map(|a| {
+        a.iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect()
+    })
+}
 
 fn load_scenarios() -> Vec<ScenarioSpec> {
     let mut out = Vec::new();
@@ -517,27 +605,13 @@ fn load_scenarios() -> Vec<ScenarioSpec> {
     files.sort();
     for f in files {
         let v: toml::Value = std::fs::read_to_string(&f).unwrap().parse().unwrap();
-        let expect = v
-            .get("expect")
-            .and_then(|e| e.as_array())
-            .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
-            .unwrap_or_default();
-        let fault = v.get("fault").map(|_| FAULT_AFTER_S);
-        let sidecar = v
-            .get("sidecar_faults")
-            .and_then(|x| x.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push((
-            f.file_stem().unwrap().to_string_lossy().into_owned(),
-            expect,
-            fault,
-            sidecar,
-        ));
+        out.push(ScenarioSpec {
+            name: f.file_stem().unwrap().to_string_lossy().into_owned(),
+            expect: strings(v.get("expect")).unwrap_or_default(),
+            fault_after: v.get("fault").map(|_| FAULT_AFTER_S),
+            sidecar_faults: strings(v.get("sidecar_faults")).unwrap_or_default(),
+            tiers: strings(v.get("tiers")),
+        });
     }
     out
 }
@@ -546,7 +620,6 @@ fn load_scenarios() -> Vec<ScenarioSpec> {
 /// of this stack, matched on a substring of the expression. The report says whether each had
 /// data anyway (some do, from the other clusters, when they carry no instance filter).
 const EMPTY_BY_DESIGN: &[(&str, &str)] = &[
-    ("kafka_", "the Kafka JMX exporter is not part of this stack"),
     ("ALERTS{", "no alert fires in a steady state"),
     (
         "source_errors_total",
@@ -657,13 +730,15 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     write_alertmanager_config(&am_config);
 
     let scenarios = load_scenarios();
-    assert!(scenarios.iter().any(|(n, _, _, _)| n == "steady"));
+    assert!(scenarios
+        .iter()
+        .any(|s| s.name == "steady" && s.tiers.is_none()));
 
     // One tmpfs per cluster for the OLAP data directory.
     let mounts: Vec<PathBuf> = scenarios
         .iter()
-        .map(|(n, _, _, _)| {
-            let d = dir.join(format!("olap-data-{n}"));
+        .map(|sc| {
+            let d = dir.join(format!("olap-data-{}", sc.name));
             std::fs::create_dir_all(&d).unwrap();
             d
         })
@@ -689,7 +764,9 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     let mut clusters: Vec<Cluster> = Vec::new();
     let mut ports = Ports::default();
     let mut clock_starts: Vec<(usize, Vec<String>, u16, u16)> = Vec::new();
-    for (i, (name, expect, fault_after, sidecar_faults)) in scenarios.iter().enumerate() {
+    for (i, sc) in scenarios.iter().enumerate() {
+        let (name, expect, fault_after, sidecar_faults) =
+            (&sc.name, &sc.expect, &sc.fault_after, &sc.sidecar_faults);
         if holder.is_none() && name == "storage-nearly-full" {
             continue;
         }
@@ -701,12 +778,16 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
             fault_after: *fault_after,
             targets: Vec::new(),
             ntp_source: String::new(),
+            kafka: String::new(),
             procs: Vec::new(),
             sim_started: Instant::now(),
             sidecar_faults: sidecar_faults.clone(),
             sidecar_faults_played: false,
             tx0_log: cdir.join("tx-0.log"),
             tx0_config: cdir.join("tx-0.toml"),
+            tx0_statsd: 0,
+            statsd_squatter: None,
+            last_burst: None,
         };
         let (mut sim_tcp, mut sim_udp): (Vec<u16>, Vec<u16>) = (Vec::new(), Vec::new());
         let mut sim_args = vec![
@@ -722,6 +803,13 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
                 schema.tier.job.as_str(),
                 schema.tier.name.as_str(),
             );
+            if sc
+                .tiers
+                .as_ref()
+                .is_some_and(|t| !t.iter().any(|x| x == tier))
+            {
+                continue;
+            }
             // Two TX engines per cluster, so that losing one is not losing the tier.
             let n = if tier == "tx" { 2 } else { 1 };
             for k in 0..n {
@@ -735,10 +823,19 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
                     "--log.level=warn".to_string(),
                 ];
                 let mut target = format!("statsd=127.0.0.1:{statsd},engine=127.0.0.1:{engine}");
-                if tier == "tx" && k == 0 && sidecar_faults.iter().any(|f| f == "bad-reload") {
+                let tx0 = tier == "tx" && k == 0;
+                if tx0 {
+                    c.tx0_statsd = statsd;
+                }
+                if tx0 && sidecar_faults.iter().any(|f| f == "bad-reload") {
                     // A config file to break at the fault (valid and empty until then).
                     std::fs::write(&c.tx0_config, "").unwrap();
                     args.push(format!("--config.file={}", c.tx0_config.display()));
+                }
+                if tx0 && sidecar_faults.iter().any(|f| f == "statsd-port-taken") {
+                    // The port stays bound by this test: the sidecar's bind fails.
+                    c.statsd_squatter = ports.udp.remove(&statsd);
+                    assert!(c.statsd_squatter.is_some());
                 }
                 if tier != "clock" {
                     args.push(format!("--ingest.log-path={}", log.display()));
@@ -773,6 +870,10 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
                 c.targets.push((job.to_owned(), format!("127.0.0.1:{web}")));
             }
         }
+        let kafka = ports.tcp();
+        sim_tcp.push(kafka);
+        sim_args.push(format!("--kafka.listen=127.0.0.1:{kafka}"));
+        c.kafka = format!("127.0.0.1:{kafka}");
         // Exporters first, so the event logs the simulator creates are read from their start.
         std::thread::sleep(Duration::from_millis(300));
         ports.release(&sim_tcp, &sim_udp);
@@ -865,6 +966,22 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
             ));
         }
     }
+    // Kafka as the shipped scrape configuration names it: the brokers' JMX exporter (job
+    // kafka) and kafka_exporter (job kafka-exporter), both played by each cluster's simulator.
+    for (job, path) in [
+        ("kafka", "/metrics"),
+        ("kafka-exporter", "/kafka-exporter/metrics"),
+    ] {
+        scrape.push_str(&format!(
+            "  - job_name: {job}\n    metrics_path: {path}\n    static_configs:\n"
+        ));
+        for c in &clusters {
+            scrape.push_str(&format!(
+                "      - targets: ['{}']\n        labels: {{cluster: '{}'}}\n",
+                c.kafka, c.scenario
+            ));
+        }
+    }
     let prom_config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
          alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
@@ -901,6 +1018,41 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     );
     let prom_started = Instant::now();
 
+    // The second Prometheus: the exporter rules, an Alertmanager, and no target.
+    let lone_port = ports.tcp();
+    let exporter_rules = rule_files
+        .iter()
+        .find(|f| f.ends_with("exporters.rules.yml"))
+        .expect("exporters.rules.yml");
+    let lone_config = dir.join("prometheus-no-targets.yml");
+    std::fs::write(
+        &lone_config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n  \
+             external_labels: {{cluster: '{NO_TARGETS}'}}\n\
+             alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
+             rule_files:\n  - '{}'\n",
+            exporter_rules.display()
+        ),
+    )
+    .unwrap();
+    ports.release(&[lone_port], &[]);
+    let lone_prom = Proc::spawn(
+        "prometheus-no-targets",
+        Path::new("prometheus"),
+        &[
+            format!("--config.file={}", lone_config.display()),
+            format!(
+                "--storage.tsdb.path={}",
+                dir.join("prom-no-targets-data").display()
+            ),
+            format!("--web.listen-address=127.0.0.1:{lone_port}"),
+            "--log.level=warn".into(),
+        ],
+        &dir,
+    );
+    let mut absent_jobs: BTreeSet<String> = BTreeSet::new();
+
     // Watch until every expected alert reached Alertmanager, or the deadline.
     let steady_instances: String = clusters
         .iter()
@@ -927,6 +1079,11 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
                 let cluster = a["labels"]["cluster"].as_str().unwrap_or("").to_string();
                 let name = a["labels"]["alertname"].as_str().unwrap_or("").to_string();
                 let state = a["status"]["state"].as_str().unwrap_or("").to_string();
+                if cluster == NO_TARGETS && name == "ExporterTargetsAbsent" {
+                    if let Some(job) = a["labels"]["job"].as_str() {
+                        absent_jobs.insert(job.to_owned());
+                    }
+                }
                 seen.entry((cluster, name)).or_insert((now, state));
             }
         }
@@ -964,7 +1121,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
             c.expect
                 .iter()
                 .all(|a| seen.contains_key(&(c.scenario.clone(), a.clone())))
-        });
+        }) && absent_jobs.len() == tier_of_job.len();
         if (all_seen && dashboards_checked && now > onset + Duration::from_secs(20))
             || now > deadline
         {
@@ -982,6 +1139,21 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     // Report.
     let mut report = String::from("scenario | expected alert | reached Alertmanager after the fault | state | other alerts of the cluster\n");
     let mut missing = Vec::new();
+    let jobs: BTreeSet<String> = tier_of_job.keys().cloned().collect();
+    match seen.get(&(NO_TARGETS.to_owned(), "ExporterTargetsAbsent".to_owned())) {
+        Some((at, state)) => report.push_str(&format!(
+            "{NO_TARGETS} (a Prometheus without targets) | ExporterTargetsAbsent | {:.0}s (from Prometheus start) for jobs {absent_jobs:?} | {state} | -\n",
+            at.saturating_duration_since(prom_started).as_secs_f64()
+        )),
+        None => report.push_str(&format!(
+            "{NO_TARGETS} (a Prometheus without targets) | ExporterTargetsAbsent | NOT SEEN | - | -\n"
+        )),
+    }
+    if absent_jobs != jobs {
+        missing.push(format!(
+            "{NO_TARGETS}: ExporterTargetsAbsent for {jobs:?}, seen for {absent_jobs:?}"
+        ));
+    }
     for c in &clusters {
         let others: Vec<String> = seen
             .keys()
@@ -1063,6 +1235,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join("engine-sim-e2e-report.txt"),
         &report,
     );
+    drop(lone_prom);
     drop(prom);
     drop(am);
 
