@@ -15,6 +15,7 @@ use crate::metrics::{Exemplar, Metric, Metrics};
 use crate::schema::{duration_scale, Effect, Schema, SchemaError};
 
 /// What one effect will do, once the whole line has been checked.
+#[derive(Clone, Copy)]
 enum Op {
     Inc(f64),
     Set(f64),
@@ -65,10 +66,13 @@ impl EventMapper {
         let Some(rule) = self.rules.get(event.name()) else {
             return tally.reject_with(EventReason::UnknownEvent, || event.name().to_owned());
         };
-        let mut planned: SmallVec<[Planned; 4]> = SmallVec::new();
+        // Every effect is checked before any is applied: a line counts whole or not at all.
+        // What is kept between the passes is small (labels are rebuilt, and only labelled
+        // metrics have any), so no pass moves big values around.
+        let mut planned: SmallVec<[(&Effect, &Metric, Op); 4]> = SmallVec::new();
         for (effect, metric) in &rule.effects {
             match plan(metric, &event, effect) {
-                Ok(Some(op)) => planned.push(op),
+                Ok(Some(op)) => planned.push((effect, metric, op)),
                 Ok(None) => {}
                 Err(reason) => {
                     return tally.reject_with(reason, || {
@@ -81,12 +85,22 @@ impl EventMapper {
             trace_id,
             span_id: event.str_field("span_id"),
         });
-        for (metric, op, labels) in planned {
-            let labels: SmallVec<[&str; 8]> = labels.iter().map(|l| &**l).collect();
+        for &(effect, metric, op) in &planned {
+            let (owned, values);
+            let labels: &[&str] = if metric.def().labels.is_empty() {
+                &[]
+            } else {
+                owned = match label_values(metric, &event, effect) {
+                    Ok(v) => v,
+                    Err(_) => continue, // checked by plan
+                };
+                values = owned.iter().map(|l| &**l).collect::<SmallVec<[&str; 8]>>();
+                &values
+            };
             let result = match (metric, op) {
-                (Metric::Counter(c), Op::Inc(v)) => c.inc_by(&labels, v),
-                (Metric::Gauge(g), Op::Set(v)) => g.set(&labels, v),
-                (Metric::Histogram(h), Op::Observe(v)) => h.observe(&labels, v, exemplar),
+                (Metric::Counter(c), Op::Inc(v)) => c.inc_by(labels, v),
+                (Metric::Gauge(g), Op::Set(v)) => g.set(labels, v),
+                (Metric::Histogram(h), Op::Observe(v)) => h.observe(labels, v, exemplar),
                 // The schema matched each op to its metric type at start-up.
                 _ => continue,
             };
@@ -100,16 +114,13 @@ impl EventMapper {
     }
 }
 
-/// An effect checked against its line: the metric, what to do, the label values (borrowed from
-/// the line when they are strings in it).
-type Planned<'m, 'e> = (&'m Metric, Op, SmallVec<[Cow<'e, str>; 4]>);
-
-/// Checks one effect against the event; Ok(None) when an optional field is absent.
-fn plan<'m, 'e>(
-    metric: &'m Metric,
-    event: &'e Event<'_, '_>,
+/// Checks one effect against the event (its value, its labels, the metric's limits) and says
+/// what to do; Ok(None) when an optional field is absent.
+fn plan(
+    metric: &Metric,
+    event: &Event<'_, '_>,
     effect: &Effect,
-) -> Result<Option<Planned<'m, 'e>>, EventReason> {
+) -> Result<Option<Op>, EventReason> {
     let number = |field: &str, optional: bool| -> Result<Option<f64>, EventReason> {
         match event.field(field) {
             None if optional => Ok(None),
@@ -156,6 +167,23 @@ fn plan<'m, 'e>(
     if matches!(op, Op::Inc(v) if v < 0.0) {
         return Err(EventReason::NegativeCounter);
     }
+    if metric.def().labels.is_empty() {
+        metric.check(&[]).map_err(EventReason::from)?;
+        return Ok(Some(op));
+    }
+    let labels = label_values(metric, event, effect)?;
+    let values: SmallVec<[&str; 8]> = labels.iter().map(|l| &**l).collect();
+    metric.check(&values).map_err(EventReason::from)?;
+    Ok(Some(op))
+}
+
+/// The metric's label values from the event's fields, in the schema's label order (borrowed
+/// from the line when they are strings in it).
+fn label_values<'e>(
+    metric: &Metric,
+    event: &'e Event<'_, '_>,
+    effect: &Effect,
+) -> Result<SmallVec<[Cow<'e, str>; 4]>, EventReason> {
     let mapping = effect.labels();
     let mut labels: SmallVec<[Cow<'e, str>; 4]> = SmallVec::new();
     for label in &metric.def().labels {
@@ -174,11 +202,7 @@ fn plan<'m, 'e>(
             Some(_) => return Err(EventReason::WrongFieldType),
         });
     }
-    {
-        let values: SmallVec<[&str; 8]> = labels.iter().map(|l| &**l).collect();
-        metric.check(&values).map_err(EventReason::from)?;
-    }
-    Ok(Some((metric, op, labels)))
+    Ok(labels)
 }
 
 /// RFC 3339 → Unix seconds, with `Z` or a numeric offset (humantime alone only takes `Z`).
