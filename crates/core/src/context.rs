@@ -33,4 +33,16 @@ impl Shutdown {
     pub fn is_set(&self) -> bool {
         *self.0.borrow()
     }
+
+    /// On a blocking thread: sleeps up to `d`, waking at once on shutdown, so a polling
+    /// loop wakes once per period instead of in small steps; true when shutting down.
+    pub fn sleep_blocking(&mut self, d: std::time::Duration) -> bool {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let _ = runtime.block_on(tokio::time::timeout(d, self.wait()));
+            }
+            Err(_) => std::thread::sleep(d),
+        }
+        self.is_set()
+    }
 }

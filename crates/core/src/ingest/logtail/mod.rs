@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
@@ -94,7 +94,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
     let mut follower =
         Follower::new(options, mapper, counters).with_glob_health(glob_health(&ingest.log_path));
     let ledger = follower.ledger();
-    let shutdown = ctx.shutdown.clone();
+    let mut shutdown = ctx.shutdown.clone();
     let (reconfigure, reloads) = std::sync::mpsc::channel::<Reconfigure>();
     let handle = tokio::task::spawn_blocking(move || {
         loop {
@@ -106,12 +106,8 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
             if shutdown.is_set() {
                 break;
             }
-            if !more {
-                // Sleep in small steps so shutdown is noticed quickly.
-                let until = Instant::now() + POLL;
-                while Instant::now() < until && !shutdown.is_set() {
-                    std::thread::sleep(Duration::from_millis(25));
-                }
+            if !more && shutdown.sleep_blocking(POLL) {
+                break;
             }
         }
         follower.save_positions();
@@ -442,13 +438,14 @@ impl Follower {
     fn read(&mut self, r: &mut Reader) -> bool {
         let mut tally = Tally::default();
         let mapper = &self.mapper;
-        // Opened at the first line, so polls that find nothing new leave no span.
+        // Opened at the first line, so polls that find nothing new leave no span. It is not
+        // entered per line: entering and leaving a span cost more than applying the line.
         let mut span: Option<tracing::Span> = None;
         let result = r.poll(&mut self.chunk, self.options.max_line_bytes, BUDGET, |l| {
             span.get_or_insert_with(|| {
                 tracing::info_span!(target: "ingest", "events.read", path = tracing::field::Empty, lines = tracing::field::Empty, bytes = tracing::field::Empty)
-            })
-            .in_scope(|| line(mapper, l, &mut tally))
+            });
+            line(mapper, l, &mut tally)
         });
         self.counters.flush(&mut tally);
         if let (Some(span), Ok(stats)) = (&span, &result) {
