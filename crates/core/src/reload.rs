@@ -28,6 +28,7 @@ pub const RELOADABLE: &[&str] = &[
     "ingest.log_path",
     "ingest.read_from_start",
     "ingest.max_line_bytes",
+    "ingest.log_max_read_bytes_per_second",
     "ingest.series_limit",
     "ingest.series_ttl_seconds",
     "ingest.gauge_stale_seconds",
@@ -131,6 +132,7 @@ impl Reloader {
                 globs: new.ingest.log_path.clone(),
                 read_from_start: new.ingest.read_from_start,
                 max_line_bytes: new.ingest.max_line_bytes,
+                max_read_bytes_per_second: new.ingest.log_max_read_bytes_per_second,
                 mapper: Arc::new(mapper),
             });
         }

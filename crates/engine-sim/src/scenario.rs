@@ -238,15 +238,19 @@ pub enum SidecarFault {
     StatsdPortTaken,
     /// It is stalled (no CPU) while its engine bursts StatsD: the kernel drops datagrams.
     StalledDuringBurst,
+    /// Its event-log read rate is limited and a large backlog arrives at once: it falls
+    /// behind.
+    LogBacklog,
 }
 
 impl SidecarFault {
-    pub const NAMES: [(&'static str, SidecarFault); 5] = [
+    pub const NAMES: [(&'static str, SidecarFault); 6] = [
         ("stop", SidecarFault::Stop),
         ("garbage-input", SidecarFault::GarbageInput),
         ("bad-reload", SidecarFault::BadReload),
         ("statsd-port-taken", SidecarFault::StatsdPortTaken),
         ("stalled-during-burst", SidecarFault::StalledDuringBurst),
+        ("log-backlog", SidecarFault::LogBacklog),
     ];
 }
 

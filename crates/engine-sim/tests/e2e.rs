@@ -27,6 +27,11 @@ const FIRE_DEADLINE: Duration = Duration::from_secs(150);
 /// The `cluster` external label of a second Prometheus whose service discovery finds no
 /// target at all: it must raise ExporterTargetsAbsent for every tier's job.
 const NO_TARGETS: &str = "no-targets";
+/// The `log-backlog` sidecar fault: the first TX sidecar reads its event log at this many
+/// bytes a second, and this much arrives at once, so it stays over the alert's 64 MiB for
+/// about half a minute.
+const BACKLOG_READ_RATE: u64 = 512 * 1024;
+const BACKLOG_BYTES: u64 = 80 << 20;
 /// Grafana's $__rate_interval for a 1 s scrape interval (4 x scrape interval, with margin).
 const RATE_INTERVAL: &str = "10s";
 
@@ -473,6 +478,29 @@ fn play_sidecar_fault(c: &mut Cluster) {
                     .expect("tx-0 sidecar");
                 signal(p, "HUP");
             }
+            "log-backlog" if first => {
+                // Long lines of an event the TX rules apply, so the backlog is cheap to
+                // write and to apply; only its size matters.
+                let mut chunk = Vec::with_capacity(1 << 20);
+                let pad = "x".repeat(900);
+                while chunk.len() < (1 << 20) - 1024 {
+                    writeln!(
+                        chunk,
+                        "{{\"timestamp\":\"2026-11-30T10:00:00Z\",\"level\":\"debug\",\"event\":\"query_executed\",\"duration_ms\":1,\"note\":\"{pad}\"}}"
+                    )
+                    .unwrap();
+                }
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&c.tx0_log)
+                    .unwrap();
+                let mut written = 0u64;
+                while written < BACKLOG_BYTES {
+                    f.write_all(&chunk).unwrap();
+                    written += chunk.len() as u64;
+                }
+                eprintln!("e2e: {tx0}: {} MiB of backlog appended", written >> 20);
+            }
             "stalled-during-burst"
                 if c.last_burst
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) =>
@@ -831,6 +859,11 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
                     // A config file to break at the fault (valid and empty until then).
                     std::fs::write(&c.tx0_config, "").unwrap();
                     args.push(format!("--config.file={}", c.tx0_config.display()));
+                }
+                if tx0 && sidecar_faults.iter().any(|f| f == "log-backlog") {
+                    args.push(format!(
+                        "--ingest.log-max-read-bytes-per-second={BACKLOG_READ_RATE}"
+                    ));
                 }
                 if tx0 && sidecar_faults.iter().any(|f| f == "statsd-port-taken") {
                     // The port stays bound by this test: the sidecar's bind fails.

@@ -137,6 +137,11 @@ pub const FLAGS: &[Flag] = &[
         "Longer event-log lines are skipped and counted",
     ),
     Flag::one(
+        "ingest.log-max-read-bytes-per-second",
+        "ingest.log_max_read_bytes_per_second",
+        "Read event logs at most this fast, over all files (0: no limit)",
+    ),
+    Flag::one(
         "engine.pid-file",
         "engine.pid_file",
         "Find the engine process by the pid in this file",

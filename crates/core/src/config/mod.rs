@@ -109,6 +109,10 @@ pub struct IngestConfig {
     pub gauge_stale_seconds: u64,
     /// Event-log lines longer than this are skipped and counted.
     pub max_line_bytes: usize,
+    /// The event-log follower reads at most this many bytes a second over all files (0: no
+    /// limit).
+    #[serde(default)]
+    pub log_max_read_bytes_per_second: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -150,6 +154,7 @@ impl Config {
                 series_ttl_seconds: 0,
                 gauge_stale_seconds: default_gauge_stale_seconds(),
                 max_line_bytes: 64 * 1024,
+                log_max_read_bytes_per_second: 0,
             },
             engine: EngineConfig::default(),
             events: Vec::new(),

@@ -9,18 +9,20 @@
 
 pub mod ledger;
 pub mod positions;
+pub mod rate;
 pub mod reader;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
 use self::ledger::{Ledger, LedgerState};
 use self::positions::{FileId, Position};
+use self::rate::ReadRate;
 use self::reader::{Line, Reader};
 use super::events::EventMapper;
 use super::reason::EventReason;
@@ -41,6 +43,8 @@ pub struct Options {
     pub positions_file: Option<PathBuf>,
     pub read_from_start: bool,
     pub max_line_bytes: usize,
+    /// 0: no limit.
+    pub max_read_bytes_per_second: u64,
 }
 
 /// What a reload changes in a running follower; files and positions are kept.
@@ -48,6 +52,7 @@ pub struct Reconfigure {
     pub globs: Vec<String>,
     pub read_from_start: bool,
     pub max_line_bytes: usize,
+    pub max_read_bytes_per_second: u64,
     pub mapper: Arc<EventMapper>,
 }
 
@@ -83,6 +88,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
         positions_file: ingest.positions_file.clone(),
         read_from_start: ingest.read_from_start,
         max_line_bytes: ingest.max_line_bytes,
+        max_read_bytes_per_second: ingest.log_max_read_bytes_per_second,
     };
     let health = ctx.health.clone();
     let glob_health = move |globs: &[String]| {
@@ -142,6 +148,7 @@ pub struct Follower {
     label_glob: HashMap<String, usize>,
     glob_errors: Vec<Option<String>>,
     glob_reported: Vec<Option<(usize, bool)>>,
+    rate: Option<ReadRate>,
 }
 
 impl Follower {
@@ -161,7 +168,9 @@ impl Follower {
             None => Vec::new(),
         };
         let ledger = Arc::new(Ledger::new(options.positions_file.clone(), &stored));
+        let rate = ReadRate::new(options.max_read_bytes_per_second, Instant::now());
         Follower {
+            rate,
             options,
             mapper,
             counters,
@@ -211,6 +220,10 @@ impl Follower {
         self.options.globs = r.globs;
         self.options.read_from_start = r.read_from_start;
         self.options.max_line_bytes = r.max_line_bytes;
+        if r.max_read_bytes_per_second != self.options.max_read_bytes_per_second {
+            self.rate = ReadRate::new(r.max_read_bytes_per_second, Instant::now());
+            self.options.max_read_bytes_per_second = r.max_read_bytes_per_second;
+        }
         self.mapper = r.mapper;
         self.label_glob.clear();
         self.followed_reported = None;
@@ -247,6 +260,9 @@ impl Follower {
     }
 
     fn tick_locked(&mut self, state: &mut LedgerState) -> bool {
+        if let Some(rate) = &mut self.rate {
+            rate.refill(Instant::now());
+        }
         self.glob_errors.iter_mut().for_each(|e| *e = None);
         let found = self.scan();
         let found_ids: HashSet<FileId> = found.iter().map(|(_, id, _)| *id).collect();
@@ -278,7 +294,8 @@ impl Follower {
             more |= self.read(r);
         }
         retired.retain_mut(|r| {
-            if r.last_growth.elapsed() < RETIRE_IDLE {
+            // Idle and read to its end: a file the read rate held back is not idle.
+            if r.last_growth.elapsed() < RETIRE_IDLE || r.unread() > 0 {
                 return true;
             }
             let mut tally = Tally::default();
@@ -434,14 +451,19 @@ impl Follower {
         }
     }
 
-    /// Reads new lines of one file; returns true when it has more right away.
+    /// Reads new lines of one file; returns true when it has more that may be read right
+    /// away (false once the read rate's allowance is spent: the follower sleeps a poll).
     fn read(&mut self, r: &mut Reader) -> bool {
+        let budget = self
+            .rate
+            .as_ref()
+            .map_or(BUDGET, |rate| rate.budget(BUDGET));
         let mut tally = Tally::default();
         let mapper = &self.mapper;
         // Opened at the first line, so polls that find nothing new leave no span. It is not
         // entered per line: entering and leaving a span cost more than applying the line.
         let mut span: Option<tracing::Span> = None;
-        let result = r.poll(&mut self.chunk, self.options.max_line_bytes, BUDGET, |l| {
+        let result = r.poll(&mut self.chunk, self.options.max_line_bytes, budget, |l| {
             span.get_or_insert_with(|| {
                 tracing::info_span!(target: "ingest", "events.read", path = tracing::field::Empty, lines = tracing::field::Empty, bytes = tracing::field::Empty)
             });
@@ -464,7 +486,13 @@ impl Follower {
                     own.log_lines_read.add(&[&r.label], stats.lines);
                     own.log_read_bytes.add(&[&r.label], stats.bytes);
                 }
-                stats.more
+                match &mut self.rate {
+                    Some(rate) => {
+                        rate.spend(stats.bytes);
+                        stats.more && rate.budget(BUDGET) > 0
+                    }
+                    None => stats.more,
+                }
             }
             Err(e) => {
                 let error = format!("reading {}: {e}", r.path.display());
@@ -675,6 +703,7 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
                 positions_file: Some(dir.join("positions.json")),
                 read_from_start: true,
                 max_line_bytes: 1024,
+                max_read_bytes_per_second: 0,
             };
             let counters = Counters::new(metrics.clone(), Health::default().source("event_log"));
             Follower::new(options, mapper.clone(), counters)
@@ -791,5 +820,59 @@ effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
                 proptest::prop_assert_eq!(world.counted(), written as f64, "after {:?} of {:?}", op, ops);
             }
         }
+    }
+
+    #[test]
+    fn the_read_rate_holds_the_follower_back_and_a_reload_lifts_it() {
+        let mut w = World::new(u64::MAX);
+        w.append(40_000);
+        let size = std::fs::metadata(&w.log).expect("log").len();
+        let rate = 100_000;
+        let options = Options {
+            globs: vec![w.log.to_string_lossy().into_owned()],
+            positions_file: None,
+            read_from_start: true,
+            max_line_bytes: 1024,
+            max_read_bytes_per_second: rate,
+        };
+        let counters = Counters::new(w.metrics.clone(), Health::default().source("event_log"));
+        w.follower = Follower::new(options, w.mapper.clone(), counters);
+        let started = Instant::now();
+        for _ in 0..20 {
+            w.follower.tick();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let read = |f: &Follower| size - f.active.values().map(Reader::unread).sum::<u64>();
+        // A second's burst, the rate since, and the chunk that overshot it at most.
+        let allowed = rate as f64 * (1.0 + started.elapsed().as_secs_f64()) + CHUNK as f64;
+        let held_back = read(&w.follower);
+        assert!(
+            held_back > 0 && (held_back as f64) <= allowed,
+            "{held_back} of {size}"
+        );
+        assert!(w.follower.active.values().all(|r| r.behind() > 0));
+
+        w.follower.reconfigure(
+            Reconfigure {
+                globs: vec![w.log.to_string_lossy().into_owned()],
+                read_from_start: true,
+                max_line_bytes: 1024,
+                max_read_bytes_per_second: 0,
+                mapper: w.mapper.clone(),
+            },
+            Vec::new(),
+        );
+        for _ in 0..100 {
+            if read(&w.follower) == size {
+                break;
+            }
+            w.follower.tick();
+        }
+        assert_eq!(read(&w.follower), size);
+        let lines = w
+            .metrics
+            .get("tx_engine_lines_total")
+            .and_then(|m| m.value(&[]));
+        assert_eq!(lines, Some(40_000.0));
     }
 }

@@ -113,6 +113,11 @@ impl Reader {
         self.size.saturating_sub(self.committed)
     }
 
+    /// Bytes not read yet (as of the last poll); `behind` also counts a half-read line.
+    pub fn unread(&self) -> u64 {
+        self.size.saturating_sub(self.read_pos)
+    }
+
     /// Reads up to `budget` new bytes, calling `on_line` for each line completed.
     pub fn poll(
         &mut self,
