@@ -17,7 +17,7 @@ pub struct ReadRate {
 impl ReadRate {
     /// None when `per_second` is 0 (no limit).
     pub fn new(per_second: u64, now: Instant) -> Option<ReadRate> {
-        (per_second > 0).then(|| ReadRate {
+        (per_second > 0).then_some(ReadRate {
             per_second: per_second as f64,
             allowance: per_second as f64 * BURST_SECONDS,
             refilled: now,
