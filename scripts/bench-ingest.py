@@ -207,7 +207,7 @@ def bench_events(binary, n, work):
     open(log, "w").close()
     proc, url, _ = start_exporter(binary, work, log)
     time.sleep(0.5)  # first scan: the empty file is followed from its end
-    cpu0 = cpu_seconds(proc.pid)
+    cpu0 = cpu_ns_threads(proc.pid)
     t0 = time.time()
     with open(src, "rb") as s, open(log, "ab") as d:
         shutil.copyfileobj(s, d, 1 << 20)
@@ -216,7 +216,7 @@ def bench_events(binary, n, work):
         if (scrape_value(url, series) or 0) >= n:
             break
         time.sleep(0.05)
-    cpu = cpu_seconds(proc.pid) - cpu0
+    cpu = cpu_ns_threads(proc.pid) - cpu0
     committed = scrape_value(url, "tx_engine_transactions_committed_total")
     rejected = sum_values(url, "tx_exporter_ingest_rejected_total{")
     proc.terminate()
@@ -280,7 +280,7 @@ def bench_statsd(binary, datagrams, work):
     log = os.path.join(work, "none.log")
     open(log, "w").close()
     proc, url, port = start_exporter(binary, work, log)
-    rate, delivered = measure_udp(proc.pid, port, datagrams, lines_per)
+    rate, delivered = measure_udp(proc.pid, port, datagrams, lines_per, cpu_ns_threads)
     counted = scrape_value(url, "tx_engine_cache_hits_total")
     proc.terminate()
     proc.wait()
@@ -298,7 +298,7 @@ def bench_statsd(binary, datagrams, work):
         STARTED.append(c)
         if wait_udp_bound(port):
             time.sleep(0.3)
-            rate, delivered = measure_udp(c.pid, port, datagrams, lines_per)
+            rate, delivered = measure_udp(c.pid, port, datagrams, lines_per, cpu_ns_threads)
             results["collectd statsd plugin (Debian)"] = (rate, delivered, "")
         c.terminate()
         c.wait()
