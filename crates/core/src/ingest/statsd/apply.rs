@@ -89,20 +89,22 @@ impl Mapper {
         }
         // The schema caps labels at MAX_LABELS, so they fit in fixed arrays.
         let declared = &metric.def().labels;
-        let mut values: [Option<&str>; MAX_LABELS] = [None; MAX_LABELS];
-        for (key, value) in parse::tags(s.tags) {
-            let slot = declared.iter().position(|l| l.as_bytes() == key);
-            match (slot, std::str::from_utf8(value)) {
-                (Some(i), Ok(v)) if !v.is_empty() => values[i] = Some(v),
-                (Some(_), _) => return reject(tally, StatsdReason::InvalidTag),
-                (None, _) => tally.tags_dropped += 1,
-            }
-        }
         let mut labels: [&str; MAX_LABELS] = [""; MAX_LABELS];
-        for (i, v) in values.iter().take(declared.len()).enumerate() {
-            match v {
-                Some(v) => labels[i] = v,
-                None => return reject(tally, StatsdReason::MissingLabel),
+        if !declared.is_empty() || !s.tags.is_empty() {
+            let mut values: [Option<&str>; MAX_LABELS] = [None; MAX_LABELS];
+            for (key, value) in parse::tags(s.tags) {
+                let slot = declared.iter().position(|l| l.as_bytes() == key);
+                match (slot, std::str::from_utf8(value)) {
+                    (Some(i), Ok(v)) if !v.is_empty() => values[i] = Some(v),
+                    (Some(_), _) => return reject(tally, StatsdReason::InvalidTag),
+                    (None, _) => tally.tags_dropped += 1,
+                }
+            }
+            for (i, v) in values.iter().take(declared.len()).enumerate() {
+                match v {
+                    Some(v) => labels[i] = v,
+                    None => return reject(tally, StatsdReason::MissingLabel),
+                }
             }
         }
         let labels = &labels[..declared.len()];
