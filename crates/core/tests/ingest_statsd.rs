@@ -318,7 +318,7 @@ fn every_sent_datagram_is_processed_or_counted_as_a_kernel_drop() {
         assert!(ok, "kill {sig}");
     };
     // Stopped, the exporter reads nothing: the receive queue fills and the kernel drops
-    // the rest, which it reports with the next datagram delivered after SIGCONT.
+    // the rest, which the exporter reads from the socket (SO_MEMINFO) after SIGCONT.
     signal("-STOP");
     let line = "fixture_transactions_total:1|c\n";
     let datagram = line.repeat(50);
@@ -330,7 +330,7 @@ fn every_sent_datagram_is_processed_or_counted_as_a_kernel_drop() {
         }
     }
     signal("-CONT");
-    // One more after the queue has drained carries the final drop count.
+    // One more after the queue has drained: nothing sent late is lost either.
     std::thread::sleep(Duration::from_millis(500));
     sock.send_to(datagram.as_bytes(), exp.statsd).unwrap();
     sent += 1;

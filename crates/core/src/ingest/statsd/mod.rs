@@ -1,7 +1,7 @@
 //! StatsD listeners: UDP and a Unix datagram socket, both optional, both feeding the same
-//! mapper. Each runs on its own blocking thread: a plain `recvmsg` loop is the cheapest way
-//! to read datagrams (recvmmsg takes up to 16 queued ones per call), and it lets the UDP socket
-//! report kernel drops (SO_RXQ_OVFL).
+//! mapper. Each runs on its own blocking thread: a plain `recvmmsg` loop is the cheapest way
+//! to read datagrams (it takes up to BATCH queued ones per call). The UDP socket's kernel
+//! drops are read with SO_MEMINFO once per flush, not attached to every datagram.
 
 pub mod apply;
 pub mod parse;
@@ -106,7 +106,6 @@ fn bind_udp(addr: std::net::SocketAddr) -> io::Result<std::net::UdpSocket> {
     let fd = sock.as_raw_fd();
     // Best effort: a small buffer only means earlier (and counted) drops.
     let _ = setsockopt(fd, libc::SO_RCVBUF, RCVBUF_BYTES);
-    setsockopt(fd, libc::SO_RXQ_OVFL, 1)?;
     sock.set_read_timeout(Some(RECV_TIMEOUT))?;
     Ok(sock)
 }
@@ -156,24 +155,36 @@ const COALESCE: Duration = Duration::from_millis(2);
 struct Received {
     len: usize,
     truncated: bool,
-    /// The socket's cumulative kernel drop count, when the kernel attached it.
-    drops: Option<u32>,
 }
 
-/// Buffers for one `recvmmsg` call: a datagram buffer and a control buffer (room for the
-/// SO_RXQ_OVFL message) per slot.
+/// Buffers for one `recvmmsg` call: a datagram buffer per slot.
 struct RecvBatch {
     bufs: Vec<u8>,
-    /// u64 keeps each control buffer aligned for cmsghdr.
-    controls: [[u64; 8]; BATCH],
     got: [Received; BATCH],
+}
+
+/// The socket's cumulative kernel drop count (SO_MEMINFO); None where it cannot be read.
+fn socket_drops(fd: RawFd) -> Option<u32> {
+    const DROPS: usize = libc::SK_MEMINFO_DROPS as usize;
+    let mut info = [0u32; DROPS + 1];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, which we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize >= std::mem::size_of_val(&info)).then_some(info[DROPS])
 }
 
 impl RecvBatch {
     fn new() -> RecvBatch {
         RecvBatch {
             bufs: vec![0; BATCH * MAX_DATAGRAM],
-            controls: [[0; 8]; BATCH],
             got: [Received::default(); BATCH],
         }
     }
@@ -195,11 +206,9 @@ impl RecvBatch {
                 iov_len: MAX_DATAGRAM,
             };
         }
-        for (i, (msg, control)) in msgs.iter_mut().zip(self.controls.iter_mut()).enumerate() {
-            msg.msg_hdr.msg_iov = &mut iovs[i];
+        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+            msg.msg_hdr.msg_iov = iov;
             msg.msg_hdr.msg_iovlen = 1;
-            msg.msg_hdr.msg_control = control.as_mut_ptr().cast();
-            msg.msg_hdr.msg_controllen = std::mem::size_of_val(control) as _;
         }
         // SAFETY: every header points at live buffers of the sizes given.
         let n = unsafe {
@@ -216,23 +225,9 @@ impl RecvBatch {
         }
         let n = n as usize;
         for (got, msg) in self.got.iter_mut().zip(&msgs).take(n) {
-            let hdr = &msg.msg_hdr;
-            let mut drops = None;
-            // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
-            // msg_controllen.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(hdr);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
-                        drops = Some(libc::CMSG_DATA(c).cast::<u32>().read_unaligned());
-                    }
-                    c = libc::CMSG_NXTHDR(hdr, c);
-                }
-            }
             *got = Received {
                 len: (msg.msg_len as usize).min(MAX_DATAGRAM),
-                truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
-                drops,
+                truncated: msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             };
         }
         Ok(n)
@@ -302,12 +297,6 @@ impl Listener {
                             batch.lines +=
                                 self.mapper.apply_datagram(rb.datagram(i), &mut batch.tally);
                         }
-                        if let (Some(seen), Some(now)) = (self.kernel_drops, r.drops) {
-                            if now > seen {
-                                own.statsd_udp_dropped.add(&[], u64::from(now - seen));
-                                self.kernel_drops = Some(now);
-                            }
-                        }
                     }
                     drop(_in_span);
                     if !full {
@@ -331,13 +320,27 @@ impl Listener {
                 }
             }
             if last_flush.elapsed() >= FLUSH_EVERY || batch.datagrams == 0 {
+                self.count_kernel_drops();
                 self.flush(&mut batch);
                 last_flush = Instant::now();
             }
             if stopping() {
+                self.count_kernel_drops();
                 self.flush(&mut batch);
                 return;
             }
+        }
+    }
+
+    /// Adds what the kernel dropped since the last look to `statsd_udp_dropped_total`.
+    fn count_kernel_drops(&mut self) {
+        let (Some(seen), Some(now)) = (self.kernel_drops, socket_drops(self.fd)) else {
+            return;
+        };
+        if now > seen {
+            let own = self.counters.metrics().own();
+            own.statsd_udp_dropped.add(&[], u64::from(now - seen));
+            self.kernel_drops = Some(now);
         }
     }
 
