@@ -19,8 +19,6 @@ use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-/// Every `runbook_url` is this base followed by `<AlertName>.md` (documented in alerts/README.md).
-const RUNBOOK_BASE: &str = "https://github.com/example/db-observability/blob/main/docs/runbooks/";
 
 /// Metric names used by the bundle that an exporter is about to expose but whose schema entry has
 /// not landed yet. Keep this list empty whenever possible.
@@ -431,9 +429,57 @@ fn promtool_test_rules() {
     assert!(!out.contains("FAILED"), "{out}");
 }
 
+/// The documented way to move the runbooks elsewhere works: on a copy of alerts/, every
+/// runbook_url gets the new base and the promtool tests still pass.
+#[test]
+fn set_runbook_base_moves_every_runbook_url() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let tmp = testkit::TempDir::new("runbook-base");
+    let copy = tmp.path().join("alerts");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(root().join("alerts"))
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let new = "https://git.example.org/ops/db/-/blob/main/docs/runbooks/";
+    let mut cmd = Command::new(copy.join("set-runbook-base.sh"));
+    cmd.arg(new);
+    run(cmd);
+    assert_eq!(read(&copy.join("runbook-base")).trim(), new);
+    let old = read(&root().join("alerts/runbook-base")).trim().to_owned();
+    let mut urls = 0;
+    for f in files(&copy, ".rules.yml")
+        .into_iter()
+        .chain(files(&copy.join("tests"), ".test.yml"))
+    {
+        let text = read(&f);
+        assert!(!text.contains(&old), "{} still names {old}", f.display());
+        urls += text.matches(new).count();
+    }
+    assert!(urls >= alerts().len(), "{urls} runbook_urls moved");
+    let dir = copy.join("tests");
+    let mut cmd = Command::new(promtool);
+    cmd.current_dir(&dir)
+        .arg("test")
+        .arg("rules")
+        .args(files(&dir, ".test.yml"));
+    let out = run(cmd);
+    assert!(!out.contains("FAILED"), "{out}");
+}
+
 #[test]
 fn alerts_follow_the_conventions() {
     let root = root();
+    // Every runbook_url is this base (set with alerts/set-runbook-base.sh) and the alert name.
+    let runbook_base = read(&root.join("alerts/runbook-base")).trim().to_owned();
+    assert!(
+        runbook_base.starts_with("https://") && runbook_base.ends_with('/'),
+        "alerts/runbook-base: {runbook_base:?}"
+    );
     let mut seen = BTreeSet::new();
     for r in alerts() {
         let name = r.alert.as_deref().expect("alert");
@@ -455,7 +501,7 @@ fn alerts_follow_the_conventions() {
         let desc = ann["description"].as_str().unwrap_or_default();
         assert!(desc.contains("{{"), "{at}: description must be templated");
         let url = ann["runbook_url"].as_str().unwrap_or_default();
-        assert_eq!(url, format!("{RUNBOOK_BASE}{name}.md"), "{at}: runbook_url");
+        assert_eq!(url, format!("{runbook_base}{name}.md"), "{at}: runbook_url");
         let page = root.join(format!("docs/runbooks/{name}.md"));
         let text = read(&page);
         for section in ["## Meaning", "## Impact", "## Diagnosis", "## Mitigation"] {
