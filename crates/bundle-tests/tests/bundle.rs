@@ -19,7 +19,6 @@ use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-
 /// Metric names used by the bundle that an exporter is about to expose but whose schema entry has
 /// not landed yet. Keep this list empty whenever possible.
 const EXPECTED_SOON: &[&str] = &[];

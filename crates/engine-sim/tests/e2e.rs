@@ -446,6 +446,15 @@ fn signal(p: &Proc, sig: &str) {
     assert!(ok.success(), "kill -{sig} {}", p.name);
 }
 
+/// The cluster's first TX sidecar, whose faults the harness plays.
+fn tx0_proc(c: &Cluster) -> &Proc {
+    let name = format!("{}-tx-0", c.scenario);
+    c.procs
+        .iter()
+        .find(|p| p.name == name)
+        .expect("tx-0 sidecar")
+}
+
 /// From the fault on, does to the cluster's first TX sidecar what its scenario says: stop it,
 /// feed its event log lines that are not JSON (every call, so rejections keep coming), break
 /// its config file and send it SIGHUP, or stall it while a burst of StatsD overflows its
@@ -471,11 +480,7 @@ fn play_sidecar_fault(c: &mut Cluster) {
             }
             "bad-reload" if first => {
                 std::fs::write(&c.tx0_config, "[web\nlisten_address = ").unwrap();
-                let p = c
-                    .procs
-                    .iter()
-                    .find(|p| p.name == tx0)
-                    .expect("tx-0 sidecar");
+                let p = tx0_proc(c);
                 signal(p, "HUP");
             }
             "log-backlog" if first => {
@@ -506,11 +511,7 @@ fn play_sidecar_fault(c: &mut Cluster) {
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) =>
             {
                 c.last_burst = Some(Instant::now());
-                let p = c
-                    .procs
-                    .iter()
-                    .find(|p| p.name == tx0)
-                    .expect("tx-0 sidecar");
+                let p = tx0_proc(c);
                 signal(p, "STOP");
                 let sent = burst_until_dropped(c.tx0_statsd);
                 signal(p, "CONT");
