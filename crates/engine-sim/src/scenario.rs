@@ -372,18 +372,38 @@ pub fn load(name: &str, dir: Option<&Path>) -> Result<Scenario, String> {
 mod tests {
     use super::*;
 
+    /// Loads `text` as scenario `name` from a scenarios dir of its own.
+    fn load_text(name: &str, text: &str) -> Result<Scenario, String> {
+        let dir = std::env::temp_dir().join(format!("engine-sim-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join(format!("{name}.toml")), text).expect("write");
+        let loaded = load(name, Some(&dir));
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
+    }
+
     #[test]
     fn an_unknown_sidecar_fault_is_refused() {
-        let dir = std::env::temp_dir().join(format!("engine-sim-sidecar-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(
-            dir.join("x.toml"),
+        let err = load_text(
+            "fault",
             "description = \"x\"\nexpect = [\"A\"]\nsidecar_faults = [\"explode\"]\n",
         )
-        .expect("write");
-        let err = load("x", Some(&dir)).expect_err("refused");
+        .expect_err("refused");
         assert!(err.contains("sidecar_faults"), "{err}");
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tiers_name_known_tiers_only() {
+        let head = "description = \"x\"\nexpect = [\"A\"]\n";
+        let s = load_text("tiers", &format!("{head}tiers = [\"tx\", \"clock\"]\n")).expect("load");
+        assert_eq!(s.tiers, Some(vec!["tx".to_string(), "clock".to_string()]));
+        let err =
+            load_text("bad-tiers", &format!("{head}tiers = [\"kafka\"]\n")).expect_err("refused");
+        assert!(
+            err.contains("tiers lists only tx, ingestion, olap, clock"),
+            "{err}"
+        );
+        assert_eq!(load(BASE, None).expect("steady").tiers, None);
     }
 
     #[test]
@@ -426,16 +446,12 @@ mod tests {
 
     #[test]
     fn typos_and_unknown_names_are_errors() {
-        let dir = std::env::temp_dir().join(format!("engine-sim-scn-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(
-            dir.join("typo.toml"),
+        let err = load_text(
+            "typo",
             "description = \"x\"\nexpect = [\"A\"]\n[fault]\nafter_s = 1\n[fault.tx]\ntransactons_per_s = 3.0\n",
         )
-        .expect("write");
-        let err = load("typo", Some(&dir)).expect_err("typo accepted");
+        .expect_err("typo accepted");
         assert!(err.contains("transactons_per_s"), "{err}");
-        assert!(load("no-such-scenario", Some(&dir)).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
+        assert!(load("no-such-scenario", None).is_err());
     }
 }
