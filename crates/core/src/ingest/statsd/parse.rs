@@ -95,19 +95,7 @@ pub fn parse_line<'a>(line: &'a [u8], mut out: impl FnMut(Result<Sample<'a>, Par
     if let Some(bar) = rest.iter().position(|&b| b == b'|') {
         let (value, kind) = (&rest[..bar], &rest[bar + 1..]);
         if !value.contains(&b':') && !kind.iter().any(|&b| b == b'|' || b == b':') {
-            let sample = kind_of(trim(kind)).and_then(|kind| {
-                let raw = trim(value);
-                let value = parse_f64(raw).ok_or(ParseError::InvalidValue)?;
-                Ok(Sample {
-                    name,
-                    kind,
-                    value,
-                    signed: matches!(raw.first(), Some(b'+' | b'-')),
-                    rate: 1.0,
-                    tags: &[],
-                })
-            });
-            return out(sample);
+            return out(kind_of(trim(kind)).and_then(|kind| sample(name, kind, value, 1.0, &[])));
         }
     }
     // Tags contain `:` themselves, so a tagged line is one sample (statsd_exporter does the
@@ -173,20 +161,27 @@ fn parse_sample<'a>(
         }
     }
     for raw in values.split(|&b| b == b':') {
-        let raw = trim(raw);
-        let signed = matches!(raw.first(), Some(b'+' | b'-'));
-        match parse_f64(raw) {
-            Some(value) => out(Ok(Sample {
-                name,
-                kind,
-                value,
-                signed,
-                rate,
-                tags,
-            })),
-            None => out(Err(ParseError::InvalidValue)),
-        }
+        out(sample(name, kind, raw, rate, tags));
     }
+}
+
+/// One sample of a line: its value (`raw`, untrimmed) read, the rest as parsed.
+fn sample<'a>(
+    name: &'a [u8],
+    kind: Kind,
+    raw: &[u8],
+    rate: f64,
+    tags: &'a [u8],
+) -> Result<Sample<'a>, ParseError> {
+    let raw = trim(raw);
+    Ok(Sample {
+        name,
+        kind,
+        value: parse_f64(raw).ok_or(ParseError::InvalidValue)?,
+        signed: matches!(raw.first(), Some(b'+' | b'-')),
+        rate,
+        tags,
+    })
 }
 
 fn kind_of(field: &[u8]) -> Result<Kind, ParseError> {
