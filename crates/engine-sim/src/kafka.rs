@@ -33,8 +33,6 @@ pub struct KafkaBroker {
     isr_expands: u64,
     follower_lag: Vec<WalkState>,
     consumer_lag: Vec<WalkState>,
-    rendered_follower_lag: Vec<f64>,
-    rendered_consumer_lag: Vec<f64>,
 }
 
 impl KafkaBroker {
@@ -60,8 +58,6 @@ impl KafkaBroker {
             consumer_lag: (0..PARTITIONS)
                 .map(|_| WalkState::new(&p.consumer_lag_messages))
                 .collect(),
-            rendered_follower_lag: vec![0.0; PARTITIONS],
-            rendered_consumer_lag: vec![0.0; PARTITIONS],
         })
     }
 
@@ -69,19 +65,11 @@ impl KafkaBroker {
         self.messages_in += rng.poisson(p.messages_in_per_s * dt);
         self.isr_shrinks += rng.poisson(p.isr_shrinks_per_s * dt);
         self.isr_expands += rng.poisson(p.isr_expands_per_s * dt);
-        for (w, v) in self
-            .follower_lag
-            .iter_mut()
-            .zip(&mut self.rendered_follower_lag)
-        {
-            *v = w.step(&p.follower_lag_messages, dt, rng).round();
+        for w in &mut self.follower_lag {
+            w.step(&p.follower_lag_messages, dt, rng);
         }
-        for (w, v) in self
-            .consumer_lag
-            .iter_mut()
-            .zip(&mut self.rendered_consumer_lag)
-        {
-            *v = w.step(&p.consumer_lag_messages, dt, rng).round();
+        for w in &mut self.consumer_lag {
+            w.step(&p.consumer_lag_messages, dt, rng);
         }
         let broker = self.render_broker(p);
         let exporter = self.render_exporter();
@@ -145,7 +133,7 @@ impl KafkaBroker {
         s.push_str(&format!(
             "# HELP {name} kafka.server:type=FetcherLagMetrics,name=ConsumerLag\n# TYPE {name} gauge\n"
         ));
-        for (i, lag) in self.rendered_follower_lag.iter().enumerate() {
+        for (i, lag) in self.follower_lag.iter().map(WalkState::rounded).enumerate() {
             s.push_str(&format!(
                 "{name}{{fetcher=\"ReplicaFetcherThread-0-1\",topic=\"{TOPIC}\",partition=\"{i}\"}} {lag}\n"
             ));
@@ -158,7 +146,7 @@ impl KafkaBroker {
             "# HELP kafka_consumergroup_lag Current Approximate Lag of a ConsumerGroup at Topic/Partition\n\
              # TYPE kafka_consumergroup_lag gauge\n",
         );
-        for (i, lag) in self.rendered_consumer_lag.iter().enumerate() {
+        for (i, lag) in self.consumer_lag.iter().map(WalkState::rounded).enumerate() {
             s.push_str(&format!(
                 "kafka_consumergroup_lag{{consumergroup=\"{GROUP}\",partition=\"{i}\",topic=\"{TOPIC}\"}} {lag}\n"
             ));

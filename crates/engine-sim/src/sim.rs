@@ -49,6 +49,11 @@ impl WalkState {
         WalkState(w.start.clamp(w.min, w.max.max(w.min)))
     }
 
+    /// The current value, rounded (a count).
+    pub(crate) fn rounded(&self) -> f64 {
+        self.0.round()
+    }
+
     pub(crate) fn step(&mut self, w: &Walk, dt: f64, rng: &mut Rng) -> f64 {
         let (lo, hi) = (w.min, w.max.max(w.min));
         let mut v = self.0 + w.drift * dt + w.step * dt.sqrt() * rng.normal();
