@@ -7,10 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::config::{self, Config, SectionSpec, Settings};
-use crate::context::{Shutdown, TaskContext};
+use crate::context::{self, TaskContext};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::schema::{Schema, SchemaError};
@@ -208,14 +206,15 @@ async fn serve(
     let metrics = Arc::new(metrics);
     let config = Arc::new(config);
     let health = Health::exposed(metrics.own().source_up.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, shutdown) =
+        context::shutdown_signal().map_err(|e| format!("shutdown signal: {e}"))?;
     let schema = Arc::new(schema);
     let ctx = TaskContext {
         schema: schema.clone(),
         metrics: metrics.clone(),
         config: config.clone(),
         health: health.clone(),
-        shutdown: Shutdown(stop_rx),
+        shutdown,
     };
 
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
@@ -314,7 +313,7 @@ async fn serve(
     tokio::spawn(async move {
         wait_for_signal(reload_tx).await;
         tracing::info!(target: "main", event = "shutdown", "signal received, stopping");
-        let _ = stop_tx.send(true);
+        stop.trigger();
         signal_handle.graceful_shutdown(Some(Duration::from_secs(5)));
     });
     let served = match tls {

@@ -17,8 +17,6 @@ use tokio::task::JoinHandle;
 use crate::context::TaskContext;
 use crate::schema::SchemaError;
 
-/// Starts every configured ingest source; each handle finishes after `ctx.shutdown`
-/// (the follower persists its positions first).
 /// What the running sources hand back: their tasks, and the event-log ledger a scrape must
 /// serve through.
 pub struct Running {
@@ -28,6 +26,8 @@ pub struct Running {
     pub follower: Option<std::sync::mpsc::Sender<logtail::Reconfigure>>,
 }
 
+/// Starts every configured ingest source; each handle finishes after `ctx.shutdown`
+/// (the follower persists its positions first).
 pub fn spawn(ctx: &TaskContext) -> Result<Running, SchemaError> {
     let statsd_mapper = statsd::Mapper::new(&ctx.metrics, &ctx.schema)?;
     let event_mapper = events::EventMapper::new(&ctx.metrics, &ctx.schema)?;
@@ -43,4 +43,22 @@ pub fn spawn(ctx: &TaskContext) -> Result<Running, SchemaError> {
         ledger,
         follower,
     })
+}
+
+/// Runs a source's blocking loop on a thread of its own, named so that `top -H` shows which
+/// source spends the CPU; the handle finishes when the loop returns (or panics).
+fn source_thread(
+    name: &str,
+    run: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            run();
+            let _ = done.send(());
+        })?;
+    Ok(tokio::spawn(async move {
+        let _ = finished.await;
+    }))
 }

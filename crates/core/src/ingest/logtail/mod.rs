@@ -100,9 +100,9 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
     let mut follower =
         Follower::new(options, mapper, counters).with_glob_health(glob_health(&ingest.log_path));
     let ledger = follower.ledger();
-    let mut shutdown = ctx.shutdown.clone();
+    let shutdown = ctx.shutdown.clone();
     let (reconfigure, reloads) = std::sync::mpsc::channel::<Reconfigure>();
-    let handle = tokio::task::spawn_blocking(move || {
+    let started = super::source_thread("log-follower", move || {
         loop {
             while let Ok(r) = reloads.try_recv() {
                 let health = glob_health(&r.globs);
@@ -119,6 +119,16 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
         follower.save_positions();
         tracing::info!(target: "ingest", event = "follower_stopped", "event-log positions saved");
     });
+    let handle = match started {
+        Ok(handle) => handle,
+        Err(e) => {
+            for glob in &ingest.log_path {
+                let health = ctx.health.source(&format!("log:{glob}"));
+                health.failed("not following", format!("thread: {e}"));
+            }
+            return None;
+        }
+    };
     Some(Running {
         handle,
         ledger,
