@@ -8,6 +8,7 @@ pub mod events;
 pub mod logtail;
 pub mod reason;
 pub mod statsd;
+mod swar;
 pub mod tally;
 
 use std::sync::Arc;

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 
 use super::parse::{Fields, Value};
+use crate::ingest::swar::{eq_bytes, HIGHS, ONES};
 
 /// Reads `line` into `fields`; None: let serde_json decide.
 pub(super) fn read<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
@@ -45,20 +46,11 @@ struct Scanner<'a> {
     i: usize,
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// High bit set in each byte of `w` that is zero (the lowest flagged byte is always a true
-/// one; bytes above it may be flagged falsely, so only the lowest is used).
-fn zero_bytes(w: u64) -> u64 {
-    w.wrapping_sub(ONES) & !w & HIGHS
-}
-
 /// High bit set in the lowest byte of `w` that ends an unescaped ASCII string run: `"`, `\\`,
 /// a control character or a non-ASCII byte.
 fn special_bytes(w: u64) -> u64 {
-    zero_bytes(w ^ (ONES * b'"' as u64))
-        | zero_bytes(w ^ (ONES * b'\\' as u64))
+    eq_bytes(w, b'"')
+        | eq_bytes(w, b'\\')
         // Below 0x20 (the subtraction borrows into bit 7) or 0x80 and above (bit 7 is set).
         | ((w.wrapping_sub(ONES * 0x20) | w) & HIGHS)
 }

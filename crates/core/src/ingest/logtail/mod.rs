@@ -14,7 +14,7 @@ pub mod reader;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,11 @@ use super::tally::{Counters, Tally};
 use crate::context::TaskContext;
 use crate::health::SourceHealth;
 
-/// How often globs are re-expanded and files checked for growth.
+/// How often globs are re-expanded and files checked for growth while they grow.
 const POLL: Duration = Duration::from_millis(250);
+/// The longest wait between polls: each poll that finds nothing new doubles the wait up to
+/// this (Filebeat's backoff, shorter), so an idle follower wakes once a second.
+const IDLE_POLL: Duration = Duration::from_secs(1);
 /// A rotated-away file that has not grown for this long is closed.
 const RETIRE_IDLE: Duration = Duration::from_secs(5);
 /// Bytes read from one file per poll before moving on to the others.
@@ -103,6 +106,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
     let shutdown = ctx.shutdown.clone();
     let (reconfigure, reloads) = std::sync::mpsc::channel::<Reconfigure>();
     let started = super::source_thread("log-follower", move || {
+        let mut wait = POLL;
         loop {
             while let Ok(r) = reloads.try_recv() {
                 let health = glob_health(&r.globs);
@@ -112,7 +116,15 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
             if shutdown.is_set() {
                 break;
             }
-            if !more && shutdown.sleep_blocking(POLL) {
+            if more {
+                continue;
+            }
+            wait = if follower.progressed() {
+                POLL
+            } else {
+                (wait * 2).min(IDLE_POLL)
+            };
+            if shutdown.sleep_blocking(wait) {
                 break;
             }
         }
@@ -159,6 +171,8 @@ pub struct Follower {
     glob_errors: Vec<Option<String>>,
     glob_reported: Vec<Option<(usize, bool)>>,
     rate: Option<ReadRate>,
+    /// The last tick read something or found a file.
+    progressed: bool,
 }
 
 impl Follower {
@@ -180,6 +194,7 @@ impl Follower {
         let ledger = Arc::new(Ledger::new(options.positions_file.clone(), &stored));
         let rate = ReadRate::new(options.max_read_bytes_per_second, Instant::now());
         Follower {
+            progressed: false,
             rate,
             options,
             mapper,
@@ -269,7 +284,13 @@ impl Follower {
         self.ledger.clone()
     }
 
+    /// Whether the last tick read something or found a new file.
+    pub fn progressed(&self) -> bool {
+        self.progressed
+    }
+
     fn tick_locked(&mut self, state: &mut LedgerState) -> bool {
+        self.progressed = false;
         if let Some(rate) = &mut self.rate {
             rate.refill(Instant::now());
         }
@@ -339,10 +360,18 @@ impl Follower {
     fn scan(&self) -> Vec<(PathBuf, FileId, usize)> {
         let mut found = BTreeMap::new();
         for (glob, pattern) in self.options.globs.iter().enumerate() {
-            let Ok(paths) = glob::glob(pattern) else {
-                continue;
+            // A plain path (the common case) is one stat, not a directory walk.
+            let literal = !pattern.contains(['*', '?', '[']);
+            let paths: Box<dyn Iterator<Item = PathBuf>> = if literal {
+                // Spelled as glob spells what it finds (`a//b` → `a/b`): the path is a label.
+                Box::new(std::iter::once(Path::new(pattern).components().collect()))
+            } else {
+                match glob::glob(pattern) {
+                    Ok(paths) => Box::new(paths.flatten()),
+                    Err(_) => continue,
+                }
             };
-            for path in paths.flatten() {
+            for path in paths {
                 // metadata() follows symlinks: a link to the current log is followed.
                 match std::fs::metadata(&path) {
                     Ok(m) if m.is_file() => {
@@ -393,6 +422,7 @@ impl Follower {
         match Reader::open(path.clone(), id, label.clone(), start) {
             Ok(r) => {
                 tracing::info!(target: "ingest", event = "file_opened", path = %label, offset = start);
+                self.progressed = true;
                 // Every per-path counter exists at 0 from the first sight of the path, so
                 // increase() sees its first event.
                 let own = self.counters.metrics().own();
@@ -488,6 +518,7 @@ impl Follower {
         let own = self.counters.metrics().own();
         match result {
             Ok(stats) => {
+                self.progressed |= stats.bytes > 0 || stats.truncated;
                 if stats.truncated {
                     own.log_truncations.add(&[&r.label], 1);
                     tracing::info!(target: "ingest", event = "truncation", path = %r.label);
@@ -602,6 +633,28 @@ help = "Lines seen"
 event = "line"
 effects = [{ op = "inc", metric = "tx_engine_lines_total" }]
 "#;
+
+    /// A plain path skips glob's directory walk; it must name the file as glob would, since
+    /// the path is the label of the file's self-metrics.
+    #[test]
+    fn a_plain_path_is_spelled_as_glob_spells_it() {
+        let dir = std::env::temp_dir().join(format!("follower-plain-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+        std::fs::write(dir.join("sub/a.log"), "").expect("write");
+        let base = dir.display().to_string();
+        for pattern in [
+            format!("{base}/sub/a.log"),
+            format!("{base}//sub/a.log"),
+            format!("{base}/sub//a.log"),
+            format!("{base}/./sub/a.log"),
+            format!("{base}/sub/./a.log"),
+        ] {
+            let by_glob: Vec<PathBuf> = glob::glob(&pattern).expect("glob").flatten().collect();
+            let plain: PathBuf = Path::new(&pattern).components().collect();
+            assert_eq!(by_glob, vec![plain], "{pattern}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[derive(Debug, Clone)]
     enum Op {

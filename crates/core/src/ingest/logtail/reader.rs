@@ -128,6 +128,11 @@ impl Reader {
     ) -> io::Result<ReadStats> {
         let mut stats = ReadStats::default();
         self.size = self.file.metadata()?.len();
+        if self.size == self.read_pos {
+            // Nothing appended: no read and no look at the head. A copytruncate refilled to
+            // exactly this size is seen at the file's next growth, from its start.
+            return Ok(stats);
+        }
         if self.size < self.read_pos || self.head_changed() {
             // copytruncate (even refilled past the old offset since the last poll): the same
             // file starts over; whatever was half-read is gone.
@@ -148,6 +153,8 @@ impl Reader {
             };
             self.last_growth = Instant::now();
             self.read_pos += n as u64;
+            // A short read reached the end: no second read to be told so.
+            let at_end = n < chunk.len();
             stats.bytes += n as u64;
             let mut data = &chunk[..n];
             while let Some(i) = memchr::memchr(b'\n', data) {
@@ -168,16 +175,18 @@ impl Reader {
                 data = &data[i + 1..];
                 self.committed = self.read_pos - data.len() as u64;
             }
-            if self.skipping {
-                continue;
+            if !self.skipping {
+                if self.partial.len() + data.len() > max_line {
+                    // Never buffer more than one line's worth: report now, skip to its end.
+                    on_line(Line::TooLong);
+                    self.partial.clear();
+                    self.skipping = true;
+                } else {
+                    self.partial.extend_from_slice(data);
+                }
             }
-            if self.partial.len() + data.len() > max_line {
-                // Never buffer more than one line's worth: report now, skip to its end.
-                on_line(Line::TooLong);
-                self.partial.clear();
-                self.skipping = true;
-            } else {
-                self.partial.extend_from_slice(data);
+            if at_end {
+                break;
             }
         }
         stats.more = stats.bytes >= budget;

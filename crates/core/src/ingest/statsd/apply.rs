@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::parse::{self, Kind, Sample};
+use super::parse::{self, Kind, Line, Sample};
 use crate::ingest::reason::StatsdReason;
 use crate::ingest::tally::Tally;
 use crate::metrics::{Metric, Metrics};
@@ -55,12 +55,15 @@ impl Mapper {
         let mut lines = 0;
         for line in parse::lines(datagram) {
             lines += 1;
-            parse::parse_line(line, |sample| match sample {
-                Ok(s) => self.apply(&s, tally),
-                Err(e) => tally.reject_with(e.reason(), || {
-                    String::from_utf8_lossy(truncate(line)).into_owned()
+            match line {
+                Line::Plain(s) => self.apply(&s, tally),
+                Line::Other(line) => parse::parse_line(line, |sample| match sample {
+                    Ok(s) => self.apply(&s, tally),
+                    Err(e) => tally.reject_with(e.reason(), || {
+                        String::from_utf8_lossy(truncate(line)).into_owned()
+                    }),
                 }),
-            });
+            }
         }
         lines
     }

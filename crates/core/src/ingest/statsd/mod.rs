@@ -23,7 +23,10 @@ use super::reason::StatsdReason;
 use super::tally::{Counters, Tally};
 use crate::context::{Shutdown, TaskContext, Woken};
 
-/// Counters are flushed at least this often while datagrams keep arriving.
+/// Counters are flushed when the socket queue drains, but not more often than this (a flush
+/// costs a few label lookups and a getsockopt)...
+const FLUSH_MIN: Duration = Duration::from_millis(10);
+/// ...and at least this often while a flood keeps the queue from draining.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Larger than any UDP payload; longer Unix datagrams are detected as truncated.
 const MAX_DATAGRAM: usize = 65_536;
@@ -147,10 +150,10 @@ fn setsockopt(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()>
 
 /// Datagrams taken from the kernel per `recvmmsg` call when the queue has them.
 const BATCH: usize = 32;
-/// After a receive that found fewer than BATCH datagrams, wait this long so the next one
-/// takes many at once: a wake-up and a syscall per datagram cost more than parsing it. The
-/// socket queue holds far more than arrives in this time; metrics do not need the
-/// millisecond.
+/// When a datagram wakes an idle listener, it waits this long before receiving, so that one
+/// receive takes the rest of the burst: a wake-up and a syscall per datagram cost more than
+/// parsing it. The socket queue holds far more than arrives in this time; metrics do not
+/// need the millisecond.
 const COALESCE: Duration = Duration::from_millis(2);
 
 /// One datagram as received.
@@ -272,21 +275,24 @@ impl Listener {
         }
         while !shutdown.is_set() {
             match rb.recv(self.fd) {
-                Ok(n) => {
-                    self.apply(&rb, n, &mut batch);
-                    if n < BATCH {
-                        std::thread::sleep(COALESCE);
-                    }
-                }
+                Ok(n) => self.apply(&rb, n, &mut batch),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The queue is empty: sleep in the kernel until a datagram, the next
-                    // flush of what is pending, or the shutdown.
+                    // The queue is empty: flush, then sleep in the kernel until a datagram,
+                    // the shutdown, or (with counts held back) the earliest next flush.
                     let pending = batch.datagrams > 0 || !batch.tally.is_empty();
-                    let flush_in =
-                        pending.then(|| FLUSH_EVERY.saturating_sub(last_flush.elapsed()));
-                    if shutdown.wait_blocking(Some(self.fd), flush_in) == Woken::Shutdown {
-                        break;
+                    if pending && last_flush.elapsed() >= FLUSH_MIN {
+                        self.count_kernel_drops();
+                        self.flush(&mut batch);
+                        last_flush = Instant::now();
                     }
+                    let pending = batch.datagrams > 0 || !batch.tally.is_empty();
+                    let flush_in = pending.then(|| FLUSH_MIN.saturating_sub(last_flush.elapsed()));
+                    match shutdown.wait_blocking(Some(self.fd), flush_in) {
+                        Woken::Shutdown => break,
+                        Woken::Readable => std::thread::sleep(COALESCE),
+                        Woken::Timeout => {}
+                    }
+                    continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -298,8 +304,8 @@ impl Listener {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            let pending = batch.datagrams > 0 || !batch.tally.is_empty();
-            if pending && last_flush.elapsed() >= FLUSH_EVERY {
+            // A flood never drains the queue.
+            if batch.datagrams > 0 && last_flush.elapsed() >= FLUSH_EVERY {
                 self.count_kernel_drops();
                 self.flush(&mut batch);
                 last_flush = Instant::now();

@@ -58,25 +58,96 @@ impl ParseError {
     }
 }
 
-/// Splits a datagram into lines, skipping empty ones (trailing `\n`, `\r\n`).
-pub fn lines(datagram: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = Some(datagram);
-    // memchr finds each `\n` a word at a time, where `split` tests every byte.
-    std::iter::from_fn(move || {
-        let r = rest?;
-        Some(match memchr::memchr(b'\n', r) {
+/// One line of a datagram: a plain sample read on the way, or a line for `parse_line`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Line<'a> {
+    Plain(Sample<'a>),
+    Other(&'a [u8]),
+}
+
+/// Splits a datagram into lines, skipping empty ones (trailing `\n`, `\r\n`); the common
+/// `name:integer|type` line comes out already parsed.
+pub fn lines(datagram: &[u8]) -> impl Iterator<Item = Line<'_>> {
+    let mut rest = datagram;
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() {
+            return None;
+        }
+        if let Some((sample, used)) = plain_line(rest) {
+            rest = &rest[used..];
+            return Some(Line::Plain(sample));
+        }
+        // memchr finds the `\n` a word at a time, where `split` tests every byte.
+        let line = match memchr::memchr(b'\n', rest) {
             Some(i) => {
-                rest = Some(&r[i + 1..]);
-                &r[..i]
+                let line = &rest[..i];
+                rest = &rest[i + 1..];
+                line
             }
-            None => {
-                rest = None;
-                r
-            }
-        })
+            None => std::mem::take(&mut rest),
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            return Some(Line::Other(line));
+        }
     })
-    .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-    .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+}
+
+/// The line clients send most, `name:integer|type` followed by `\n` or the datagram's end,
+/// read in one pass without splitting lines first: the sample and the bytes consumed
+/// (newline included). None for anything else (spaces, decimals, tags, several samples,
+/// errors), which `lines` and `parse_line` decide; a proptest holds the two paths equal.
+fn plain_line(rest: &[u8]) -> Option<(Sample<'_>, usize)> {
+    let colon = crate::ingest::swar::find2(rest, b':', b'\n')?;
+    let name = &rest[..colon];
+    let (first, last) = (*name.first()?, *name.last()?);
+    if rest[colon] != b':' || first.is_ascii_whitespace() || last.is_ascii_whitespace() {
+        return None;
+    }
+    let mut i = colon + 1;
+    let sign = *rest.get(i)?;
+    let signed = sign == b'-' || sign == b'+';
+    if signed {
+        i += 1;
+    }
+    let digits = i;
+    let mut n: u64 = 0;
+    while let Some(d) = rest.get(i).filter(|d| d.is_ascii_digit()) {
+        n = n * 10 + u64::from(d - b'0');
+        i += 1;
+        // Up to 15 digits an integer is exact in an f64; longer ones go the general way.
+        if i - digits > 15 {
+            return None;
+        }
+    }
+    if i == digits || *rest.get(i)? != b'|' {
+        return None;
+    }
+    let (kind, len) = match rest.get(i + 1..)? {
+        [b'm', b's', ..] => (Kind::Timer, 2),
+        [b'c', ..] => (Kind::Counter, 1),
+        [b'g', ..] => (Kind::Gauge, 1),
+        [b'h' | b'd', ..] => (Kind::Histogram, 1),
+        _ => return None,
+    };
+    let end = i + 1 + len;
+    let consumed = match rest.get(end) {
+        None => end,
+        Some(b'\n') => end + 1,
+        Some(_) => return None,
+    };
+    let value = n as f64;
+    Some((
+        Sample {
+            name,
+            kind,
+            value: if sign == b'-' { -value } else { value },
+            signed,
+            rate: 1.0,
+            tags: &[],
+        },
+        consumed,
+    ))
 }
 
 /// Parses one line, calling `out` once per sample or once per error. A line with several
@@ -245,6 +316,18 @@ fn trim(s: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// Every sample and error of a datagram, through `lines`.
+    fn samples(d: &[u8]) -> Vec<Result<Sample<'_>, ParseError>> {
+        let mut v = Vec::new();
+        for line in lines(d) {
+            match line {
+                Line::Plain(s) => v.push(Ok(s)),
+                Line::Other(l) => parse_line(l, |r| v.push(r)),
+            }
+        }
+        v
+    }
+
     fn parse(line: &str) -> Vec<Result<Sample<'_>, ParseError>> {
         let mut v = Vec::new();
         parse_line(line.as_bytes(), |s| v.push(s));
@@ -352,23 +435,62 @@ mod tests {
 
     #[test]
     fn datagram_lines() {
-        let d = b"a:1|c\nb:2|g\r\n\n  \nc:3|ms\n";
+        let d = b"a:1|c\nb:2|g\r\n\n  \nc:3.5|ms\nd:4|h";
         let v: Vec<_> = lines(d).collect();
-        assert_eq!(v, vec![&b"a:1|c"[..], b"b:2|g", b"c:3|ms"]);
+        let plain = |name: &'static [u8], kind, value| {
+            Line::Plain(Sample {
+                name,
+                kind,
+                value,
+                signed: false,
+                rate: 1.0,
+                tags: &[],
+            })
+        };
+        assert_eq!(
+            v,
+            vec![
+                plain(b"a", Kind::Counter, 1.0),
+                Line::Other(b"b:2|g"),
+                Line::Other(b"c:3.5|ms"),
+                plain(b"d", Kind::Histogram, 4.0),
+            ]
+        );
     }
 
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-            for line in lines(&bytes) {
-                parse_line(line, |r| {
-                    if let Ok(s) = r {
-                        assert!(s.value.is_finite());
-                        assert!(s.rate > 0.0 && s.rate <= 1.0);
-                        for (k, v) in tags(s.tags) { let _ = (k, v); }
-                    }
-                });
+            for s in samples(&bytes).into_iter().flatten() {
+                assert!(s.value.is_finite());
+                assert!(s.rate > 0.0 && s.rate <= 1.0);
+                for (k, v) in tags(s.tags) { let _ = (k, v); }
             }
+        }
+
+        /// Datagrams read with the plain-line path give what splitting every line and
+        /// parsing it the general way gives.
+        #[test]
+        fn the_datagram_fast_path_agrees_with_line_by_line_parsing(
+            lines in proptest::collection::vec(
+                proptest::prop_oneof![
+                    // Plain-shaped, and near misses of it.
+                    "[a-z_]{1,6}:[-+]?[0-9]{1,17}\\|(c|g|ms|h|d|s|q|cc|m|)",
+                    " ?[a-z_:]{0,6} ?:[-+ ]?[0-9.e]{0,17} ?\\|[ ]?(c|g|ms|h|d|s|x|)[ ]?(\\|@0.5|\\|#a:b)?",
+                ],
+                0..6,
+            ),
+            ends in proptest::collection::vec("(\n|\r\n|\n \n|\n\n|)", 6),
+        ) {
+            let d: String = lines.iter().zip(&ends).map(|(l, e)| format!("{l}{e}")).collect();
+            let general: Vec<_> = d
+                .as_bytes()
+                .split(|&b| b == b'\n')
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                .flat_map(|l| { let mut v = Vec::new(); parse_line(l, |r| v.push(r)); v })
+                .collect();
+            proptest::prop_assert_eq!(samples(d.as_bytes()), general, "{:?}", d);
         }
 
         /// The one-pass path for `name:value|type` gives what the general path gives, and
