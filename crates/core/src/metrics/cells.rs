@@ -1,5 +1,5 @@
-//! The metric types prometheus-client lacks: a gauge that can be absent, and a probe total
-//! that is exposed only once measured.
+//! The metric types prometheus-client lacks: a gauge that can be absent, a probe total that
+//! is exposed only once measured, and a histogram that samples its exemplars.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,7 +8,9 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::family::MetricConstructor;
 use prometheus_client::metrics::MetricType as PcMetricType;
 
-use super::Hist;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+
+use super::{Exemplar, TraceLabels};
 
 /// A gauge that can also be absent: an engine gauge has no series until the engine first sets
 /// it, and loses it again when the engine stops pushing (see `ingest.gauge_stale_seconds`).
@@ -91,12 +93,70 @@ impl EncodeMetric for ValueGauge {
     }
 }
 
+/// How often a bucket's exemplar may be replaced. Building and storing one cost more than
+/// the observation itself, and a scrape shows one per bucket whatever came in between.
+const EXEMPLAR_EVERY_MS: u64 = 100;
+
+/// A histogram whose buckets each keep a recent exemplar: the latest of those that came at
+/// least EXEMPLAR_EVERY_MS after the one before it (Prometheus' Java client samples the same
+/// way). A bucket that rarely fills (the slow tail) keeps the exemplar of its every
+/// observation.
+#[derive(Debug, Clone)]
+pub(crate) struct Hist {
+    inner: HistogramWithExemplars<TraceLabels>,
+    bounds: Arc<[f64]>,
+    /// Per bucket (the implicit +Inf one last): when its exemplar was set, in coarse
+    /// monotonic milliseconds + 1; 0: never.
+    exemplar_at: Arc<[AtomicU64]>,
+}
+
+impl Hist {
+    pub(super) fn new(bounds: Arc<[f64]>) -> Hist {
+        Hist {
+            inner: HistogramWithExemplars::new(bounds.iter().copied()),
+            exemplar_at: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            bounds,
+        }
+    }
+
+    pub(super) fn observe(&self, v: f64, exemplar: Option<Exemplar<'_>>) {
+        let labels = exemplar.and_then(|e| {
+            // The bucket prometheus-client will count `v` in: the first bound >= v.
+            let bucket = self.bounds.iter().position(|&b| b >= v);
+            let at = &self.exemplar_at[bucket.unwrap_or(self.bounds.len())];
+            let now = super::series::coarse_ms() + 1;
+            let last = at.load(Ordering::Relaxed);
+            if last != 0 && now.saturating_sub(last) < EXEMPLAR_EVERY_MS {
+                return None;
+            }
+            let labels = e.label_set()?;
+            at.store(now, Ordering::Relaxed);
+            Some(labels)
+        });
+        self.inner.observe(v, labels, None);
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for Hist {
+    const TYPE: PcMetricType = PcMetricType::Histogram;
+}
+
+impl EncodeMetric for Hist {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.inner.encode(encoder)
+    }
+
+    fn metric_type(&self) -> PcMetricType {
+        PcMetricType::Histogram
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct HistogramCtor(pub(super) Arc<[f64]>);
 
 impl MetricConstructor<Hist> for HistogramCtor {
     fn new_metric(&self) -> Hist {
-        Hist::new(self.0.iter().copied())
+        Hist::new(self.0.clone())
     }
 }
 
@@ -124,5 +184,54 @@ impl EncodeMetric for TotalCell {
 
     fn is_empty(&self) -> bool {
         self.get().is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposed(h: &Hist) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("h", "h", h.clone());
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
+        out
+    }
+
+    fn traced(trace_id: &str) -> Option<Exemplar<'_>> {
+        Some(Exemplar {
+            trace_id,
+            span_id: None,
+        })
+    }
+
+    #[test]
+    fn a_bucket_exemplar_is_replaced_at_most_every_interval() {
+        let h = Hist::new(Arc::from([0.1, 1.0]));
+        h.observe(0.05, traced("aaaa"));
+        h.observe(0.06, traced("bbbb"));
+        // Another bucket has its own slot.
+        h.observe(0.5, traced("cccc"));
+        h.observe(5.0, traced("dddd"));
+        let text = exposed(&h);
+        assert!(
+            text.contains("h_bucket{le=\"0.1\"} 2 # {trace_id=\"aaaa\"} 0.05"),
+            "{text}"
+        );
+        assert!(!text.contains("bbbb"), "{text}");
+        assert!(
+            text.contains("h_bucket{le=\"1.0\"} 3 # {trace_id=\"cccc\"} 0.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("h_bucket{le=\"+Inf\"} 4 # {trace_id=\"dddd\"} 5.0"),
+            "{text}"
+        );
+        // An invalid trace id takes no slot.
+        h.observe(0.07, traced("not valid!"));
+        std::thread::sleep(std::time::Duration::from_millis(EXEMPLAR_EVERY_MS + 50));
+        h.observe(0.08, traced("eeee"));
+        assert!(exposed(&h).contains("# {trace_id=\"eeee\"} 0.08"));
     }
 }

@@ -4,9 +4,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cells::{TotalCell, ValueGauge};
+use super::cells::{Hist, TotalCell, ValueGauge};
 use super::series::Inner;
-use super::{Exemplar, FloatCounter, FloatGauge, Hist, HistogramCtor, UpdateError};
+use super::{Exemplar, FloatCounter, FloatGauge, HistogramCtor, UpdateError};
 use crate::schema::MetricDef;
 
 pub(super) type CounterCtor = fn() -> FloatCounter;
@@ -116,8 +116,7 @@ impl Histogram {
         if !v.is_finite() {
             return Err(UpdateError::NotFinite);
         }
-        let exemplar = exemplar.and_then(|e| e.label_set());
-        self.0.with(labels, |h| h.observe(v, exemplar, None))
+        self.0.with(labels, |h| h.observe(v, exemplar))
     }
 
     pub fn def(&self) -> &MetricDef {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter as PcCounter;
-use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::schema::{MetricDef, MetricType, Schema, SchemaError, Source, TierInfo};
@@ -20,7 +19,7 @@ mod cells;
 mod handles;
 mod series;
 
-use self::cells::{HistogramCtor, TotalCell, ValueGauge};
+use self::cells::{Hist, HistogramCtor, TotalCell, ValueGauge};
 pub use self::handles::{Counter, Gauge, Histogram, Metric, Total};
 use self::handles::{CounterCtor, GaugeCtor};
 use self::series::{Cell, Inner};
@@ -29,7 +28,6 @@ use self::series::{Cell, Inner};
 pub type LabelSet = Vec<(&'static str, String)>;
 pub(crate) type FloatCounter = PcCounter<f64, AtomicU64>;
 pub(crate) type FloatGauge = ValueGauge;
-pub(crate) type Hist = HistogramWithExemplars<TraceLabels>;
 
 /// OpenMetrics limits an exemplar's label names and values to 128 characters in total.
 const EXEMPLAR_MAX_CHARS: usize = 128;
@@ -378,7 +376,7 @@ fn register(registry: &mut Registry, def: &MetricDef, limits: &Arc<LiveLimits>) 
             let buckets: Arc<[f64]> = def.buckets.clone().into();
             let one = {
                 let b = buckets.clone();
-                move || Hist::new(b.iter().copied())
+                move || Hist::new(b)
             };
             Metric::Histogram(Histogram(reg!(Inner::new(
                 def,

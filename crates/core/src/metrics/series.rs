@@ -250,7 +250,7 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
 
 /// CLOCK_MONOTONIC_COARSE in milliseconds: a few nanoseconds to read, precise to a few ms,
 /// ample for expiries measured in minutes.
-fn coarse_ms() -> u64 {
+pub(super) fn coarse_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
