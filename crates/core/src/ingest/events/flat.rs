@@ -21,19 +21,28 @@ pub(super) fn read<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
         s.i += 1;
     } else {
         loop {
-            s.ws();
-            s.eat(b'"')?;
+            s.punct(b'"')?;
             let key = s.string()?;
-            s.ws();
-            s.eat(b':')?;
-            s.ws();
+            s.punct(b':')?;
+            if s.peek().is_some_and(is_ws) {
+                s.ws();
+            }
             let value = s.value()?;
             fields.push((Cow::Borrowed(key), value));
-            s.ws();
-            match s.next()? {
-                b',' => continue,
-                b'}' => break,
-                _ => return None,
+            match s.peek()? {
+                b',' => s.i += 1,
+                b'}' => {
+                    s.i += 1;
+                    break;
+                }
+                _ => {
+                    s.ws();
+                    match s.next()? {
+                        b',' => {}
+                        b'}' => break,
+                        _ => return None,
+                    }
+                }
             }
         }
     }
@@ -53,6 +62,10 @@ fn special_bytes(w: u64) -> u64 {
         | eq_bytes(w, b'\\')
         // Below 0x20 (the subtraction borrows into bit 7) or 0x80 and above (bit 7 is set).
         | ((w.wrapping_sub(ONES * 0x20) | w) & HIGHS)
+}
+
+fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 fn is_plain(c: u8) -> bool {
@@ -75,9 +88,20 @@ impl<'a> Scanner<'a> {
     }
 
     fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        while self.peek().is_some_and(is_ws) {
             self.i += 1;
         }
+    }
+
+    /// Consumes `want` after optional whitespace, looking for `want` first: engines write
+    /// compact JSON, so the whitespace loop is rarely needed.
+    fn punct(&mut self, want: u8) -> Option<()> {
+        if self.peek() == Some(want) {
+            self.i += 1;
+            return Some(());
+        }
+        self.ws();
+        self.eat(want)
     }
 
     /// The rest of a string whose opening quote was read; None at an escape, a control

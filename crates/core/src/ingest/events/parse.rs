@@ -70,6 +70,8 @@ pub type Fields<'a> = SmallVec<[(Cow<'a, str>, Value<'a>); 12]>;
 #[derive(Debug)]
 pub struct Event<'f, 'a> {
     fields: &'f Fields<'a>,
+    /// Read by the fast path: every key and string borrows from the line.
+    pub(super) borrowed: bool,
 }
 
 impl<'a> Event<'_, 'a> {
@@ -102,14 +104,15 @@ pub fn parse_event<'f, 'a>(
     fields.clear();
     // Flat ASCII lines without escapes (what engines write) take the fast path; serde_json,
     // which also checks UTF-8, has the last word on everything else.
-    if super::flat::read(line, fields).is_none() {
+    let borrowed = super::flat::read(line, fields).is_some();
+    if !borrowed {
         fields.clear();
         let mut de = serde_json::Deserializer::from_slice(line);
         de.deserialize_map(FieldsVisitor(fields))
             .and_then(|()| de.end())
             .map_err(|_| EventError::MalformedJson)?;
     }
-    let event = Event { fields };
+    let event = Event { fields, borrowed };
     match event.field("event") {
         None => Err(EventError::MissingEvent),
         Some(Value::Str(s)) if !s.is_empty() => Ok(event),
