@@ -84,7 +84,7 @@ impl EventMapper {
         // metrics have any), so no pass moves big values around.
         let mut planned: SmallVec<[(&Effect, &Metric, Op); 4]> = SmallVec::new();
         for (effect, metric) in &rule.effects {
-            match plan(metric, &event, effect) {
+            match plan(metric, event, effect) {
                 Ok(Some(op)) => planned.push((effect, metric, op)),
                 Ok(None) => {}
                 Err(reason) => {
@@ -103,7 +103,7 @@ impl EventMapper {
             let labels: &[&str] = if metric.def().labels.is_empty() {
                 &[]
             } else {
-                owned = match label_values(metric, &event, effect) {
+                owned = match label_values(metric, event, effect) {
                     Ok(v) => v,
                     Err(_) => continue, // checked by plan
                 };
