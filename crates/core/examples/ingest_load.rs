@@ -54,7 +54,8 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("count") {
-        // `count statsd|events N`: exactly N lines, for an instruction counter (callgrind).
+        // `count statsd|statsd-plain|events N`: exactly N lines, for an instruction counter
+        // (callgrind).
         let n = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(100_000);
         return count(args.get(2).map_or("events", String::as_str), n);
     }
@@ -155,9 +156,14 @@ fn inproc(only: Option<&str>) {
 fn count(path: &str, n: u64) {
     let schema = Schema::parse(SCHEMA).unwrap();
     let metrics = Metrics::new(&schema, Limits::default()).unwrap();
-    if path == "statsd" {
+    if path == "statsd" || path == "statsd-plain" {
         let mapper = Mapper::new(&metrics, &schema).unwrap();
-        let d = datagram(20);
+        // statsd-plain: the benchmark's datagram, ten `tx_engine_cache_hits:1|c` lines.
+        let d = if path == "statsd" {
+            datagram(20)
+        } else {
+            "tx_engine_cache_hits:1|c\n".repeat(10).into_bytes()
+        };
         let mut tally = Tally::default();
         let mut lines = 0;
         while lines < n {
