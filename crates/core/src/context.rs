@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,9 @@ pub struct TaskContext {
 #[derive(Clone)]
 pub struct Shutdown {
     stop: watch::Receiver<bool>,
+    /// The same flag as `stop`, read without the watch's lock by loops that check it per
+    /// batch.
+    stopping: Arc<AtomicBool>,
     /// Becomes readable, and stays so, when the exporter stops.
     wake: Arc<OwnedFd>,
 }
@@ -37,6 +41,7 @@ pub struct Shutdown {
 /// The sending half of `Shutdown`, held by whoever handles the stop signal.
 pub struct ShutdownTrigger {
     stop: watch::Sender<bool>,
+    stopping: Arc<AtomicBool>,
     wake: Arc<OwnedFd>,
 }
 
@@ -60,17 +65,24 @@ pub fn shutdown_signal() -> io::Result<(ShutdownTrigger, Shutdown)> {
     // SAFETY: fd was just returned by eventfd and nothing else owns it.
     let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
     let (tx, rx) = watch::channel(false);
+    let stopping = Arc::new(AtomicBool::new(false));
     Ok((
         ShutdownTrigger {
             stop: tx,
+            stopping: stopping.clone(),
             wake: wake.clone(),
         },
-        Shutdown { stop: rx, wake },
+        Shutdown {
+            stop: rx,
+            stopping,
+            wake,
+        },
     ))
 }
 
 impl ShutdownTrigger {
     pub fn trigger(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
@@ -90,7 +102,7 @@ impl Shutdown {
     }
 
     pub fn is_set(&self) -> bool {
-        *self.stop.borrow()
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// On a blocking thread: sleeps up to `d`, waking at once on shutdown; true when
