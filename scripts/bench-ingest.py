@@ -59,6 +59,22 @@ def cpu_ns_threads(pid):
         return cpu_seconds(pid)
 
 
+def cpu_ns_by_thread_name(pid):
+    """CPU seconds of a process's live threads, summed per thread name (the exporter names its
+    sources' threads: statsd-udp, log-follower; the rest are tokio's and main)."""
+    by_name = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        by_name[name] = by_name.get(name, 0) + ns / 1e9
+    return by_name
+
+
 def tree_cpu(pid):
     """CPU of a process and all its live descendants (npm/node wrappers)."""
     total = 0.0
@@ -344,6 +360,7 @@ def bench_steady(binary, work, seconds=10):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     body = "".join("tx_engine_cache_hits:1|c\n" for _ in range(10)).encode()
     cpu0, t0, i = cpu_ns_threads(proc.pid), time.time(), 0
+    threads0 = cpu_ns_by_thread_name(proc.pid)
     with open(log, "a") as f:
         for tick in range(seconds * 10):  # every 100 ms: 1,000 events and 100 datagrams
             f.write("".join(event_line(i + k) for k in range(1000)))
@@ -354,10 +371,12 @@ def bench_steady(binary, work, seconds=10):
             time.sleep(max(0.0, t0 + (tick + 1) * 0.1 - time.time()))
     wall = time.time() - t0
     cpu = cpu_ns_threads(proc.pid) - cpu0
+    threads = {name: (ns - threads0.get(name, 0)) / wall
+               for name, ns in cpu_ns_by_thread_name(proc.pid).items()}
     busy_rss = rss_mib(proc.pid)
     proc.terminate()
     proc.wait()
-    return cpu / wall, idle_rss, busy_rss
+    return cpu / wall, threads, idle_rss, busy_rss
 
 
 def main():
@@ -381,9 +400,11 @@ def main():
         print(f"\nStatsD: {args.datagrams} datagrams x 10 counter lines, delivered lines per CPU-second")
         for name, (rate, delivered, note) in st.items():
             print(f"  {name:34s} {rate:>12,.0f}   {ours / rate:6.1f}x   delivered {delivered:6.1%} {note}")
-        share, idle_rss, busy_rss = bench_steady(binary, work)
-        print(f"\nSteady 10k events/s + 10k StatsD lines/s: sidecar CPU {share:.2%} of a core; "
-              f"RSS {idle_rss:.1f} MiB idle, {busy_rss:.1f} MiB after")
+        share, threads, idle_rss, busy_rss = bench_steady(binary, work)
+        split = ", ".join(f"{name} {cpu:.2%}" for name, cpu in
+                          sorted(threads.items(), key=lambda t: -t[1]) if cpu >= 0.00005)
+        print(f"\nSteady 10k events/s + 10k StatsD lines/s: sidecar CPU {share:.2%} of a core "
+              f"({split}); RSS {idle_rss:.1f} MiB idle, {busy_rss:.1f} MiB after")
     print("\n(ratio = this project / peer; figures vary between machines, ratios are what count)")
 
 
