@@ -25,6 +25,8 @@ enum Op {
 /// An event rule with its metrics resolved to handles.
 struct Rule {
     effects: Vec<(Effect, Metric)>,
+    /// Some effect observes a histogram: only then are the trace fields looked up.
+    observes: bool,
 }
 
 pub struct EventMapper {
@@ -47,7 +49,10 @@ impl EventMapper {
                 })?;
                 effects.push((effect.clone(), metric));
             }
-            rules.insert(rule.event.clone(), Rule { effects });
+            let observes = effects
+                .iter()
+                .any(|(_, m)| matches!(m, Metric::Histogram(_)));
+            rules.insert(rule.event.clone(), Rule { effects, observes });
         }
         Ok(EventMapper { rules })
     }
@@ -94,10 +99,14 @@ impl EventMapper {
                 }
             }
         }
-        let exemplar = event.str_field("trace_id").map(|trace_id| Exemplar {
-            trace_id,
-            span_id: event.str_field("span_id"),
-        });
+        let exemplar = rule
+            .observes
+            .then(|| event.str_field("trace_id"))
+            .flatten()
+            .map(|trace_id| Exemplar {
+                trace_id,
+                span_id: event.str_field("span_id"),
+            });
         for &(effect, metric, op) in &planned {
             let (owned, values);
             let labels: &[&str] = if metric.def().labels.is_empty() {
@@ -181,7 +190,8 @@ fn plan(
         return Err(EventReason::NegativeCounter);
     }
     if metric.def().labels.is_empty() {
-        metric.check(&[]).map_err(EventReason::from)?;
+        // Nothing to check: the schema allows rules only on engine counters, gauges and
+        // histograms, whose single series always exists and takes any finite value.
         return Ok(Some(op));
     }
     let labels = label_values(metric, event, effect)?;
