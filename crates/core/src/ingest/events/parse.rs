@@ -70,24 +70,21 @@ pub type Fields<'a> = SmallVec<[(Cow<'a, str>, Value<'a>); 12]>;
 #[derive(Debug)]
 pub struct Event<'f, 'a> {
     fields: &'f Fields<'a>,
+    /// The `event` field, found once when the line was checked.
+    name: &'f str,
     /// Read by the fast path: every key and string borrows from the line.
     pub(super) borrowed: bool,
 }
 
-impl<'a> Event<'_, 'a> {
-    pub fn name(&self) -> &str {
-        self.str_field("event").unwrap_or_default()
+impl<'f, 'a> Event<'f, 'a> {
+    pub fn name(&self) -> &'f str {
+        self.name
     }
 
     /// A field's value; an explicit null is absent (loggers emit it for unset optionals).
     /// With a key given twice, the last one counts, as in serde_json.
-    pub fn field(&self, name: &str) -> Option<&Value<'a>> {
-        self.fields
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
-            .filter(|v| **v != Value::Null)
+    pub fn field(&self, name: &str) -> Option<&'f Value<'a>> {
+        find(self.fields, name)
     }
 
     /// A string field; None when absent, null or not a string.
@@ -112,12 +109,26 @@ pub fn parse_event<'f, 'a>(
             .and_then(|()| de.end())
             .map_err(|_| EventError::MalformedJson)?;
     }
-    let event = Event { fields, borrowed };
-    match event.field("event") {
-        None => Err(EventError::MissingEvent),
-        Some(Value::Str(s)) if !s.is_empty() => Ok(event),
-        Some(_) => Err(EventError::WrongFieldType),
-    }
+    let fields: &'f Fields<'a> = fields;
+    let name = match find(fields, "event") {
+        None => return Err(EventError::MissingEvent),
+        Some(Value::Str(s)) if !s.is_empty() => &**s,
+        Some(_) => return Err(EventError::WrongFieldType),
+    };
+    Ok(Event {
+        fields,
+        name,
+        borrowed,
+    })
+}
+
+fn find<'f, 'a>(fields: &'f Fields<'a>, name: &str) -> Option<&'f Value<'a>> {
+    fields
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .filter(|v| **v != Value::Null)
 }
 
 struct FieldsVisitor<'f, 'de>(&'f mut Fields<'de>);

@@ -67,7 +67,7 @@ impl Mapper {
     fn target(&self, name: &[u8]) -> Option<&Target> {
         let hash = self.hasher.hash_one(name);
         self.names
-            .find(hash, |(k, _)| same_bytes(k, name))
+            .find(hash, |(k, _)| crate::ingest::swar::same_bytes(k, name))
             .map(|(_, t)| t)
     }
 
@@ -192,24 +192,6 @@ impl Mapper {
             }),
         }
     }
-}
-
-/// Byte equality eight bytes at a time, inline: names are a few dozen bytes, for which a
-/// memcmp call costs more than the comparison.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (mut a, mut b) = (a, b);
-    while let (Some((x, ra)), Some((y, rb))) =
-        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
-    {
-        if x != y {
-            return false;
-        }
-        (a, b) = (ra, rb);
-    }
-    a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 fn truncate(b: &[u8]) -> &[u8] {
@@ -584,14 +566,6 @@ mod tests {
         // A line cut before its type (the second half of a split event) is not a sample.
         let part2 = outcome(&m, b"|h|#consumer:Kafka::Consumer,topic:shared");
         assert!(matches!(part2, Rejected(_)), "{part2:?}");
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn same_bytes_is_slice_equality(a in "[ab]{0,20}", b in "[ab]{0,20}") {
-            proptest::prop_assert_eq!(same_bytes(a.as_bytes(), b.as_bytes()), a == b);
-            proptest::prop_assert!(same_bytes(a.as_bytes(), a.as_bytes()));
-        }
     }
 
     proptest::proptest! {
