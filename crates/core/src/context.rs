@@ -156,6 +156,24 @@ impl Shutdown {
     }
 }
 
+/// Runs a source's blocking loop on a thread of its own, named so that `top -H` shows which
+/// source spends the CPU; the handle finishes when the loop returns (or panics).
+pub(crate) fn source_thread(
+    name: &str,
+    run: impl FnOnce() + Send + 'static,
+) -> io::Result<tokio::task::JoinHandle<()>> {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            run();
+            let _ = done.send(());
+        })?;
+    Ok(tokio::spawn(async move {
+        let _ = finished.await;
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,21 +45,3 @@ pub fn spawn(ctx: &TaskContext) -> Result<Running, SchemaError> {
         follower,
     })
 }
-
-/// Runs a source's blocking loop on a thread of its own, named so that `top -H` shows which
-/// source spends the CPU; the handle finishes when the loop returns (or panics).
-fn source_thread(
-    name: &str,
-    run: impl FnOnce() + Send + 'static,
-) -> std::io::Result<JoinHandle<()>> {
-    let (done, finished) = tokio::sync::oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            run();
-            let _ = done.send(());
-        })?;
-    Ok(tokio::spawn(async move {
-        let _ = finished.await;
-    }))
-}

@@ -105,7 +105,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
     let ledger = follower.ledger();
     let shutdown = ctx.shutdown.clone();
     let (reconfigure, reloads) = std::sync::mpsc::channel::<Reconfigure>();
-    let started = super::source_thread("log-follower", move || {
+    let started = crate::context::source_thread("log-follower", move || {
         let mut wait = POLL;
         loop {
             while let Ok(r) = reloads.try_recv() {

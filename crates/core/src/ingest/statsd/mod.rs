@@ -53,7 +53,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
                         kernel_drops: Some(0),
                     };
                     let shutdown = ctx.shutdown.clone();
-                    match super::source_thread("statsd-udp", move || {
+                    match crate::context::source_thread("statsd-udp", move || {
                         let _keep = sock;
                         listener.run(&shutdown);
                     }) {
@@ -90,7 +90,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
                     kernel_drops: None,
                 };
                 let shutdown = ctx.shutdown.clone();
-                match super::source_thread("statsd-unixgram", move || {
+                match crate::context::source_thread("statsd-unixgram", move || {
                     listener.run(&shutdown);
                     drop(sock);
                     let _ = std::fs::remove_file(&path);
