@@ -6,7 +6,7 @@ pub(crate) const HIGHS: u64 = 0x8080_8080_8080_8080;
 
 /// High bit set in each byte of `w` that is zero (the lowest flagged byte is always a true
 /// one; bytes above it may be flagged falsely, so only the lowest is used).
-pub(crate) fn zero_bytes(w: u64) -> u64 {
+fn zero_bytes(w: u64) -> u64 {
     w.wrapping_sub(ONES) & !w & HIGHS
 }
 

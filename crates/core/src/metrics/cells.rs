@@ -228,8 +228,11 @@ mod tests {
             text.contains("h_bucket{le=\"+Inf\"} 4 # {trace_id=\"dddd\"} 5.0"),
             "{text}"
         );
-        // An invalid trace id takes no slot.
-        h.observe(0.07, traced("not valid!"));
+        // An invalid trace id takes no slot: the next valid one is kept at once.
+        let fresh = Hist::new(Arc::from([0.1]));
+        fresh.observe(0.05, traced("not valid!"));
+        fresh.observe(0.06, traced("ffff"));
+        assert!(exposed(&fresh).contains("# {trace_id=\"ffff\"} 0.06"));
         std::thread::sleep(std::time::Duration::from_millis(EXEMPLAR_EVERY_MS + 50));
         h.observe(0.08, traced("eeee"));
         assert!(exposed(&h).contains("# {trace_id=\"eeee\"} 0.08"));

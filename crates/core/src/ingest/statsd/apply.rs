@@ -90,29 +90,24 @@ impl Mapper {
     }
 
     fn apply(&self, s: &Sample<'_>, tally: &mut Tally<StatsdReason>) {
-        let reject = |tally: &mut Tally<StatsdReason>, reason: StatsdReason| {
-            tally.reject_with(reason, || {
-                String::from_utf8_lossy(truncate(s.name)).into_owned()
-            })
-        };
         // A name that is not UTF-8 matches no key.
         let metric = match self.target(s.name) {
             // The common sample, untagged to a counter or gauge without labels: written at
             // once; anything else (a type mismatch too) takes the general way below.
             Some(Target::Unlabelled(m)) if s.tags.is_empty() => match (m, s.kind) {
                 (Metric::Counter(c), Kind::Counter) => {
-                    return self.done(c.inc_by(&[], s.value / s.rate), s, tally)
+                    return counted(c.inc_by(&[], s.value / s.rate), s, tally)
                 }
                 (Metric::Gauge(g), Kind::Gauge) if s.signed => {
-                    return self.done(g.add(&[], s.value), s, tally)
+                    return counted(g.add(&[], s.value), s, tally)
                 }
-                (Metric::Gauge(g), Kind::Gauge) => return self.done(g.set(&[], s.value), s, tally),
+                (Metric::Gauge(g), Kind::Gauge) => return counted(g.set(&[], s.value), s, tally),
                 _ => m,
             },
             Some(Target::Unlabelled(m) | Target::Labelled(m)) => m,
-            Some(Target::ReadOnly) => return reject(tally, StatsdReason::ReadOnlyMetric),
-            Some(Target::OtherChannel) => return reject(tally, StatsdReason::WrongChannel),
-            None => return reject(tally, StatsdReason::UnknownMetric),
+            Some(Target::ReadOnly) => return reject(tally, StatsdReason::ReadOnlyMetric, s.name),
+            Some(Target::OtherChannel) => return reject(tally, StatsdReason::WrongChannel, s.name),
+            None => return reject(tally, StatsdReason::UnknownMetric, s.name),
         };
         let type_ok = matches!(
             (s.kind, metric),
@@ -121,7 +116,7 @@ impl Mapper {
                 | (Kind::Timer | Kind::Histogram, Metric::Histogram(_))
         );
         if !type_ok {
-            return reject(tally, StatsdReason::TypeMismatch);
+            return reject(tally, StatsdReason::TypeMismatch, s.name);
         }
         // The schema caps labels at MAX_LABELS, so they fit in fixed arrays.
         let declared = &metric.def().labels;
@@ -132,21 +127,21 @@ impl Mapper {
                 let slot = declared.iter().position(|l| l.as_bytes() == key);
                 match (slot, std::str::from_utf8(value)) {
                     (Some(i), Ok(v)) if !v.is_empty() => values[i] = Some(v),
-                    (Some(_), _) => return reject(tally, StatsdReason::InvalidTag),
+                    (Some(_), _) => return reject(tally, StatsdReason::InvalidTag, s.name),
                     (None, _) => tally.tags_dropped += 1,
                 }
             }
             for (i, v) in values.iter().take(declared.len()).enumerate() {
                 match v {
                     Some(v) => labels[i] = v,
-                    None => return reject(tally, StatsdReason::MissingLabel),
+                    None => return reject(tally, StatsdReason::MissingLabel, s.name),
                 }
             }
         }
         let labels = &labels[..declared.len()];
         let result = match (metric, s.kind) {
             // Only probe metrics are totals, and they resolve to ReadOnly above.
-            (Metric::Total(_), _) => return reject(tally, StatsdReason::ReadOnlyMetric),
+            (Metric::Total(_), _) => return reject(tally, StatsdReason::ReadOnlyMetric, s.name),
             (Metric::Counter(c), _) => c.inc_by(labels, s.value / s.rate),
             (Metric::Gauge(g), _) if s.signed => g.add(labels, s.value),
             (Metric::Gauge(g), _) => g.set(labels, s.value),
@@ -159,12 +154,12 @@ impl Mapper {
                 // A duration below zero is a bug upstream, as the event log holds too.
                 let duration = kind == Kind::Timer || h.def().unit.as_deref() == Some("seconds");
                 if duration && v < 0.0 {
-                    return reject(tally, StatsdReason::InvalidValue);
+                    return reject(tally, StatsdReason::InvalidValue, s.name);
                 }
                 // A sampled observation stands for 1/rate of them, as statsd_exporter does.
                 let repeat = (1.0 / s.rate).round();
                 if repeat > MAX_HISTOGRAM_REPEAT {
-                    return reject(tally, StatsdReason::InvalidSampleRate);
+                    return reject(tally, StatsdReason::InvalidSampleRate, s.name);
                 }
                 let mut r = Ok(());
                 for _ in 0..(repeat as u32).max(1) {
@@ -176,22 +171,23 @@ impl Mapper {
                 r
             }
         };
-        self.done(result, s, tally)
+        counted(result, s, tally)
     }
+}
 
-    fn done(
-        &self,
-        result: Result<(), UpdateError>,
-        s: &Sample<'_>,
-        tally: &mut Tally<StatsdReason>,
-    ) {
-        match result {
-            Ok(()) => tally.accepted += 1,
-            Err(e) => tally.reject_with(e.into(), || {
-                String::from_utf8_lossy(truncate(s.name)).into_owned()
-            }),
-        }
+/// Counts an update of `s`: accepted, or rejected for the reason the registry gave.
+fn counted(result: Result<(), UpdateError>, s: &Sample<'_>, tally: &mut Tally<StatsdReason>) {
+    match result {
+        Ok(()) => tally.accepted += 1,
+        Err(e) => reject(tally, e.into(), s.name),
     }
+}
+
+/// Counts a sample's rejection, with its name (cut short) as the example.
+fn reject(tally: &mut Tally<StatsdReason>, reason: StatsdReason, name: &[u8]) {
+    tally.reject_with(reason, || {
+        String::from_utf8_lossy(truncate(name)).into_owned()
+    });
 }
 
 fn truncate(b: &[u8]) -> &[u8] {
