@@ -198,7 +198,8 @@ impl Tracing {
         Ok((Tracing { provider }, tracer))
     }
 
-    /// Flushes queued spans and stops the exporter; call while the runtime still runs.
+    /// Flushes queued spans and stops the exporter. Blocks until the last export is done, which
+    /// runs on the runtime: call it off the runtime thread while that thread still drives it.
     pub fn shutdown(self) {
         if let Err(e) = self.provider.shutdown() {
             eprintln!("warning: flushing traces: {e}");
