@@ -11,9 +11,24 @@ use std::borrow::Cow;
 use super::parse::{Fields, Value};
 use crate::ingest::swar::{eq_bytes, HIGHS, ONES};
 
+/// Lines up to this long get their string ends found from one bitmap of the whole line;
+/// longer ones scan each string (engines' lines are 80 to 300 bytes).
+const MAPPED_LEN: usize = 512;
+
 /// Reads `line` into `fields`; None: let serde_json decide.
 pub(super) fn read<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
-    let mut s = Scanner { b: line, i: 0 };
+    let mut map = [0u64; MAPPED_LEN / 64];
+    let specials: &[u64] = if line.len() <= MAPPED_LEN {
+        special_map(line, &mut map);
+        &map[..line.len().div_ceil(64)]
+    } else {
+        &[]
+    };
+    let mut s = Scanner {
+        b: line,
+        i: 0,
+        specials,
+    };
     s.ws();
     s.eat(b'{')?;
     s.ws();
@@ -50,9 +65,55 @@ pub(super) fn read<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
     (s.i == s.b.len()).then_some(())
 }
 
-struct Scanner<'a> {
+struct Scanner<'a, 'm> {
     b: &'a [u8],
     i: usize,
+    /// Bit `i % 64` of word `i / 64` is set when byte `i` ends a string run (see
+    /// `special_bytes`); empty for a line too long to map.
+    specials: &'m [u64],
+}
+
+/// Sets, in `map`, the bit of every byte of `line` that ends an unescaped ASCII string run:
+/// sixteen bytes at a time, one pass for the whole line instead of a scan per string. Bytes
+/// past the end of the line are marked too (as zeros, control characters).
+fn special_map(line: &[u8], map: &mut [u64]) {
+    let (blocks, rest) = line.as_chunks::<16>();
+    for (k, block) in blocks.iter().enumerate() {
+        map[k / 4] |= u64::from(special_block(block)) << (k % 4 * 16);
+    }
+    if !rest.is_empty() {
+        let k = blocks.len();
+        let mut last = [0u8; 16];
+        last[..rest.len()].copy_from_slice(rest);
+        map[k / 4] |= u64::from(special_block(&last)) << (k % 4 * 16);
+    }
+}
+
+/// Bit i set: byte i of `block` is `"`, `\`, below 0x20 or 0x80 and above.
+#[cfg(target_arch = "x86_64")]
+fn special_block(block: &[u8; 16]) -> u16 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of x86_64; the load reads the 16 bytes `block` refers to and
+    // needs no alignment.
+    unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast());
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        // Signed: 0x80 and above are negative, so one comparison finds them and the controls.
+        let outside = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), outside)) as u16
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn special_block(block: &[u8; 16]) -> u16 {
+    block
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, &c)| m | (u16::from(!is_plain(c)) << i))
 }
 
 /// High bit set in the lowest byte of `w` that ends an unescaped ASCII string run: `"`, `\\`,
@@ -72,7 +133,7 @@ fn is_plain(c: u8) -> bool {
     (0x20..0x80).contains(&c) && c != b'"' && c != b'\\'
 }
 
-impl<'a> Scanner<'a> {
+impl<'a> Scanner<'a, '_> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
@@ -106,8 +167,12 @@ impl<'a> Scanner<'a> {
 
     /// The rest of a string whose opening quote was read; None at an escape, a control
     /// character or a non-ASCII byte (serde_json's cases).
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         let start = self.i;
+        if !self.specials.is_empty() {
+            return self.close(start, self.next_special(start));
+        }
         let mut i = start;
         // Eight bytes at a time: strings here are timestamps, ids and names of 5 to 40 bytes.
         while let Some(chunk) = self.b.get(i..i + 8) {
@@ -125,7 +190,26 @@ impl<'a> Scanner<'a> {
         self.close(start, i)
     }
 
+    /// The first byte at or after `from` that the map marks; the line's length if none.
+    #[inline(always)]
+    fn next_special(&self, from: usize) -> usize {
+        let mut w = from / 64;
+        let Some(&first) = self.specials.get(w) else {
+            return self.b.len();
+        };
+        let mut bits = first & (!0u64 << (from % 64));
+        while bits == 0 {
+            w += 1;
+            match self.specials.get(w) {
+                Some(&next) => bits = next,
+                None => return self.b.len(),
+            }
+        }
+        w * 64 + bits.trailing_zeros() as usize
+    }
+
     /// The string from `start` ends at `end` if a quote is there.
+    #[inline(always)]
     fn close(&mut self, start: usize, end: usize) -> Option<&'a str> {
         if *self.b.get(end)? != b'"' {
             return None;
