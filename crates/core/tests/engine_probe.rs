@@ -106,6 +106,12 @@ fn engine_found_by_process_name() {
     engine.kill().unwrap();
     engine.wait().unwrap();
     wait_for(&exporter, "fixture_exporter_engine_up", 0.0);
+    // Restarted under a new pid: the probe keeps the process it found only while it lives.
+    let mut engine = spawn_engine(&dir, &name);
+    wait_for(&exporter, "fixture_exporter_engine_up", 1.0);
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    wait_for(&exporter, "fixture_exporter_engine_up", 0.0);
 }
 
 #[test]
