@@ -350,8 +350,9 @@ def rss_mib(pid):
     return float("nan")
 
 
-def bench_steady(binary, work, seconds=10):
-    """Sidecar CPU at a steady 10k events/s plus 10k StatsD lines/s, and RSS idle and after."""
+def bench_steady(binary, work, seconds=10, events_per_tick=1000, datagrams_per_tick=100):
+    """Sidecar CPU at a steady 10k events/s plus 10k StatsD lines/s (by default), and RSS idle
+    and after. Both arrive every 100 ms, as a DogStatsD client flushes its buffer."""
     log = os.path.join(work, "steady.log")
     open(log, "w").close()
     proc, url, port = start_exporter(binary, work, log)
@@ -362,11 +363,12 @@ def bench_steady(binary, work, seconds=10):
     cpu0, t0, i = cpu_ns_threads(proc.pid), time.time(), 0
     threads0 = cpu_ns_by_thread_name(proc.pid)
     with open(log, "a") as f:
-        for tick in range(seconds * 10):  # every 100 ms: 1,000 events and 100 datagrams
-            f.write("".join(event_line(i + k) for k in range(1000)))
-            f.flush()
-            i += 1000
-            for _ in range(100):
+        for tick in range(seconds * 10):  # every 100 ms
+            if events_per_tick:
+                f.write("".join(event_line(i + k) for k in range(events_per_tick)))
+                f.flush()
+                i += events_per_tick
+            for _ in range(datagrams_per_tick):
                 s.sendto(body, ("127.0.0.1", port))
             time.sleep(max(0.0, t0 + (tick + 1) * 0.1 - time.time()))
     wall = time.time() - t0
@@ -379,15 +381,39 @@ def bench_steady(binary, work, seconds=10):
     return cpu / wall, threads, idle_rss, busy_rss
 
 
+def steady_sweep(binary):
+    """Each source alone at 1x, 4x and 16x a base rate: the thread's CPU, and a line fitted
+    through it, so what a wake-up costs (the fixed part) and what a line costs are apart."""
+    cases = [("log-follower", "events/s", lambda n: dict(events_per_tick=n, datagrams_per_tick=0), 250),
+             ("statsd-udp", "StatsD lines/s", lambda n: dict(events_per_tick=0, datagrams_per_tick=n), 25)]
+    for thread, unit, load, base in cases:
+        points = []
+        for n in (base, 4 * base, 16 * base):
+            with tempfile.TemporaryDirectory() as work:
+                _, threads, _, _ = bench_steady(binary, work, seconds=8, **load(n))
+            rate = n * 10 * (1 if thread == "log-follower" else 10)
+            points.append((rate, threads.get(thread, 0.0)))
+            print(f"  {thread:13s} at {rate:>7,} {unit}: {threads.get(thread, 0.0):.3%} of a core", flush=True)
+        mx = sum(x for x, _ in points) / 3
+        my = sum(y for _, y in points) / 3
+        slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+        print(f"  {thread}: {slope * 1e9:.0f} ns per line, {(my - slope * mx):.3%} of a core "
+              f"fixed (10 bursts a second)\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--datagrams", type=int, default=100_000)
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--steady-sweep", action="store_true",
+                    help="only the steady load, per source at three rates: fixed and per-line CPU")
     args = ap.parse_args()
     if not args.skip_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "tx-exporter"], cwd=ROOT, check=True)
     binary = os.path.join(TARGET, "release", "tx-exporter")
+    if args.steady_sweep:
+        return steady_sweep(binary)
     print(f"== {os.cpu_count()} cores, {os.uname().release}")
     with tempfile.TemporaryDirectory() as work:
         size, ev = bench_events(binary, args.events, work)
