@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
 
 /// (name, type, help) of every metric this collector writes, for docs/metrics.md.
 pub const PROCESS_METRICS: &[(&str, &str, &str)] = &[
@@ -95,6 +95,11 @@ impl ProcessReader {
                 .with_cpu(),
         );
         let p = system.process(pid)?;
+        // An engine that exited but was not reaped still has its /proc entry; it is not
+        // running, and must not count as up.
+        if matches!(p.status(), ProcessStatus::Zombie | ProcessStatus::Dead) {
+            return None;
+        }
         Some(ProcStat {
             cpu_seconds: p.accumulated_cpu_time() as f64 / 1000.0,
             resident_bytes: p.memory() as f64,
@@ -128,6 +133,7 @@ impl ProcessReader {
             .processes()
             .values()
             .filter(|p| p.pid() != own)
+            .filter(|p| !matches!(p.status(), ProcessStatus::Zombie | ProcessStatus::Dead))
             .find(|p| {
                 p.name() == name
                     || p.cmd()
@@ -229,5 +235,28 @@ mod tests {
         assert!(after - before >= 0.1, "{before} -> {after}");
         // Above any pid_max the kernel allows (4194304).
         assert!(reader.read(99_999_999).is_none());
+    }
+
+    #[test]
+    fn an_exited_process_not_yet_reaped_is_none() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let stat = format!("/proc/{}/stat", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // `state` is the field after the parenthesised command name.
+        while !std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child never became a zombie"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(ProcessReader::new().read(child.id()).is_none());
+        child.wait().expect("reap");
     }
 }
