@@ -3,12 +3,12 @@
 //! sample.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::reason::{Reason, MAX_REASONS};
 use crate::health::SourceHealth;
-use crate::metrics::Metrics;
+use crate::metrics::{BoundCounter, Metrics};
 
 /// Outcomes of one batch of one channel.
 pub struct Tally<R: Reason> {
@@ -64,6 +64,9 @@ impl<R: Reason> Tally<R> {
 pub struct Counters<R: Reason> {
     metrics: Arc<Metrics>,
     health: SourceHealth,
+    /// The channel's series of samples accepted, resolved at its first flush (so it appears
+    /// with the first sample, as before) and then updated without a label lookup.
+    accepted: OnceLock<Option<BoundCounter>>,
     reason: PhantomData<R>,
 }
 
@@ -72,6 +75,7 @@ impl<R: Reason> Counters<R> {
         Counters {
             metrics,
             health,
+            accepted: OnceLock::new(),
             reason: PhantomData,
         }
     }
@@ -87,7 +91,13 @@ impl<R: Reason> Counters<R> {
     pub fn flush(&self, tally: &mut Tally<R>) {
         let own = self.metrics.own();
         if tally.accepted > 0 {
-            own.samples_accepted.add(&[R::CHANNEL], tally.accepted);
+            let accepted = self
+                .accepted
+                .get_or_init(|| own.samples_accepted.bind(&[R::CHANNEL]).ok());
+            match accepted {
+                Some(c) => c.add(tally.accepted),
+                None => own.samples_accepted.add(&[R::CHANNEL], tally.accepted),
+            }
             if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
                 let _ = own.last_sample.set(&[R::CHANNEL], now.as_secs_f64());
             }

@@ -52,8 +52,24 @@ impl Counter {
         self.0.read(labels, |c| c.get())
     }
 
+    /// The series for `labels`, created now (at 0), for counts flushed many times a second.
+    /// Only for the exporter's own counters, whose series are never removed.
+    pub fn bind(&self, labels: &[&str]) -> Result<BoundCounter, UpdateError> {
+        self.0.bind(labels).map(BoundCounter)
+    }
+
     pub fn def(&self) -> &MetricDef {
         &self.0.def
+    }
+}
+
+/// One series of one of the exporter's own counters, resolved once by [`Counter::bind`].
+#[derive(Clone)]
+pub struct BoundCounter(FloatCounter);
+
+impl BoundCounter {
+    pub fn add(&self, n: u64) {
+        self.0.inc_by(n as f64);
     }
 }
 

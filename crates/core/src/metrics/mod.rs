@@ -20,7 +20,7 @@ mod handles;
 mod series;
 
 use self::cells::{Hist, HistogramCtor, TotalCell, ValueGauge};
-pub use self::handles::{Counter, Gauge, Histogram, Metric, Total};
+pub use self::handles::{BoundCounter, Counter, Gauge, Histogram, Metric, Total};
 use self::handles::{CounterCtor, GaugeCtor};
 use self::series::{Cell, Inner};
 
@@ -467,6 +467,21 @@ mod tests {
         assert_eq!(h.observe(&[], f64::NAN, None), Err(UpdateError::NotFinite));
         h.observe(&[], 0.5, None).expect("valid");
         assert!(render(&m).contains("tx_engine_latency_seconds_count 1"));
+    }
+
+    #[test]
+    fn a_bound_counter_is_the_series_it_was_bound_to() {
+        let m = registry(Limits::default());
+        let lines = &m.own().statsd_lines;
+        let bound = lines.bind(&["udp"]).expect("bind");
+        // Bound at 0, as a listener's counts start.
+        assert_eq!(lines.value(&["udp"]), Some(0.0));
+        bound.add(7);
+        lines.add(&["udp"], 3);
+        bound.clone().add(2);
+        assert_eq!(lines.value(&["udp"]), Some(12.0));
+        assert_eq!(lines.value(&["unixgram"]), None);
+        assert!(lines.bind(&[]).is_err(), "wrong label count");
     }
 
     #[test]

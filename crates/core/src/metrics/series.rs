@@ -141,6 +141,22 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
         Ok(())
     }
 
+    /// The series for `labels`, created now, to update later without the lookup (a hash of
+    /// the label set and a read lock). Only for series nothing removes: the exporter's own.
+    pub(super) fn bind(&self, labels: &[&str]) -> Result<M, UpdateError>
+    where
+        M: Clone,
+    {
+        debug_assert!(
+            self.limits.is_none(),
+            "{}: its series may expire",
+            self.def.name
+        );
+        let mut series = None;
+        self.with(labels, |m| series = Some(m.clone()))?;
+        series.ok_or(UpdateError::LabelMismatch)
+    }
+
     /// Whether an update of the series for `labels` would be accepted (label values and the
     /// series limit), without changing anything.
     pub(super) fn check(&self, labels: &[&str]) -> Result<(), UpdateError> {
