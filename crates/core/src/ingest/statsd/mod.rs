@@ -25,7 +25,7 @@ use crate::context::{Shutdown, TaskContext, Woken};
 use crate::metrics::{BoundCounter, Metrics};
 
 /// Counters are flushed when the socket queue drains, but not more often than this (a flush
-/// costs a few label lookups and a getsockopt)...
+/// costs a getsockopt and the label lookups left: last-sample time, rejections)...
 const FLUSH_MIN: Duration = Duration::from_millis(10);
 /// ...and at least this often while a flood keeps the queue from draining.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
