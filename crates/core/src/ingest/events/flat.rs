@@ -73,24 +73,35 @@ struct Scanner<'a, 'm> {
     specials: &'m [u64],
 }
 
-/// Sets, in `map`, the bit of every byte of `line` that ends an unescaped ASCII string run:
-/// sixteen bytes at a time, one pass for the whole line instead of a scan per string. Bytes
-/// past the end of the line are marked too (as zeros, control characters).
-fn special_map(line: &[u8], map: &mut [u64]) {
-    let (blocks, rest) = line.as_chunks::<16>();
-    for (k, block) in blocks.iter().enumerate() {
-        map[k / 4] |= u64::from(special_block(block)) << (k % 4 * 16);
+/// Sets, in `map`, the bit of every byte of `line` that ends an unescaped ASCII string run,
+/// one 64-byte word at a time: one pass for the whole line instead of a scan per string.
+/// Bytes past the end of the line are marked too (as zeros, control characters).
+fn special_map(line: &[u8], map: &mut [u64; MAPPED_LEN / 64]) {
+    let (words, rest) = line.as_chunks::<64>();
+    for (slot, word) in map.iter_mut().zip(words) {
+        *slot = special_word(word);
     }
     if !rest.is_empty() {
-        let k = blocks.len();
-        let mut last = [0u8; 16];
+        let mut last = [0u8; 64];
         last[..rest.len()].copy_from_slice(rest);
-        map[k / 4] |= u64::from(special_block(&last)) << (k % 4 * 16);
+        if let Some(slot) = map.get_mut(words.len()) {
+            *slot = special_word(&last);
+        }
     }
+}
+
+#[inline(always)]
+fn special_word(word: &[u8; 64]) -> u64 {
+    let (blocks, _) = word.as_chunks::<16>();
+    blocks
+        .iter()
+        .enumerate()
+        .fold(0, |m, (k, b)| m | u64::from(special_block(b)) << (k * 16))
 }
 
 /// Bit i set: byte i of `block` is `"`, `\`, below 0x20 or 0x80 and above.
 #[cfg(target_arch = "x86_64")]
+#[inline(always)]
 fn special_block(block: &[u8; 16]) -> u16 {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
@@ -254,13 +265,18 @@ impl<'a> Scanner<'a, '_> {
         if negative {
             self.i += 1;
         }
-        // The integer part is accumulated as it is read; None on overflow (serde_json's).
+        // The integer part is accumulated as it is read. Nineteen digits always fit in a
+        // u64; a longer one is left to serde_json (rare, and it may not fit).
         let mut int: u64 = match self.next()? {
             b'0' => 0,
             c @ b'1'..=b'9' => {
+                let first = self.i;
                 let mut n = u64::from(c - b'0');
                 while let Some(d) = self.peek().filter(u8::is_ascii_digit) {
-                    n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                    if self.i - first >= 18 {
+                        return None; // a twentieth digit
+                    }
+                    n = n * 10 + u64::from(d - b'0');
                     self.i += 1;
                 }
                 n

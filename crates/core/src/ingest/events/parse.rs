@@ -126,7 +126,7 @@ fn find<'f, 'a>(fields: &'f Fields<'a>, name: &str) -> Option<&'f Value<'a>> {
     fields
         .iter()
         .rev()
-        .find(|(k, _)| k == name)
+        .find(|(k, _)| crate::ingest::swar::same_bytes(k.as_bytes(), name.as_bytes()))
         .map(|(_, v)| v)
         .filter(|v| **v != Value::Null)
 }
