@@ -1,8 +1,6 @@
 //! Mapping parsed StatsD samples onto the schema's metrics, strictly: every sample is either
 //! applied or rejected with a reason.
 
-use std::hash::BuildHasher;
-
 use hashbrown::HashTable;
 
 use super::parse::{self, Kind, Line, Sample};
@@ -26,16 +24,35 @@ enum Target {
     OtherChannel,
 }
 
-/// Name → target table built once from the schema. A name costs one foldhash of its bytes
-/// (a few ns for a short key, where SipHash took ~60), a probe and an inline comparison.
+/// Name → target table built once from the schema. A name costs one multiply of its
+/// length and first and last eight bytes (see `name_hash`), a probe and an inline comparison.
 pub struct Mapper {
     names: HashTable<(Box<[u8]>, Target)>,
-    hasher: foldhash::fast::FixedState,
+}
+
+/// A hash of what tells metric names apart: their length and their first and last eight
+/// bytes, mixed by one multiply. Names that share all three only share a probe sequence.
+/// The table holds the schema's names and never grows from input, so a name crafted to
+/// collide costs one more comparison with the few schema names it collides with.
+#[inline]
+fn name_hash(name: &[u8]) -> u64 {
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    let (head, tail) = match name.first_chunk::<8>().zip(name.last_chunk::<8>()) {
+        Some((head, tail)) => (u64::from_le_bytes(*head), u64::from_le_bytes(*tail)),
+        None => (word(name), 0),
+    };
+    let mixed =
+        (head ^ tail.rotate_left(29) ^ name.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // hashbrown takes its control byte from the top bits and the slot from the low ones.
+    mixed ^ mixed >> 32
 }
 
 impl Mapper {
     pub fn new(metrics: &Metrics, schema: &Schema) -> Result<Mapper, SchemaError> {
-        let hasher = foldhash::fast::FixedState::default();
         let mut names = HashTable::new();
         for def in &schema.metrics {
             let target = match def.source {
@@ -57,17 +74,18 @@ impl Mapper {
             };
             for alias in schema.statsd_names(def) {
                 let key = alias.into_bytes().into_boxed_slice();
-                let hash = hasher.hash_one(&*key);
-                names.insert_unique(hash, (key, target.clone()), |(k, _)| hasher.hash_one(&**k));
+                let hash = name_hash(&key);
+                names.insert_unique(hash, (key, target.clone()), |(k, _)| name_hash(k));
             }
         }
-        Ok(Mapper { names, hasher })
+        Ok(Mapper { names })
     }
 
     fn target(&self, name: &[u8]) -> Option<&Target> {
-        let hash = self.hasher.hash_one(name);
         self.names
-            .find(hash, |(k, _)| crate::ingest::swar::same_bytes(k, name))
+            .find(name_hash(name), |(k, _)| {
+                crate::ingest::swar::same_bytes(k, name)
+            })
             .map(|(_, t)| t)
     }
 
@@ -236,6 +254,33 @@ mod tests {
             .get(name)
             .and_then(|m| m.value(labels))
             .unwrap_or(f64::NAN)
+    }
+
+    #[test]
+    fn names_that_share_length_and_ends_are_told_apart() {
+        // One hash for all three: same length, same first and last eight bytes.
+        let names = [
+            "tx_engine_a_cache_hits",
+            "tx_engine_b_cache_hits",
+            "tx_engine_c_cache_hits",
+        ];
+        assert_eq!(
+            name_hash(names[0].as_bytes()),
+            name_hash(names[1].as_bytes())
+        );
+        let mut table = HashTable::new();
+        for (i, n) in names.iter().enumerate() {
+            table.insert_unique(name_hash(n.as_bytes()), (n.as_bytes(), i), |(k, _)| {
+                name_hash(k)
+            });
+        }
+        for (i, n) in names.iter().enumerate() {
+            let found = table.find(name_hash(n.as_bytes()), |(k, _)| *k == n.as_bytes());
+            assert_eq!(found.map(|(_, j)| *j), Some(i));
+        }
+        // Short names hash without the tail word; different ones differ.
+        assert_ne!(name_hash(b"ab"), name_hash(b"ac"));
+        assert_ne!(name_hash(b""), name_hash(b"\0"));
     }
 
     #[test]
