@@ -37,22 +37,29 @@ pub(crate) fn find2(s: &[u8], a: u8, b: u8) -> Option<usize> {
 }
 
 /// Byte equality eight bytes at a time, inline: names are a few dozen bytes, for which a
-/// memcmp call costs more than the comparison.
+/// memcmp call costs more than the comparison. The last word overlaps the one before it
+/// rather than comparing the rest byte by byte.
 #[inline]
 pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let (mut a, mut b) = (a, b);
-    while let (Some((x, ra)), Some((y, rb))) =
-        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
-    {
-        if x != y {
+    let n = a.len();
+    if n < 8 {
+        return a == b;
+    }
+    let word = |s: &[u8], i: usize| {
+        s.get(i..i + 8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+    };
+    let mut i = 0;
+    while i + 8 < n {
+        if word(a, i) != word(b, i) {
             return false;
         }
-        (a, b) = (ra, rb);
+        i += 8;
     }
-    a.iter().zip(b).all(|(x, y)| x == y)
+    word(a, n - 8) == word(b, n - 8)
 }
 
 #[cfg(test)]
@@ -61,9 +68,18 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn same_bytes_is_slice_equality(a in "[ab]{0,20}", b in "[ab]{0,20}") {
+        fn same_bytes_is_slice_equality(a in "[ab]{0,30}", b in "[ab]{0,30}") {
             proptest::prop_assert_eq!(same_bytes(a.as_bytes(), b.as_bytes()), a == b);
             proptest::prop_assert!(same_bytes(a.as_bytes(), a.as_bytes()));
+        }
+
+        #[test]
+        fn same_bytes_sees_a_difference_anywhere(s in proptest::collection::vec(0u8..=255, 1..40), at: usize, by in 1u8..=255) {
+            let mut t = s.clone();
+            let k = at % t.len();
+            t[k] = t[k].wrapping_add(by);
+            proptest::prop_assert!(!same_bytes(&s, &t));
+            proptest::prop_assert!(same_bytes(&s, &s.clone()));
         }
 
         #[test]
