@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cells::{Hist, TotalCell, ValueGauge};
-use super::series::Inner;
+use super::series::{Cell, Expiry, Inner};
 use super::{Exemplar, FloatCounter, FloatGauge, HistogramCtor, UpdateError};
 use crate::schema::MetricDef;
 
@@ -18,6 +18,7 @@ pub struct Counter(pub(super) Arc<Inner<FloatCounter, CounterCtor>>);
 
 impl Counter {
     /// Adds `v` (finite, >= 0).
+    #[inline]
     pub fn inc_by(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
         if !v.is_finite() {
             return Err(UpdateError::NotFinite);
@@ -25,19 +26,19 @@ impl Counter {
         if v < 0.0 {
             return Err(UpdateError::NegativeCounter);
         }
-        let mut overflow = false;
-        self.0.with(labels, |c| {
-            // A counter stuck at +Inf would hide every later increase.
-            if (c.get() + v).is_finite() {
-                c.inc_by(v);
-            } else {
-                overflow = true;
-            }
-        })?;
-        if overflow {
-            return Err(UpdateError::NotFinite);
+        // The common case, one series that never expires, is a few instructions inlined
+        // into the caller; the series lookup stays out of line.
+        match (&self.0.cell, labels, self.0.expiry) {
+            (Cell::One(c), [], Expiry::Never) => add_finite(c, v),
+            _ => self.inc_series(labels, v),
         }
-        Ok(())
+    }
+
+    #[inline(never)]
+    fn inc_series(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
+        let mut result = Ok(());
+        self.0.with(labels, |c| result = add_finite(c, v))?;
+        result
     }
 
     /// Adds a count the exporter itself made (always finite and non-negative); only a
@@ -63,6 +64,18 @@ impl Counter {
     }
 }
 
+/// Adds `v` unless the counter would become infinite: stuck at +Inf it would hide every
+/// later increase.
+#[inline]
+fn add_finite(c: &FloatCounter, v: f64) -> Result<(), UpdateError> {
+    if (c.get() + v).is_finite() {
+        c.inc_by(v);
+        Ok(())
+    } else {
+        Err(UpdateError::NotFinite)
+    }
+}
+
 /// One series of one of the exporter's own counters, resolved once by [`Counter::bind`].
 #[derive(Clone)]
 pub struct BoundCounter(FloatCounter);
@@ -78,24 +91,53 @@ impl BoundCounter {
 pub struct Gauge(pub(super) Arc<Inner<FloatGauge, GaugeCtor>>);
 
 impl Gauge {
+    #[inline]
     pub fn set(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
         if !v.is_finite() {
             return Err(UpdateError::NotFinite);
         }
+        // As for counters: the unlabelled series inline, the lookup out of line.
+        match (&self.0.cell, labels) {
+            (Cell::One(g), []) => {
+                self.0.touch_one();
+                g.set(v);
+                Ok(())
+            }
+            _ => self.set_series(labels, v),
+        }
+    }
+
+    #[inline(never)]
+    fn set_series(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
         self.0.with(labels, |g| g.set(v))
     }
 
     /// Adds a (possibly negative) delta.
+    #[inline]
     pub fn add(&self, labels: &[&str], delta: f64) -> Result<(), UpdateError> {
         if !delta.is_finite() {
             return Err(UpdateError::NotFinite);
         }
-        let mut overflow = false;
-        self.0.with(labels, |g| overflow = !g.add(delta))?;
-        if overflow {
-            return Err(UpdateError::NotFinite);
+        let added = match (&self.0.cell, labels) {
+            (Cell::One(g), []) => {
+                self.0.touch_one();
+                g.add(delta)
+            }
+            _ => self.add_series(labels, delta)?,
+        };
+        if added {
+            Ok(())
+        } else {
+            Err(UpdateError::NotFinite)
         }
-        Ok(())
+    }
+
+    /// Whether the delta was added (false: the result would not be finite).
+    #[inline(never)]
+    fn add_series(&self, labels: &[&str], delta: f64) -> Result<bool, UpdateError> {
+        let mut added = true;
+        self.0.with(labels, |g| added = g.add(delta))?;
+        Ok(added)
     }
 
     /// Marks the value unknown (NaN): what it measures cannot be measured right now.
@@ -123,6 +165,7 @@ pub struct Histogram(pub(super) Arc<Inner<Hist, HistogramCtor>>);
 
 impl Histogram {
     /// Observes a finite value, with an optional exemplar.
+    #[inline]
     pub fn observe(
         &self,
         labels: &[&str],
@@ -132,6 +175,22 @@ impl Histogram {
         if !v.is_finite() {
             return Err(UpdateError::NotFinite);
         }
+        match (&self.0.cell, labels, self.0.expiry) {
+            (Cell::One(h), [], Expiry::Never) => {
+                h.observe(v, exemplar);
+                Ok(())
+            }
+            _ => self.observe_series(labels, v, exemplar),
+        }
+    }
+
+    #[inline(never)]
+    fn observe_series(
+        &self,
+        labels: &[&str],
+        v: f64,
+        exemplar: Option<Exemplar<'_>>,
+    ) -> Result<(), UpdateError> {
         self.0.with(labels, |h| h.observe(v, exemplar))
     }
 

@@ -101,15 +101,20 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
             .map_or(usize::MAX, |l| l.series_limit.load(Ordering::Relaxed))
     }
 
+    /// Notes an update of the unlabelled series, when it can expire: on every engine gauge
+    /// update, a relaxed store of a coarse clock, no lock and no precise clock read.
+    #[inline]
+    pub(super) fn touch_one(&self) {
+        if self.expiry != Expiry::Never && self.expire_after().is_some() {
+            self.last_update.store(coarse_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
     /// Runs `op` on the series for `labels`, creating it if the series limit allows.
     pub(super) fn with(&self, labels: &[&str], op: impl FnOnce(&M)) -> Result<(), UpdateError> {
         let family = match &self.cell {
             Cell::One(m) if labels.is_empty() => {
-                if self.expire_after().is_some() {
-                    // On every engine gauge update: a relaxed store of a coarse clock, no
-                    // lock and no precise clock read.
-                    self.last_update.store(coarse_ms() + 1, Ordering::Relaxed);
-                }
+                self.touch_one();
                 op(m);
                 return Ok(());
             }
