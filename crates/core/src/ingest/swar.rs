@@ -1,5 +1,6 @@
-//! Byte search eight bytes at a time in a u64 ("SIMD within a register"), for the short
-//! fields of StatsD and event lines, where memchr's dispatch costs more than the search.
+//! Byte search sixteen bytes at a time (SSE2) or eight in a u64 ("SIMD within a register"),
+//! for the short fields of StatsD and event lines, where memchr's dispatch costs more than
+//! the search.
 //! Each is `#[inline]`: a call costs about what the search does (perf showed `same_bytes`
 //! and `find2` as calls of their own, 8% of a StatsD flood).
 
@@ -19,10 +20,31 @@ pub(crate) fn eq_bytes(w: u64, b: u8) -> u64 {
     zero_bytes(w ^ (ONES * u64::from(b)))
 }
 
-/// Index of the first byte of `s` that is `a` or `b`.
+/// Index of the first byte of `s` that is `a` or `b`: sixteen bytes at a time with SSE2
+/// while sixteen are left, then eight at a time in a u64.
 #[inline]
 pub(crate) fn find2(s: &[u8], a: u8, b: u8) -> Option<usize> {
     let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    while let Some(block) = s.get(i..i + 16) {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        };
+        // SAFETY: SSE2 is part of x86_64; the load reads the sixteen bytes of `block` and
+        // needs no alignment.
+        let hits = unsafe {
+            let v = _mm_loadu_si128(block.as_ptr().cast());
+            let hit = _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(a as i8)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8)),
+            );
+            _mm_movemask_epi8(hit) as u32
+        };
+        if hits != 0 {
+            return Some(i + hits.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
     while let Some(chunk) = s.get(i..i + 8) {
         let mut word = [0; 8];
         word.copy_from_slice(chunk);
@@ -83,7 +105,7 @@ mod tests {
         }
 
         #[test]
-        fn find2_finds_what_a_byte_loop_finds(s in proptest::collection::vec(0u8..=255, 0..40), a: u8, b: u8) {
+        fn find2_finds_what_a_byte_loop_finds(s in proptest::collection::vec(0u8..=255, 0..80), a: u8, b: u8) {
             let want = s.iter().position(|&c| c == a || c == b);
             proptest::prop_assert_eq!(find2(&s, a, b), want);
         }
