@@ -194,6 +194,7 @@ impl Mapper {
 }
 
 /// Counts an update of `s`: accepted, or rejected for the reason the registry gave.
+#[inline]
 fn counted(result: Result<(), UpdateError>, s: &Sample<'_>, tally: &mut Tally<StatsdReason>) {
     match result {
         Ok(()) => tally.accepted += 1,
@@ -202,6 +203,7 @@ fn counted(result: Result<(), UpdateError>, s: &Sample<'_>, tally: &mut Tally<St
 }
 
 /// Counts a sample's rejection, with its name (cut short) as the example.
+#[cold]
 fn reject(tally: &mut Tally<StatsdReason>, reason: StatsdReason, name: &[u8]) {
     tally.reject_with(reason, || {
         String::from_utf8_lossy(truncate(name)).into_owned()
