@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cells::{Hist, TotalCell, ValueGauge};
-use super::series::{Cell, Expiry, Inner};
+use super::series::Inner;
 use super::{Exemplar, FloatCounter, FloatGauge, HistogramCtor, UpdateError};
 use crate::schema::MetricDef;
 
@@ -26,16 +26,6 @@ impl Counter {
         if v < 0.0 {
             return Err(UpdateError::NegativeCounter);
         }
-        // The common case, one series that never expires, is a few instructions inlined
-        // into the caller; the series lookup stays out of line.
-        match (&self.0.cell, labels, self.0.expiry) {
-            (Cell::One(c), [], Expiry::Never) => add_finite(c, v),
-            _ => self.inc_series(labels, v),
-        }
-    }
-
-    #[inline(never)]
-    fn inc_series(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
         let mut result = Ok(());
         self.0.with(labels, |c| result = add_finite(c, v))?;
         result
@@ -96,19 +86,6 @@ impl Gauge {
         if !v.is_finite() {
             return Err(UpdateError::NotFinite);
         }
-        // As for counters: the unlabelled series inline, the lookup out of line.
-        match (&self.0.cell, labels) {
-            (Cell::One(g), []) => {
-                self.0.touch_one();
-                g.set(v);
-                Ok(())
-            }
-            _ => self.set_series(labels, v),
-        }
-    }
-
-    #[inline(never)]
-    fn set_series(&self, labels: &[&str], v: f64) -> Result<(), UpdateError> {
         self.0.with(labels, |g| g.set(v))
     }
 
@@ -118,26 +95,13 @@ impl Gauge {
         if !delta.is_finite() {
             return Err(UpdateError::NotFinite);
         }
-        let added = match (&self.0.cell, labels) {
-            (Cell::One(g), []) => {
-                self.0.touch_one();
-                g.add(delta)
-            }
-            _ => self.add_series(labels, delta)?,
-        };
+        let mut added = true;
+        self.0.with(labels, |g| added = g.add(delta))?;
         if added {
             Ok(())
         } else {
             Err(UpdateError::NotFinite)
         }
-    }
-
-    /// Whether the delta was added (false: the result would not be finite).
-    #[inline(never)]
-    fn add_series(&self, labels: &[&str], delta: f64) -> Result<bool, UpdateError> {
-        let mut added = true;
-        self.0.with(labels, |g| added = g.add(delta))?;
-        Ok(added)
     }
 
     /// Marks the value unknown (NaN): what it measures cannot be measured right now.
@@ -175,22 +139,6 @@ impl Histogram {
         if !v.is_finite() {
             return Err(UpdateError::NotFinite);
         }
-        match (&self.0.cell, labels, self.0.expiry) {
-            (Cell::One(h), [], Expiry::Never) => {
-                h.observe(v, exemplar);
-                Ok(())
-            }
-            _ => self.observe_series(labels, v, exemplar),
-        }
-    }
-
-    #[inline(never)]
-    fn observe_series(
-        &self,
-        labels: &[&str],
-        v: f64,
-        exemplar: Option<Exemplar<'_>>,
-    ) -> Result<(), UpdateError> {
         self.0.with(labels, |h| h.observe(v, exemplar))
     }
 

@@ -101,25 +101,29 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
             .map_or(usize::MAX, |l| l.series_limit.load(Ordering::Relaxed))
     }
 
-    /// Notes an update of the unlabelled series, when it can expire: on every engine gauge
-    /// update, a relaxed store of a coarse clock, no lock and no precise clock read.
+    /// Runs `op` on the series for `labels`, creating it if the series limit allows. The
+    /// unlabelled series (what engines mostly push) is a few instructions inlined into the
+    /// caller; a labelled one is looked up out of line, so callers stay small.
     #[inline]
-    pub(super) fn touch_one(&self) {
-        if self.expiry != Expiry::Never && self.expire_after().is_some() {
-            self.last_update.store(coarse_ms() + 1, Ordering::Relaxed);
+    pub(super) fn with(&self, labels: &[&str], op: impl FnOnce(&M)) -> Result<(), UpdateError> {
+        match &self.cell {
+            Cell::One(m) if labels.is_empty() => {
+                if self.expiry != Expiry::Never && self.expire_after().is_some() {
+                    // On every engine gauge update: a relaxed store of a coarse clock, no
+                    // lock and no precise clock read.
+                    self.last_update.store(coarse_ms() + 1, Ordering::Relaxed);
+                }
+                op(m);
+                Ok(())
+            }
+            _ => self.with_labelled(labels, op),
         }
     }
 
-    /// Runs `op` on the series for `labels`, creating it if the series limit allows.
-    pub(super) fn with(&self, labels: &[&str], op: impl FnOnce(&M)) -> Result<(), UpdateError> {
-        let family = match &self.cell {
-            Cell::One(m) if labels.is_empty() => {
-                self.touch_one();
-                op(m);
-                return Ok(());
-            }
-            Cell::One(_) => return Err(UpdateError::LabelMismatch),
-            Cell::Many(f) => f,
+    #[inline(never)]
+    fn with_labelled(&self, labels: &[&str], op: impl FnOnce(&M)) -> Result<(), UpdateError> {
+        let Cell::Many(family) = &self.cell else {
+            return Err(UpdateError::LabelMismatch);
         };
         let set = self.zip(labels)?;
         if let Some(touched) = &self.touched {
