@@ -39,9 +39,16 @@ pub fn hostname() -> String {
 /// Installs the global subscriber. Safe to call once; later calls are ignored. With a
 /// `tracer`, spans (and warnings inside them) are also exported through OpenTelemetry.
 pub fn init(config: &LogConfig, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = subscriber(config, tracer).try_init();
+}
+
+fn subscriber(
+    config: &LogConfig,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
     use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
     use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
 
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -65,10 +72,14 @@ pub fn init(config: &LogConfig, tracer: Option<opentelemetry_sdk::trace::SdkTrac
                 *meta.level() <= level && !own.iter().any(|t| meta.target().starts_with(t))
             }))
     });
-    let _ = tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .try_init();
+    // Not `.with(Option<layer>)`: a `None` layer reports every callsite enabled, so every
+    // span (one per StatsD flush, one per log read) would be built, entered and closed in
+    // the registry for no one.
+    let logged = tracing_subscriber::registry().with(logs);
+    match traces {
+        Some(traces) => Box::new(logged.with(traces)),
+        None => Box::new(logged),
+    }
 }
 
 #[derive(Default)]
@@ -242,5 +253,24 @@ mod tests {
         let mut logfmt = String::new();
         write_logfmt(&mut logfmt, &pairs);
         assert_eq!(logfmt, r#"event="a \"b\"\n" n=3 ok=true"#);
+    }
+
+    #[test]
+    fn without_a_trace_exporter_spans_are_not_built() {
+        let config = LogConfig {
+            level: "info".into(),
+            format: LogFormat::Logfmt,
+            server_id: None,
+        };
+        tracing::subscriber::with_default(subscriber(&config, None), || {
+            let span = tracing::info_span!(target: "ingest", "statsd.batch", lines = 3);
+            assert!(span.is_disabled(), "{span:?}");
+            // Events still reach the log layer.
+            assert!(tracing::enabled!(
+                kind: tracing::metadata::Kind::EVENT,
+                target: "ingest",
+                tracing::Level::INFO
+            ));
+        });
     }
 }
