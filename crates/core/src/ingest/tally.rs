@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::reason::{Reason, MAX_REASONS};
 use crate::health::SourceHealth;
-use crate::metrics::{BoundCounter, Metrics};
+use crate::metrics::{BoundCounter, BoundGauge, Metrics};
 
 /// Outcomes of one batch of one channel.
 pub struct Tally<R: Reason> {
@@ -67,6 +67,8 @@ pub struct Counters<R: Reason> {
     /// The channel's series of samples accepted, resolved at its first flush (so it appears
     /// with the first sample, as before) and then updated without a label lookup.
     accepted: OnceLock<Option<BoundCounter>>,
+    /// The channel's last-sample time, resolved at its first flush that accepted a sample.
+    last_sample: OnceLock<Option<BoundGauge>>,
     reason: PhantomData<R>,
 }
 
@@ -76,6 +78,7 @@ impl<R: Reason> Counters<R> {
             metrics,
             health,
             accepted: OnceLock::new(),
+            last_sample: OnceLock::new(),
             reason: PhantomData,
         }
     }
@@ -99,7 +102,16 @@ impl<R: Reason> Counters<R> {
                 None => own.samples_accepted.add(&[R::CHANNEL], tally.accepted),
             }
             if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
-                let _ = own.last_sample.set(&[R::CHANNEL], now.as_secs_f64());
+                let now = now.as_secs_f64();
+                let last_sample = self
+                    .last_sample
+                    .get_or_init(|| own.last_sample.bind(&[R::CHANNEL], now).ok());
+                match last_sample {
+                    Some(g) => g.set(now),
+                    None => {
+                        let _ = own.last_sample.set(&[R::CHANNEL], now);
+                    }
+                }
             }
         }
         if tally.tags_dropped > 0 {
@@ -116,5 +128,49 @@ impl<R: Reason> Counters<R> {
         }
         tally.accepted = 0;
         tally.tags_dropped = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Health;
+    use crate::ingest::reason::StatsdReason;
+    use crate::metrics::Limits;
+    use crate::schema::Schema;
+
+    fn unix_now() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    #[test]
+    fn every_flush_that_accepted_moves_the_last_sample_time() {
+        let schema = Schema::parse(&crate::schema::test_schema_toml(
+            "tx",
+            crate::schema::TEST_METRICS,
+        ))
+        .expect("schema");
+        let metrics = Arc::new(Metrics::new(&schema, Limits::default()).expect("registry"));
+        let counters =
+            Counters::<StatsdReason>::new(metrics.clone(), Health::default().source("s"));
+        let last = || metrics.own().last_sample.value(&[StatsdReason::CHANNEL]);
+        let mut tally = Tally::default();
+        counters.flush(&mut tally);
+        assert_eq!(last(), None, "no sample yet: no series");
+        for _ in 0..2 {
+            let before = unix_now();
+            tally.accepted = 2;
+            counters.flush(&mut tally);
+            let at = last().expect("set by the flush");
+            assert!(before <= at && at <= unix_now(), "{before} {at}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let accepted = metrics
+            .own()
+            .samples_accepted
+            .value(&[StatsdReason::CHANNEL]);
+        assert_eq!(accepted, Some(4.0));
     }
 }

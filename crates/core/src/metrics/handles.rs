@@ -46,7 +46,7 @@ impl Counter {
     /// The series for `labels`, created now (at 0), for counts flushed many times a second.
     /// Only for the exporter's own counters, whose series are never removed.
     pub fn bind(&self, labels: &[&str]) -> Result<BoundCounter, UpdateError> {
-        self.0.bind(labels).map(BoundCounter)
+        self.0.bind(labels, |_| {}).map(BoundCounter)
     }
 
     pub fn def(&self) -> &MetricDef {
@@ -118,8 +118,30 @@ impl Gauge {
         self.0.remove(labels)
     }
 
+    /// The series for `labels`, created now with the value `v`, for a gauge set many times
+    /// a second. Only for the exporter's own gauges, whose series are never removed.
+    pub fn bind(&self, labels: &[&str], v: f64) -> Result<BoundGauge, UpdateError> {
+        if !v.is_finite() {
+            return Err(UpdateError::NotFinite);
+        }
+        self.0.bind(labels, |g| g.set(v)).map(BoundGauge)
+    }
+
     pub fn def(&self) -> &MetricDef {
         &self.0.def
+    }
+}
+
+/// One series of one of the exporter's own gauges, resolved once by [`Gauge::bind`].
+#[derive(Clone)]
+pub struct BoundGauge(FloatGauge);
+
+impl BoundGauge {
+    /// Sets a finite value; a value that is not finite leaves the gauge as it was.
+    pub fn set(&self, v: f64) {
+        if v.is_finite() {
+            self.0.set(v);
+        }
     }
 }
 

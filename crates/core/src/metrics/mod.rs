@@ -20,7 +20,7 @@ mod handles;
 mod series;
 
 use self::cells::{Hist, HistogramCtor, TotalCell, ValueGauge};
-pub use self::handles::{BoundCounter, Counter, Gauge, Histogram, Metric, Total};
+pub use self::handles::{BoundCounter, BoundGauge, Counter, Gauge, Histogram, Metric, Total};
 use self::handles::{CounterCtor, GaugeCtor};
 use self::series::{Cell, Inner};
 

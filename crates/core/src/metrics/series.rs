@@ -150,9 +150,10 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
         Ok(())
     }
 
-    /// The series for `labels`, created now, to update later without the lookup (a hash of
-    /// the label set and a read lock). Only for series nothing removes: the exporter's own.
-    pub(super) fn bind(&self, labels: &[&str]) -> Result<M, UpdateError>
+    /// The series for `labels`, created now and given its first value by `init`, to update
+    /// later without the lookup (a hash of the label set, an allocation per label and a read
+    /// lock). Only for series nothing removes: the exporter's own.
+    pub(super) fn bind(&self, labels: &[&str], init: impl FnOnce(&M)) -> Result<M, UpdateError>
     where
         M: Clone,
     {
@@ -162,7 +163,10 @@ impl<M, C: MetricConstructor<M>> Inner<M, C> {
             self.def.name
         );
         let mut series = None;
-        self.with(labels, |m| series = Some(m.clone()))?;
+        self.with(labels, |m| {
+            init(m);
+            series = Some(m.clone());
+        })?;
         series.ok_or(UpdateError::LabelMismatch)
     }
 

@@ -29,6 +29,8 @@ use super::reason::EventReason;
 use super::tally::{Counters, Tally};
 use crate::context::TaskContext;
 use crate::health::SourceHealth;
+use crate::metrics::BoundCounter;
+use crate::self_metrics::SelfMetrics;
 
 /// How often globs are re-expanded and files checked for growth while they grow. Each poll
 /// is a wake-up, which on a VM costs tens of microseconds before any work; metrics scraped
@@ -175,6 +177,36 @@ pub struct Follower {
     rate: Option<ReadRate>,
     /// The last tick read something or found a file.
     progressed: bool,
+    /// Per followed path (by label): its own counters, bound when it is first opened.
+    path_series: HashMap<String, PathSeries>,
+}
+
+/// A followed path's `log_*_total{path}` series, resolved once: a read then adds to them
+/// without a label lookup (a hash, an allocation and a lock each). They are never removed.
+struct PathSeries {
+    lines_read: BoundCounter,
+    read_bytes: BoundCounter,
+    rotations: BoundCounter,
+    truncations: BoundCounter,
+}
+
+impl PathSeries {
+    /// Creates the series at 0, so that increase() sees the first event.
+    fn bind(own: &SelfMetrics, label: &str) -> Option<PathSeries> {
+        let bind = |c: &crate::metrics::Counter| c.bind(&[label]);
+        let bound = (|| {
+            Ok::<_, crate::metrics::UpdateError>(PathSeries {
+                lines_read: bind(&own.log_lines_read)?,
+                read_bytes: bind(&own.log_read_bytes)?,
+                rotations: bind(&own.log_rotations)?,
+                truncations: bind(&own.log_truncations)?,
+            })
+        })();
+        // The self-metric tests hold the path label; a mismatch is a bug, not an input.
+        bound
+            .inspect_err(|e| tracing::error!(target: "metrics", error = %e, "log self-metrics do not take a path label"))
+            .ok()
+    }
 }
 
 impl Follower {
@@ -214,6 +246,7 @@ impl Follower {
             label_glob: HashMap::new(),
             glob_errors: Vec::new(),
             glob_reported: Vec::new(),
+            path_series: HashMap::new(),
         }
     }
 
@@ -334,11 +367,9 @@ impl Follower {
             let mut tally = Tally::default();
             let mapper = &self.mapper;
             let lines = r.finish(self.options.max_line_bytes, |l| line(mapper, l, &mut tally));
-            self.counters
-                .metrics()
-                .own()
-                .log_lines_read
-                .add(&[&r.label], lines);
+            if let Some(series) = self.path_series.get(&r.label) {
+                series.lines_read.add(lines);
+            }
             self.counters.flush(&mut tally);
             tracing::info!(target: "ingest", event = "file_closed", path = %r.path.display(), "rotated file drained");
             false
@@ -400,11 +431,9 @@ impl Follower {
         let label = path.to_string_lossy().into_owned();
         match self.path_ids.insert(path.clone(), id) {
             Some(old) if old != id => {
-                self.counters
-                    .metrics()
-                    .own()
-                    .log_rotations
-                    .add(&[&label], 1);
+                if let Some(series) = self.path_series.get(&label) {
+                    series.rotations.add(1);
+                }
                 tracing::info!(target: "ingest", event = "rotation", path = %label);
             }
             _ => {}
@@ -425,16 +454,10 @@ impl Follower {
             Ok(r) => {
                 tracing::info!(target: "ingest", event = "file_opened", path = %label, offset = start);
                 self.progressed = true;
-                // Every per-path counter exists at 0 from the first sight of the path, so
-                // increase() sees its first event.
-                let own = self.counters.metrics().own();
-                for counter in [
-                    &own.log_lines_read,
-                    &own.log_read_bytes,
-                    &own.log_rotations,
-                    &own.log_truncations,
-                ] {
-                    counter.add(&[&label], 0);
+                if !self.path_series.contains_key(&label) {
+                    if let Some(series) = PathSeries::bind(self.counters.metrics().own(), &label) {
+                        self.path_series.insert(label.clone(), series);
+                    }
                 }
                 state.opened(Position {
                     path: path.clone(),
@@ -517,17 +540,19 @@ impl Follower {
             span.record("lines", stats.lines);
             span.record("bytes", stats.bytes);
         }
-        let own = self.counters.metrics().own();
+        let series = self.path_series.get(&r.label);
         match result {
             Ok(stats) => {
                 self.progressed |= stats.bytes > 0 || stats.truncated;
                 if stats.truncated {
-                    own.log_truncations.add(&[&r.label], 1);
+                    if let Some(series) = series {
+                        series.truncations.add(1);
+                    }
                     tracing::info!(target: "ingest", event = "truncation", path = %r.label);
                 }
-                if stats.bytes > 0 {
-                    own.log_lines_read.add(&[&r.label], stats.lines);
-                    own.log_read_bytes.add(&[&r.label], stats.bytes);
+                if let Some(series) = series.filter(|_| stats.bytes > 0) {
+                    series.lines_read.add(stats.lines);
+                    series.read_bytes.add(stats.bytes);
                 }
                 match &mut self.rate {
                     Some(rate) => {
