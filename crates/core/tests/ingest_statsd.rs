@@ -192,6 +192,35 @@ udp.close_socket(); uds.close_socket()
 }
 
 #[test]
+fn a_unix_datagram_over_64_kib_is_dropped_whole_and_the_next_one_counts() {
+    let dir = TempDir::new("bigdatagram");
+    let sock = dir.join("statsd.sock");
+    let exp = Exporter::start(
+        BIN,
+        &[&format!("--ingest.statsd-unixgram={}", sock.display())],
+    );
+    let client = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    // Valid lines all through: only its size makes it unacceptable, and none of it counts.
+    let big = "fixture_transactions_rolled_back:1|c\n".repeat(70_000 / 37 + 1);
+    assert!(big.len() > 65_536);
+    let series = "fixture_transactions_rolled_back_total";
+    for round in 1..=2 {
+        client.send_to(big.as_bytes(), &sock).unwrap();
+        client
+            .send_to(b"fixture_transactions_rolled_back:5|c", &sock)
+            .unwrap();
+        wait_for(&exp, series, 5.0 * f64::from(round));
+        let counted = eventually(Duration::from_secs(10), || {
+            let text = exp.scrape_text();
+            (rejected(&text, "datagram_too_large") == f64::from(round)).then_some(())
+        });
+        assert!(counted.is_some(), "{}", exp.scrape_text());
+    }
+    // The second big datagram was not applied in part either.
+    assert_eq!(value(&exp.scrape_text(), series), 10.0);
+}
+
+#[test]
 fn malformed_statsd_input_is_rejected_and_counted_by_reason() {
     let exp = Exporter::start(BIN, &[]);
     let cases: &[(&str, &str)] = &[

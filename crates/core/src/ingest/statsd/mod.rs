@@ -164,9 +164,15 @@ struct Received {
     truncated: bool,
 }
 
-/// Buffers for one `recvmmsg` call: a datagram buffer per slot.
+/// Buffers for one `recvmmsg` call: a datagram buffer per slot, and the message headers
+/// that point at them, built once (the kernel only writes back lengths and flags, and the
+/// headers' zeroing and filling cost more than a short burst's parsing).
 struct RecvBatch {
     bufs: Vec<u8>,
+    /// Point into `bufs`; heap-allocated so the pointers stay valid when the batch moves.
+    iovs: Box<[libc::iovec; BATCH]>,
+    /// Point into `iovs`.
+    msgs: Box<[libc::mmsghdr; BATCH]>,
     got: [Received; BATCH],
 }
 
@@ -190,8 +196,24 @@ fn socket_drops(fd: RawFd) -> Option<u32> {
 
 impl RecvBatch {
     fn new() -> RecvBatch {
+        let mut bufs = vec![0u8; BATCH * MAX_DATAGRAM];
+        // SAFETY: iovec and mmsghdr are plain data; zeroed values are valid empty headers.
+        let mut iovs: Box<[libc::iovec; BATCH]> = Box::new(unsafe { std::mem::zeroed() });
+        let mut msgs: Box<[libc::mmsghdr; BATCH]> = Box::new(unsafe { std::mem::zeroed() });
+        for (iov, chunk) in iovs.iter_mut().zip(bufs.chunks_exact_mut(MAX_DATAGRAM)) {
+            *iov = libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: MAX_DATAGRAM,
+            };
+        }
+        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+        }
         RecvBatch {
-            bufs: vec![0; BATCH * MAX_DATAGRAM],
+            bufs,
+            iovs,
+            msgs,
             got: [Received::default(); BATCH],
         }
     }
@@ -204,24 +226,18 @@ impl RecvBatch {
     /// Takes the datagrams already queued, up to BATCH, without waiting; returns how many
     /// slots were filled (WouldBlock when none).
     fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        // SAFETY: iovec and mmsghdr are plain data; zeroed values are valid empty headers.
-        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (i, chunk) in self.bufs.chunks_exact_mut(MAX_DATAGRAM).enumerate() {
-            iovs[i] = libc::iovec {
-                iov_base: chunk.as_mut_ptr().cast(),
-                iov_len: MAX_DATAGRAM,
-            };
-        }
-        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
-            msg.msg_hdr.msg_iov = iov;
-            msg.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: every header points at live buffers of the sizes given.
+        debug_assert!(std::ptr::eq(
+            self.msgs[0].msg_hdr.msg_iov,
+            self.iovs.as_ptr()
+        ));
+        // SAFETY: every header points at a live iovec of `iovs`, and each iovec at its own
+        // MAX_DATAGRAM bytes of `bufs`; both live as long as `self` and never move (boxed,
+        // and `bufs` is never resized). The kernel writes only the buffers, `msg_len`,
+        // `msg_flags` and the zero name and control lengths back.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
-                msgs.as_mut_ptr(),
+                self.msgs.as_mut_ptr(),
                 BATCH as _,
                 libc::MSG_DONTWAIT as _,
                 std::ptr::null_mut(),
@@ -231,7 +247,7 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
-        for (got, msg) in self.got.iter_mut().zip(&msgs).take(n) {
+        for (got, msg) in self.got.iter_mut().zip(self.msgs.iter()).take(n) {
             *got = Received {
                 len: (msg.msg_len as usize).min(MAX_DATAGRAM),
                 truncated: msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
