@@ -75,18 +75,27 @@ struct Scanner<'a, 'm> {
 
 /// Sets, in `map`, the bit of every byte of `line` that ends an unescaped ASCII string run,
 /// one 64-byte word at a time: one pass for the whole line instead of a scan per string.
-/// Bytes past the end of the line are marked too (as zeros, control characters).
+/// Bits past the end of the line stay clear: a string still open there finds no end in the
+/// map, and `close` then sees the line end.
 fn special_map(line: &[u8], map: &mut [u64; MAPPED_LEN / 64]) {
     let (words, rest) = line.as_chunks::<64>();
     for (slot, word) in map.iter_mut().zip(words) {
         *slot = special_word(word);
     }
-    if !rest.is_empty() {
-        let mut last = [0u8; 64];
-        last[..rest.len()].copy_from_slice(rest);
-        if let Some(slot) = map.get_mut(words.len()) {
-            *slot = special_word(&last);
+    if rest.is_empty() {
+        return;
+    }
+    let bits = match line.last_chunk::<64>() {
+        // The line's last 64 bytes, overlapping the word before: keep the rest's bits.
+        Some(last) => special_word(last) >> (64 - rest.len()),
+        None => {
+            let mut short = [0u8; 64];
+            short[..rest.len()].copy_from_slice(rest);
+            special_word(&short) & ((1u64 << rest.len()) - 1)
         }
+    };
+    if let Some(slot) = map.get_mut(words.len()) {
+        *slot = bits;
     }
 }
 

@@ -320,6 +320,11 @@ mod tests {
             r#"{"event":"a",}"#,
             r#"{"event":"a"} x"#,
             r#"{"event":01}"#,
+            // A string still open at the end of the line, the end in each part of the map:
+            // a short line, the tail of a 16-byte block, a full 64-byte word.
+            r#"{"e":"ab"#,
+            r#"{"event":"transaction_committed"#,
+            r#"{"timestamp":"2026-11-21T10:00:00Z","event":"transaction_committ"#,
         ] {
             assert!(
                 super::super::flat::read(other.as_bytes(), &mut Fields::new()).is_none(),
