@@ -14,7 +14,6 @@ pub mod process;
 pub mod profiling;
 pub mod reload;
 pub mod schema;
-pub mod self_metrics;
 pub mod server;
 pub mod telemetry;
 pub mod web_config;

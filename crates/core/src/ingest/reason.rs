@@ -3,7 +3,7 @@
 //! docs/ingest.md and the code that rejects all come from it, so a reason cannot be emitted
 //! without being served from the first scrape and documented.
 
-use crate::metrics::UpdateError;
+use crate::metrics::error::UpdateError;
 
 /// A channel's rejection reasons.
 pub trait Reason: Copy + Eq + std::fmt::Debug + 'static {

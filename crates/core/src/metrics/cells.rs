@@ -10,7 +10,10 @@ use prometheus_client::metrics::MetricType as PcMetricType;
 
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 
-use super::{Exemplar, TraceLabels};
+use super::exemplar::{Exemplar, TraceLabels};
+
+pub(crate) type FloatCounter = prometheus_client::metrics::counter::Counter<f64, AtomicU64>;
+pub(crate) type FloatGauge = ValueGauge;
 
 /// A gauge that can also be absent: an engine gauge has no series until the engine first sets
 /// it, and loses it again when the engine stops pushing (see `ingest.gauge_stale_seconds`).

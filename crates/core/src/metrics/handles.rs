@@ -4,10 +4,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::cells::{FloatCounter, FloatGauge, HistogramCtor};
 use super::cells::{Hist, TotalCell, ValueGauge};
+use super::error::UpdateError;
+use super::exemplar::Exemplar;
 use super::series::Inner;
-use super::{Exemplar, FloatCounter, FloatGauge, HistogramCtor, UpdateError};
-use crate::schema::MetricDef;
+use crate::schema::{MetricDef, SchemaError};
 
 pub(super) type CounterCtor = fn() -> FloatCounter;
 pub(super) type GaugeCtor = fn() -> FloatGauge;
@@ -265,5 +267,17 @@ impl Metric {
             Metric::Histogram(m) => m.0.expire_after(),
             Metric::Total(_) => None,
         }
+    }
+}
+
+/// The start-up error for a metric the code needs as `wanted` but the schema lacks or
+/// declares with another type.
+pub(crate) fn wrong(name: &str, wanted: &str, found: Option<&Metric>) -> SchemaError {
+    match found {
+        Some(m) => SchemaError(format!(
+            "{name} is a {}, the code needs a {wanted}",
+            m.def().kind.as_str()
+        )),
+        None => SchemaError(format!("{name}: no such {wanted} in the schema")),
     }
 }

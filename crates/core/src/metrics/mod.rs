@@ -4,199 +4,33 @@
 //! misspelt or mistyped name is a start-up error, and a hot path never looks a name up.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter as PcCounter;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::schema::{MetricDef, MetricType, Schema, SchemaError, Source, TierInfo};
-use crate::self_metrics::SelfMetrics;
 
 mod cells;
+pub(crate) mod error;
+mod exemplar;
 mod handles;
+mod limits;
+mod own;
 mod series;
 
-use self::cells::{Hist, HistogramCtor, TotalCell, ValueGauge};
+use self::cells::{FloatCounter, Hist, HistogramCtor, TotalCell, ValueGauge};
+pub use self::error::UpdateError;
+pub use self::exemplar::Exemplar;
+use self::handles::wrong;
 pub use self::handles::{BoundCounter, BoundGauge, Counter, Gauge, Histogram, Metric, Total};
 use self::handles::{CounterCtor, GaugeCtor};
+pub use self::limits::Limits;
+use self::limits::LiveLimits;
+pub use self::own::SelfMetrics;
+pub use self::series::LabelSet;
 use self::series::{Cell, Inner};
-
-/// Label values in the order the schema declares the label names.
-pub type LabelSet = Vec<(&'static str, String)>;
-pub(crate) type FloatCounter = PcCounter<f64, AtomicU64>;
-pub(crate) type FloatGauge = ValueGauge;
-
-/// OpenMetrics limits an exemplar's label names and values to 128 characters in total.
-const EXEMPLAR_MAX_CHARS: usize = 128;
-/// Longer label values are rejected: they are a sign of a bug upstream, not a real label.
-const MAX_LABEL_VALUE_LEN: usize = 256;
-
-/// A trace reference attached to a histogram observation.
-#[derive(Debug, Clone, Copy)]
-pub struct Exemplar<'a> {
-    pub trace_id: &'a str,
-    pub span_id: Option<&'a str>,
-}
-
-impl Exemplar<'_> {
-    pub(crate) fn label_set(&self) -> Option<TraceLabels> {
-        let valid = |s: &str, max: usize| {
-            !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric())
-        };
-        if !valid(self.trace_id, TRACE_ID_MAX) {
-            return None;
-        }
-        let span = self.span_id.filter(|s| valid(s, SPAN_ID_MAX)).unwrap_or("");
-        let mut chars = "trace_id".len() + self.trace_id.len();
-        if !span.is_empty() {
-            chars += "span_id".len() + span.len();
-        }
-        if chars > EXEMPLAR_MAX_CHARS {
-            return None;
-        }
-        let mut labels = TraceLabels {
-            trace_id: [0; TRACE_ID_MAX],
-            trace_len: self.trace_id.len() as u8,
-            span_id: [0; SPAN_ID_MAX],
-            span_len: span.len() as u8,
-        };
-        labels.trace_id[..self.trace_id.len()].copy_from_slice(self.trace_id.as_bytes());
-        labels.span_id[..span.len()].copy_from_slice(span.as_bytes());
-        Some(labels)
-    }
-}
-
-const TRACE_ID_MAX: usize = 64;
-const SPAN_ID_MAX: usize = 32;
-
-/// An exemplar's labels (`trace_id`, and `span_id` when there is one), held inline: a traced
-/// observation allocates nothing, where a Vec of Strings took two or three allocations.
-#[derive(Clone, Debug)]
-pub(crate) struct TraceLabels {
-    trace_id: [u8; TRACE_ID_MAX],
-    trace_len: u8,
-    span_id: [u8; SPAN_ID_MAX],
-    span_len: u8,
-}
-
-impl TraceLabels {
-    fn trace_id(&self) -> &str {
-        // ASCII alphanumerics only (checked in `label_set`).
-        std::str::from_utf8(&self.trace_id[..usize::from(self.trace_len)]).unwrap_or_default()
-    }
-
-    fn span_id(&self) -> &str {
-        std::str::from_utf8(&self.span_id[..usize::from(self.span_len)]).unwrap_or_default()
-    }
-}
-
-impl prometheus_client::encoding::EncodeLabelSet for TraceLabels {
-    fn encode(
-        &self,
-        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeLabel;
-        ("trace_id", self.trace_id()).encode(encoder.encode_label())?;
-        if self.span_len > 0 {
-            ("span_id", self.span_id()).encode(encoder.encode_label())?;
-        }
-        Ok(())
-    }
-}
-
-/// Why an update was refused; the ingest channels turn it into their rejection reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpdateError {
-    /// Not one value per declared label.
-    LabelMismatch,
-    LabelValueTooLong,
-    NotFinite,
-    NegativeCounter,
-    SeriesLimit,
-}
-
-impl fmt::Display for UpdateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            UpdateError::LabelMismatch => "label values do not match the declared labels",
-            UpdateError::LabelValueTooLong => "label value too long",
-            UpdateError::NotFinite => "value is not a finite number",
-            UpdateError::NegativeCounter => "negative counter increment",
-            UpdateError::SeriesLimit => "series limit reached",
-        })
-    }
-}
-
-/// Options that bound what ingest can do to the registry.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Maximum series per labelled engine metric.
-    pub series_limit: usize,
-    /// Labelled engine series not updated for this long are removed.
-    pub series_ttl: Option<Duration>,
-    /// Engine gauges not set for this long have no value any more (a gauge the engine stopped
-    /// pushing must not keep its last reading forever).
-    pub gauge_stale: Option<Duration>,
-}
-
-/// The limits in force, shared by every pushed metric and changed in place by a reload.
-#[derive(Debug)]
-pub struct LiveLimits {
-    series_limit: AtomicUsize,
-    /// Milliseconds; 0: never.
-    series_ttl_ms: AtomicU64,
-    gauge_stale_ms: AtomicU64,
-}
-
-impl LiveLimits {
-    fn new(limits: Limits) -> LiveLimits {
-        let live = LiveLimits {
-            series_limit: AtomicUsize::new(0),
-            series_ttl_ms: AtomicU64::new(0),
-            gauge_stale_ms: AtomicU64::new(0),
-        };
-        live.set(limits);
-        live
-    }
-
-    fn set(&self, limits: Limits) {
-        let ms = |d: Option<Duration>| d.map_or(0, |d| (d.as_millis() as u64).max(1));
-        self.series_limit
-            .store(limits.series_limit, Ordering::Relaxed);
-        self.series_ttl_ms
-            .store(ms(limits.series_ttl), Ordering::Relaxed);
-        self.gauge_stale_ms
-            .store(ms(limits.gauge_stale), Ordering::Relaxed);
-    }
-
-    fn duration(ms: &AtomicU64) -> Option<Duration> {
-        match ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
-    }
-
-    pub(crate) fn series_ttl(&self) -> Option<Duration> {
-        Self::duration(&self.series_ttl_ms)
-    }
-
-    pub(crate) fn gauge_stale(&self) -> Option<Duration> {
-        Self::duration(&self.gauge_stale_ms)
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            series_limit: 1000,
-            series_ttl: None,
-            gauge_stale: None,
-        }
-    }
-}
 
 /// The tier's registry: prometheus-client's registry plus a handle per schema metric.
 pub struct Metrics {
@@ -305,16 +139,6 @@ impl Metrics {
     /// The shortest expiry of any metric: how often `expire_series` is worth calling.
     pub fn shortest_expiry(&self) -> Option<Duration> {
         self.by_name.values().filter_map(Metric::expire_after).min()
-    }
-}
-
-pub(crate) fn wrong(name: &str, wanted: &str, found: Option<&Metric>) -> SchemaError {
-    match found {
-        Some(m) => SchemaError(format!(
-            "{name} is a {}, the code needs a {wanted}",
-            m.def().kind.as_str()
-        )),
-        None => SchemaError(format!("{name}: no such {wanted} in the schema")),
     }
 }
 
@@ -447,7 +271,7 @@ mod tests {
         let g = m.gauge("tx_engine_lag_seconds").expect("gauge");
         assert_eq!(g.set(&[], 1.0), Err(UpdateError::LabelMismatch));
         assert_eq!(g.set(&["a", "b"], 1.0), Err(UpdateError::LabelMismatch));
-        let long = "x".repeat(MAX_LABEL_VALUE_LEN + 1);
+        let long = "x".repeat(limits::MAX_LABEL_VALUE_LEN + 1);
         assert_eq!(g.set(&[&long], 1.0), Err(UpdateError::LabelValueTooLong));
         assert_eq!(g.add(&["a"], f64::NAN), Err(UpdateError::NotFinite));
         g.set(&["a"], 3.0).expect("valid");
@@ -570,40 +394,5 @@ mod tests {
         assert!(render(&m).contains("tx_engine_memory_bytes NaN"));
         depth.set(&[], 4.0).expect("set again");
         assert!(render(&m).contains("tx_engine_depth 4.0"));
-    }
-
-    #[test]
-    fn exemplars_are_kept_only_when_valid() {
-        let ok = Exemplar {
-            trace_id: "abc123",
-            span_id: Some("def"),
-        };
-        let set = ok.label_set().expect("valid");
-        assert_eq!((set.trace_id(), set.span_id()), ("abc123", "def"));
-        // An invalid span id drops the span, not the trace.
-        let no_span = Exemplar {
-            trace_id: "abc123",
-            span_id: Some("d-f"),
-        };
-        let set = no_span.label_set().expect("valid trace");
-        assert_eq!((set.trace_id(), set.span_id()), ("abc123", ""));
-        // The longest ids that fit: 64 + 32 characters of id, 113 with the names.
-        let (t, sp) = ("a".repeat(64), "b".repeat(32));
-        let longest = Exemplar {
-            trace_id: &t,
-            span_id: Some(&sp),
-        };
-        assert!(longest.label_set().is_some());
-        let bad = Exemplar {
-            trace_id: "not hex!",
-            span_id: None,
-        };
-        assert!(bad.label_set().is_none());
-        let too_long = "a".repeat(65);
-        let long = Exemplar {
-            trace_id: &too_long,
-            span_id: None,
-        };
-        assert!(long.label_set().is_none());
     }
 }

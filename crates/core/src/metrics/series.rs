@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 
-use super::{LabelSet, LiveLimits, UpdateError, MAX_LABEL_VALUE_LEN};
+use super::error::UpdateError;
+use super::limits::{LiveLimits, MAX_LABEL_VALUE_LEN};
 use crate::schema::{MetricDef, MetricType, Source};
+
+/// Label values in the order the schema declares the label names.
+pub type LabelSet = Vec<(&'static str, String)>;
 
 /// One series (unlabelled) or a family of labelled series.
 pub(super) enum Cell<M, C> {

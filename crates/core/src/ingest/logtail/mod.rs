@@ -29,8 +29,7 @@ use super::reason::EventReason;
 use super::tally::{Counters, Tally};
 use crate::context::TaskContext;
 use crate::health::SourceHealth;
-use crate::metrics::BoundCounter;
-use crate::self_metrics::SelfMetrics;
+use crate::metrics::{BoundCounter, SelfMetrics};
 
 /// How often globs are re-expanded and files checked for growth while they grow. Each poll
 /// is a wake-up, which on a VM costs tens of microseconds before any work; metrics scraped

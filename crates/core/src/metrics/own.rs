@@ -2,7 +2,7 @@
 //! the registry is built. A name the code needs but the schema lacks, or declares with another
 //! type, stops start-up instead of silently not counting.
 
-use crate::metrics::{wrong, Counter, Gauge, Histogram, Metric};
+use super::handles::{wrong, Counter, Gauge, Histogram, Metric};
 use crate::schema::SchemaError;
 
 macro_rules! self_metrics {
