@@ -12,14 +12,14 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::config::{self, Config, SectionSpec};
 use crate::ingest::events::EventMapper;
 use crate::ingest::logtail::{self, Reconfigure};
 use crate::metrics::{Limits, Metrics};
 use crate::schema::{Schema, TierInfo};
-use crate::server::LiveWeb;
+use crate::server::{LiveWeb, ReloadRequest};
 use crate::web_config;
 
 /// Keys a reload applies in place; every other key must be unchanged.
@@ -34,9 +34,6 @@ pub const RELOADABLE: &[&str] = &[
     "ingest.gauge_stale_seconds",
     "events",
 ];
-
-/// A reload request; the reply, when someone waits for it, says whether it was applied.
-pub type Request = Option<oneshot::Sender<Result<(), String>>>;
 
 /// What a reload needs to rebuild and where it applies the result.
 pub struct Reloader {
@@ -55,7 +52,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// Serves reload requests one at a time until every sender is gone.
-    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+    pub async fn run(mut self, mut requests: mpsc::Receiver<ReloadRequest>) {
         self.record(true);
         while let Some(reply) = requests.recv().await {
             let result = self.reload();

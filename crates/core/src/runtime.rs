@@ -272,7 +272,7 @@ async fn serve(
         None => (None, server::LiveWeb::default()),
     };
     let web = Arc::new(web);
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<reload::Request>(4);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<server::ReloadRequest>(4);
     tokio::spawn(
         reload::Reloader {
             tier: schema.tier.clone(),
@@ -376,7 +376,7 @@ async fn expire_series(mut ctx: TaskContext) {
 }
 
 /// Returns on SIGTERM or SIGINT; a SIGHUP asks for a reload.
-async fn wait_for_signal(reload: tokio::sync::mpsc::Sender<reload::Request>) {
+async fn wait_for_signal(reload: tokio::sync::mpsc::Sender<server::ReloadRequest>) {
     use tokio::signal::unix::{signal, Signal, SignalKind};
     async fn next(s: &mut Option<Signal>) {
         match s.as_mut() {

@@ -26,6 +26,10 @@ use crate::web_config::{BasicAuth, Precheck};
 
 pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
+/// A reload request (from `POST /-/reload` or SIGHUP) to the reloader; the reply, when
+/// someone waits for it, says whether it was applied.
+pub type ReloadRequest = Option<tokio::sync::oneshot::Sender<Result<(), String>>>;
+
 /// The parts of the web config a reload swaps while connections are served.
 #[derive(Default)]
 pub struct LiveWeb {
@@ -49,7 +53,7 @@ pub struct AppState {
     /// Set when `web.enable_profiling` is on.
     pub profiler: Option<Arc<Profiler>>,
     /// Where `POST /-/reload` asks for a reload; None unless `web.enable_lifecycle` is on.
-    pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
 }
 
 pub fn router(state: Arc<AppState>, web: Arc<LiveWeb>) -> Router {
