@@ -7,7 +7,8 @@ use std::time::UNIX_EPOCH;
 
 use smallvec::SmallVec;
 
-use super::parse::{parse_event, Event, Fields, Value};
+use super::fields::{Fields, Value};
+use super::parse::{parse_event, Event};
 use crate::ingest::reason::EventReason;
 use crate::ingest::swar::same_bytes;
 use crate::ingest::tally::Tally;

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use super::parse::{Fields, Value};
+use super::fields::{Fields, Value};
 use crate::ingest::swar::{eq_bytes, HIGHS, ONES};
 
 /// Lines up to this long get their string ends found from one bitmap of the whole line;

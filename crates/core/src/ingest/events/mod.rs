@@ -1,7 +1,9 @@
-//! The engine's JSON event log: parsing one line (`parse`) and applying the tier's event
-//! rules to the registry (`apply`). Following the files is `logtail`'s job.
+//! The engine's JSON event log: parsing one line (`parse`, its fast path `flat`, both into
+//! `fields`) and applying the tier's event rules to the registry (`apply`). Following the
+//! files is `logtail`'s job.
 
 pub mod apply;
+pub mod fields;
 mod flat;
 pub mod parse;
 

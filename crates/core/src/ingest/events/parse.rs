@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use smallvec::SmallVec;
 
+use super::fields::{Fields, Value};
 use crate::ingest::reason::EventReason;
 
 /// Why a line is not an event; `reason()` is the rejection label.
@@ -31,40 +31,6 @@ impl EventError {
         }
     }
 }
-
-/// A top-level field's value: a scalar, or a nested array/object that no rule can use.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value<'a> {
-    Str(Cow<'a, str>),
-    U64(u64),
-    I64(i64),
-    F64(f64),
-    Bool(bool),
-    Null,
-    Nested,
-}
-
-impl Value<'_> {
-    pub fn as_f64(&self) -> Option<f64> {
-        match *self {
-            Value::U64(n) => Some(n as f64),
-            Value::I64(n) => Some(n as f64),
-            Value::F64(n) => Some(n),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-/// Room for the fields of a typical line without touching the heap. The caller owns it, so
-/// the fields are written once where they stay, not moved on every return.
-pub type Fields<'a> = SmallVec<[(Cow<'a, str>, Value<'a>); 12]>;
 
 /// A parsed event line: its fields, borrowed from the line.
 #[derive(Debug)]
