@@ -101,7 +101,9 @@ fn debian_packages_install_serve_reload_and_purge() {
 fn package(cargo: &str, target: &Path, out: &Path, bin: &str) -> PathBuf {
     run(Command::new(cargo)
         .current_dir(root())
-        .args(["deb", "--no-build", "-p", bin])
+        // As the README builds it: cargo-deb would otherwise strip the symbol table the
+        // release profile keeps, and CPU profiles would name no function.
+        .args(["deb", "--no-build", "--no-strip", "-p", bin])
         .env("CARGO_TARGET_DIR", target)
         .arg("--output")
         .arg(out));
@@ -155,6 +157,10 @@ fn install_serve_purge(bin: &str, deb: &Path) {
     assert!(
         !sections.contains(".debug_info"),
         "{bin} is shipped with debug info:\n{sections}"
+    );
+    assert!(
+        sections.contains(".symtab"),
+        "{bin} is shipped without the symbol table CPU profiles name functions from:\n{sections}"
     );
     // Straight to stderr, so the figure shows in the test log.
     eprintln!(
