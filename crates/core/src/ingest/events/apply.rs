@@ -15,20 +15,36 @@ use crate::ingest::tally::Tally;
 use crate::metrics::{Exemplar, Metric, Metrics};
 use crate::schema::{duration_scale, Effect, Schema, SchemaError};
 
-/// What one effect will do, once the whole line has been checked.
-#[derive(Clone, Copy)]
-enum Op {
-    Inc(f64),
-    Set(f64),
-    Observe(f64),
-}
-
-/// An event rule with its metrics resolved to handles.
+/// An event rule with its effects resolved.
 struct Rule {
     event: Box<str>,
-    effects: Vec<(Effect, Metric)>,
+    effects: Vec<Resolved>,
     /// Some effect observes a histogram: only then are the trace fields looked up.
     observes: bool,
+}
+
+/// One effect of a rule, resolved when the mapper is built: the metric's handle, where its
+/// value comes from, and the event field behind each of its labels. A line then costs no
+/// lookup in the rule's definition.
+struct Resolved {
+    metric: Metric,
+    value: ValueFrom,
+    /// Per label of the metric, in its order: the event field that supplies it (None: the
+    /// rule names none, so every line is missing it). Empty for a metric without labels.
+    label_fields: Box<[Option<Box<str>>]>,
+}
+
+enum ValueFrom {
+    /// A counter's +1.
+    One,
+    /// A numeric field; `scale` converts a `_ms`/`_us`/`_ns` observation to seconds.
+    Field {
+        name: Box<str>,
+        optional: bool,
+        scale: f64,
+    },
+    /// The event's `timestamp`, as Unix seconds.
+    Timestamp,
 }
 
 pub struct EventMapper {
@@ -51,11 +67,11 @@ impl EventMapper {
                         effect.metric()
                     ))
                 })?;
-                effects.push((effect.clone(), metric));
+                effects.push(Resolved::new(metric, effect));
             }
             let observes = effects
                 .iter()
-                .any(|(_, m)| matches!(m, Metric::Histogram(_)));
+                .any(|e| matches!(e.metric, Metric::Histogram(_)));
             rules.push(Rule {
                 event: rule.event.as_str().into(),
                 effects,
@@ -100,14 +116,14 @@ impl EventMapper {
         // Every effect is checked before any is applied: a line counts whole or not at all.
         // What is kept between the passes is small (labels are rebuilt, and only labelled
         // metrics have any), so no pass moves big values around.
-        let mut planned: SmallVec<[(&Effect, &Metric, Op); 4]> = SmallVec::new();
-        for (effect, metric) in &rule.effects {
-            match plan(metric, event, effect) {
-                Ok(Some(op)) => planned.push((effect, metric, op)),
+        let mut planned: SmallVec<[(&Resolved, f64); 4]> = SmallVec::new();
+        for effect in &rule.effects {
+            match effect.plan(event) {
+                Ok(Some(v)) => planned.push((effect, v)),
                 Ok(None) => {}
                 Err(reason) => {
                     return tally.reject_with(reason, || {
-                        format!("event {} ({})", event.name(), effect.metric())
+                        format!("event {} ({})", event.name(), effect.metric.def().name)
                     })
                 }
             }
@@ -120,125 +136,139 @@ impl EventMapper {
                 trace_id,
                 span_id: event.str_field("span_id"),
             });
-        for &(effect, metric, op) in &planned {
+        for &(effect, v) in &planned {
             let (owned, values);
-            let labels: &[&str] = if metric.def().labels.is_empty() {
+            let labels: &[&str] = if effect.label_fields.is_empty() {
                 &[]
             } else {
-                owned = match label_values(metric, event, effect) {
+                owned = match effect.label_values(event) {
                     Ok(v) => v,
                     Err(_) => continue, // checked by plan
                 };
                 values = owned.iter().map(|l| &**l).collect::<SmallVec<[&str; 8]>>();
                 &values
             };
-            let result = match (metric, op) {
-                (Metric::Counter(c), Op::Inc(v)) => c.inc_by(labels, v),
-                (Metric::Gauge(g), Op::Set(v)) => g.set(labels, v),
-                (Metric::Histogram(h), Op::Observe(v)) => h.observe(labels, v, exemplar),
-                // The schema matched each op to its metric type at start-up.
-                _ => continue,
+            // The schema matched each effect to its metric type at start-up.
+            let result = match &effect.metric {
+                Metric::Counter(c) => c.inc_by(labels, v),
+                Metric::Gauge(g) => g.set(labels, v),
+                Metric::Histogram(h) => h.observe(labels, v, exemplar),
+                Metric::Total(_) => continue,
             };
             match result {
                 Ok(()) => tally.accepted += 1,
                 Err(e) => tally.reject_with(e.into(), || {
-                    format!("event {} ({})", event.name(), metric.def().name)
+                    format!("event {} ({})", event.name(), effect.metric.def().name)
                 }),
             }
         }
     }
 }
 
-/// Checks one effect against the event (its value, its labels, the metric's limits) and says
-/// what to do; Ok(None) when an optional field is absent.
-fn plan(
-    metric: &Metric,
-    event: &Event<'_, '_>,
-    effect: &Effect,
-) -> Result<Option<Op>, EventReason> {
-    let number = |field: &str, optional: bool| -> Result<Option<f64>, EventReason> {
-        match event.field(field) {
-            None if optional => Ok(None),
-            None => Err(EventReason::MissingField),
-            Some(v) => v.as_f64().map(Some).ok_or(EventReason::WrongFieldType),
+impl Resolved {
+    fn new(metric: Metric, effect: &Effect) -> Resolved {
+        let field = |name: &str, optional: bool, scale: f64| ValueFrom::Field {
+            name: name.into(),
+            optional,
+            scale,
+        };
+        let value = match effect {
+            Effect::Inc { .. } => ValueFrom::One,
+            Effect::Add {
+                field: f, optional, ..
+            }
+            | Effect::Set {
+                field: f, optional, ..
+            } => field(f, *optional, 1.0),
+            Effect::SetTimestamp { .. } => ValueFrom::Timestamp,
+            Effect::Observe {
+                field: f, optional, ..
+            } => field(f, *optional, duration_scale(f)),
+        };
+        let mapping = effect.labels();
+        let label_fields = metric
+            .def()
+            .labels
+            .iter()
+            .map(|label| mapping.get(label).map(|f| f.as_str().into()))
+            .collect();
+        Resolved {
+            metric,
+            value,
+            label_fields,
         }
-    };
-    let op = match effect {
-        Effect::Inc { .. } => Op::Inc(1.0),
-        Effect::Add {
-            field, optional, ..
-        } => match number(field, *optional)? {
-            Some(v) => Op::Inc(v),
-            None => return Ok(None),
-        },
-        Effect::Set {
-            field, optional, ..
-        } => match number(field, *optional)? {
-            Some(v) => Op::Set(v),
-            None => return Ok(None),
-        },
-        Effect::SetTimestamp { .. } => {
-            let raw = match event.field("timestamp") {
-                None => return Err(EventReason::MissingField),
-                Some(Value::Str(s)) => s,
-                Some(_) => return Err(EventReason::WrongFieldType),
-            };
-            Op::Set(parse_timestamp(raw).ok_or(EventReason::InvalidTimestamp)?)
-        }
-        Effect::Observe {
-            field, optional, ..
-        } => match number(field, *optional)? {
-            Some(v) => {
-                let scale = duration_scale(field);
-                if scale != 1.0 && v < 0.0 {
+    }
+
+    /// Checks the effect against the event (its value, its labels, the metric's limits) and
+    /// gives the value to apply; Ok(None) when an optional field is absent.
+    fn plan(&self, event: &Event<'_, '_>) -> Result<Option<f64>, EventReason> {
+        let v = match &self.value {
+            ValueFrom::One => 1.0,
+            ValueFrom::Field {
+                name,
+                optional,
+                scale,
+            } => {
+                let v = match event.field(name) {
+                    None if *optional => return Ok(None),
+                    None => return Err(EventReason::MissingField),
+                    Some(v) => v.as_f64().ok_or(EventReason::WrongFieldType)?,
+                };
+                if *scale != 1.0 && v < 0.0 {
                     // A negative duration is a bug upstream, not a fast operation.
                     return Err(EventReason::InvalidValue);
                 }
-                Op::Observe(v * scale)
+                v * scale
             }
-            None => return Ok(None),
-        },
-    };
-    if matches!(op, Op::Inc(v) if v < 0.0) {
-        return Err(EventReason::NegativeCounter);
+            ValueFrom::Timestamp => {
+                let raw = match event.field("timestamp") {
+                    None => return Err(EventReason::MissingField),
+                    Some(Value::Str(s)) => s,
+                    Some(_) => return Err(EventReason::WrongFieldType),
+                };
+                parse_timestamp(raw).ok_or(EventReason::InvalidTimestamp)?
+            }
+        };
+        if matches!(self.metric, Metric::Counter(_)) && v < 0.0 {
+            return Err(EventReason::NegativeCounter);
+        }
+        if self.label_fields.is_empty() {
+            // Nothing to check: the schema allows rules only on engine counters, gauges and
+            // histograms, whose single series always exists and takes any finite value.
+            return Ok(Some(v));
+        }
+        let labels = self.label_values(event)?;
+        let values: SmallVec<[&str; 8]> = labels.iter().map(|l| &**l).collect();
+        self.metric.check(&values).map_err(EventReason::from)?;
+        Ok(Some(v))
     }
-    if metric.def().labels.is_empty() {
-        // Nothing to check: the schema allows rules only on engine counters, gauges and
-        // histograms, whose single series always exists and takes any finite value.
-        return Ok(Some(op));
-    }
-    let labels = label_values(metric, event, effect)?;
-    let values: SmallVec<[&str; 8]> = labels.iter().map(|l| &**l).collect();
-    metric.check(&values).map_err(EventReason::from)?;
-    Ok(Some(op))
-}
 
-/// The metric's label values from the event's fields, in the schema's label order (borrowed
-/// from the line when they are strings in it).
-fn label_values<'e>(
-    metric: &Metric,
-    event: &'e Event<'_, '_>,
-    effect: &Effect,
-) -> Result<SmallVec<[Cow<'e, str>; 4]>, EventReason> {
-    let mapping = effect.labels();
-    let mut labels: SmallVec<[Cow<'e, str>; 4]> = SmallVec::new();
-    for label in &metric.def().labels {
-        let field = mapping.get(label).ok_or(EventReason::MissingLabel)?;
-        labels.push(match event.field(field) {
-            None => return Err(EventReason::MissingLabel),
-            Some(Value::Str(s)) if s.is_empty() => return Err(EventReason::MissingLabel),
-            Some(Value::Str(s)) => Cow::Borrowed(&**s),
-            // Written as serde_json writes them, so label values do not change with the parser.
-            Some(Value::U64(n)) => Cow::Owned(n.to_string()),
-            Some(Value::I64(n)) => Cow::Owned(n.to_string()),
-            Some(&Value::F64(n)) => Cow::Owned(
-                serde_json::Number::from_f64(n).map_or_else(|| n.to_string(), |n| n.to_string()),
-            ),
-            Some(Value::Bool(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
-            Some(_) => return Err(EventReason::WrongFieldType),
-        });
+    /// The metric's label values from the event's fields, in the metric's label order
+    /// (borrowed from the line when they are strings in it).
+    fn label_values<'e>(
+        &self,
+        event: &'e Event<'_, '_>,
+    ) -> Result<SmallVec<[Cow<'e, str>; 4]>, EventReason> {
+        let mut labels: SmallVec<[Cow<'e, str>; 4]> = SmallVec::new();
+        for field in self.label_fields.iter() {
+            let field = field.as_deref().ok_or(EventReason::MissingLabel)?;
+            labels.push(match event.field(field) {
+                None => return Err(EventReason::MissingLabel),
+                Some(Value::Str(s)) if s.is_empty() => return Err(EventReason::MissingLabel),
+                Some(Value::Str(s)) => Cow::Borrowed(&**s),
+                // Written as serde_json writes them, so label values do not change with the parser.
+                Some(Value::U64(n)) => Cow::Owned(n.to_string()),
+                Some(Value::I64(n)) => Cow::Owned(n.to_string()),
+                Some(&Value::F64(n)) => Cow::Owned(
+                    serde_json::Number::from_f64(n)
+                        .map_or_else(|| n.to_string(), |n| n.to_string()),
+                ),
+                Some(Value::Bool(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
+                Some(_) => return Err(EventReason::WrongFieldType),
+            });
+        }
+        Ok(labels)
     }
-    Ok(labels)
 }
 
 /// RFC 3339 → Unix seconds, with `Z` or a numeric offset (humantime alone only takes `Z`).
