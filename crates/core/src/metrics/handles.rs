@@ -4,8 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cells::{FloatCounter, FloatGauge, HistogramCtor};
-use super::cells::{Hist, TotalCell, ValueGauge};
+use super::cells::{FloatCounter, FloatGauge, Hist, HistogramCtor, TotalCell, ValueGauge};
 use super::error::UpdateError;
 use super::exemplar::Exemplar;
 use super::series::Inner;

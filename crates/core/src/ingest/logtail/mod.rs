@@ -29,7 +29,7 @@ use super::reason::EventReason;
 use super::tally::{Counters, Tally};
 use crate::context::TaskContext;
 use crate::health::SourceHealth;
-use crate::metrics::{BoundCounter, SelfMetrics};
+use crate::metrics::{BoundCounter, Counter, SelfMetrics};
 
 /// How often globs are re-expanded and files checked for growth while they grow. Each poll
 /// is a wake-up, which on a VM costs tens of microseconds before any work; metrics scraped
@@ -192,19 +192,25 @@ struct PathSeries {
 impl PathSeries {
     /// Creates the series at 0, so that increase() sees the first event.
     fn bind(own: &SelfMetrics, label: &str) -> Option<PathSeries> {
-        let bind = |c: &crate::metrics::Counter| c.bind(&[label]);
-        let bound = (|| {
-            Ok::<_, crate::metrics::UpdateError>(PathSeries {
-                lines_read: bind(&own.log_lines_read)?,
-                read_bytes: bind(&own.log_read_bytes)?,
-                rotations: bind(&own.log_rotations)?,
-                truncations: bind(&own.log_truncations)?,
-            })
-        })();
-        // The self-metric tests hold the path label; a mismatch is a bug, not an input.
-        bound
-            .inspect_err(|e| tracing::error!(target: "metrics", error = %e, "log self-metrics do not take a path label"))
-            .ok()
+        let bind = |c: &Counter| c.bind(&[label]);
+        match (
+            bind(&own.log_lines_read),
+            bind(&own.log_read_bytes),
+            bind(&own.log_rotations),
+            bind(&own.log_truncations),
+        ) {
+            (Ok(lines_read), Ok(read_bytes), Ok(rotations), Ok(truncations)) => Some(PathSeries {
+                lines_read,
+                read_bytes,
+                rotations,
+                truncations,
+            }),
+            // The self-metric tests hold the path label; a mismatch is a bug, not an input.
+            _ => {
+                tracing::error!(target: "metrics", label, "log self-metrics do not take a path label");
+                None
+            }
+        }
     }
 }
 
