@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::rng::Rng;
 use crate::scenario::Kafka as Params;
-use crate::sim::WalkState;
+use crate::walk::WalkState;
 
 /// Topic the ingestion engines consume; its consumer group matches the alert's
 /// `ingestion-group-.+`.

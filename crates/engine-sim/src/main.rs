@@ -8,6 +8,7 @@ mod rng;
 mod scenario;
 mod sim;
 mod storage;
+mod walk;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

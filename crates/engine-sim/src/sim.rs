@@ -11,8 +11,9 @@ use crate::kafka::KafkaBroker;
 use crate::ntp::NtpServer;
 use crate::out::{Event, EventLog, Statsd};
 use crate::rng::Rng;
-use crate::scenario::{Latency, Params, Scenario, Walk};
+use crate::scenario::{Latency, Params, Scenario};
 use crate::storage::DataDir;
+use crate::walk::WalkState;
 
 /// Where one engine's output goes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,33 +42,6 @@ pub struct Config {
 }
 
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
-
-pub(crate) struct WalkState(f64);
-
-impl WalkState {
-    pub(crate) fn new(w: &Walk) -> WalkState {
-        WalkState(w.start.clamp(w.min, w.max.max(w.min)))
-    }
-
-    /// The current value, rounded (a count).
-    pub(crate) fn rounded(&self) -> f64 {
-        self.0.round()
-    }
-
-    pub(crate) fn step(&mut self, w: &Walk, dt: f64, rng: &mut Rng) -> f64 {
-        let (lo, hi) = (w.min, w.max.max(w.min));
-        let mut v = self.0 + w.drift * dt + w.step * dt.sqrt() * rng.normal();
-        // Reflect at the bounds so a walk does not stick to them, then clamp.
-        if v < lo {
-            v = lo + (lo - v);
-        }
-        if v > hi {
-            v = hi - (v - hi);
-        }
-        self.0 = v.clamp(lo, hi);
-        self.0
-    }
-}
 
 /// The I/O every engine has: StatsD, event log, engine port.
 struct Io {
