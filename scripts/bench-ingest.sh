@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Ingest benchmark on loopback through the real tx-exporter (release build): first beside its
-# peers on the same input (scripts/bench-ingest.py: mtail, collectd, Etsy statsd, with
+# peers on the same input (scripts/bench-ingest.py: mtail, collectd, Etsy statsd, Pushgateway, with
 # ratios), then a StatsD flood and the in-process parser figures.
 # Usage: scripts/bench-ingest.sh [seconds-of-statsd] [events]
 set -euo pipefail
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 SECONDS_STATSD="${1:-5}"
 EVENTS="${2:-1000000}"
 
-cargo build --release -q -p tx-exporter --bin tx-exporter
+cargo build --release -q -p tx-exporter --bin tx-exporter -p ingestion-exporter --bin ingestion-exporter
 cargo build --release -q -p exporter-core --example ingest_load
 TARGET="${CARGO_TARGET_DIR:-target}"
 BIN="$TARGET/release/tx-exporter"

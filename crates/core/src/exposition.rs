@@ -106,6 +106,11 @@ fn push_line(out: &mut String, parts: &[&str]) {
 /// Cuts ` # {...} value` off a sample line, skipping over quoted label values.
 fn without_exemplar(line: &str) -> &str {
     let bytes = line.as_bytes();
+    // Most sample lines hold no `#` at all: one vectorised search says so, where the walk
+    // below costs a branch per byte (most of a 10k-series 0.0.4 scrape's conversion).
+    if memchr::memchr(b'#', bytes).is_none() {
+        return line;
+    }
     let mut i = 0;
     let mut in_labels = false;
     let mut in_quotes = false;
