@@ -388,18 +388,19 @@ OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0
 
 
 def scrape_times(url, n=50, accept=None):
-    """Wall time of n scrapes in ms, after three to warm up, and the body's size."""
+    """Wall time of n scrapes in ms, after three to warm up; the body's size and samples."""
     headers = {"Accept": accept} if accept else {}
     get = lambda: urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10).read()
-    size = 0
+    body = b""
     for _ in range(3):
-        size = len(get())
+        body = get()
     times = []
     for _ in range(n):
         t = time.perf_counter()
         get()
         times.append((time.perf_counter() - t) * 1000)
-    return sorted(times), size
+    samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    return sorted(times), len(body), samples
 
 
 def bench_scrape(binary, work):
@@ -529,10 +530,11 @@ def main():
             ours = sc["this project (ingestion-exporter)"][0]
             print(f"\nScrape of {SCRAPE_SERIES:,} series, 50 scrapes, 0.0.4 text unless said (wall time over "
                   f"loopback, one client; ratio = peer / this project)")
-            for name, (times, size) in sc.items():
+            for name, (times, size, samples) in sc.items():
                 p50, p90 = times[len(times) // 2], times[len(times) * 9 // 10]
                 ratio = "" if name.startswith(" ") else f"{p50 / ours[len(ours) // 2]:4.1f}x"
-                print(f"  {name:34s} p50 {p50:6.2f} ms  p90 {p90:6.2f} ms  {size / 1e3:5.0f} kB   {ratio}")
+                print(f"  {name:34s} p50 {p50:6.2f} ms  p90 {p90:6.2f} ms  {size / 1e3:5.0f} kB "
+                      f"{samples:>7,} samples   {ratio}")
         else:
             print(f"\nScrape: {ingestion} not built: skipped")
     print("\n(ratio = this project / peer; figures vary between machines, ratios are what count)")

@@ -287,10 +287,12 @@ mod tests {
             r#"{"event":"a"} x"#,
             r#"{"event":01}"#,
             // A string still open at the end of the line, the end in each part of the map:
-            // a short line, the tail of a 16-byte block, a full 64-byte word.
+            // lines under 64 bytes (copied), exactly one 64-byte word, and a partial last
+            // word read as the line's last 64 bytes.
             r#"{"e":"ab"#,
             r#"{"event":"transaction_committed"#,
             r#"{"timestamp":"2026-11-21T10:00:00Z","event":"transaction_committ"#,
+            r#"{"timestamp":"2026-11-21T10:00:00Z","level":"info","event":"transaction_committed"#,
         ] {
             assert!(
                 super::super::flat::read(other.as_bytes(), &mut Fields::new()).is_none(),
