@@ -27,7 +27,7 @@ use crate::metrics::{BoundCounter, Metrics};
 /// Counters are flushed when the socket queue drains, but not more often than this (a flush
 /// costs a getsockopt and the label lookups left: last-sample time, rejections)...
 const FLUSH_MIN: Duration = Duration::from_millis(10);
-/// ...and at least this often while a flood keeps the queue from draining.
+/// ...and a count is held at most this long while a flood keeps the queue from draining.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Larger than any UDP payload; longer Unix datagrams are detected as truncated.
 const MAX_DATAGRAM: usize = 65_536;
@@ -307,6 +307,8 @@ struct Batch {
     tally: Tally<StatsdReason>,
     /// One span per flush window that saw datagrams: cheap even under a flood.
     span: Option<tracing::Span>,
+    /// When the first datagram since the last flush was received.
+    started: Option<Instant>,
 }
 
 impl Listener {
@@ -346,8 +348,10 @@ impl Listener {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            // A flood never drains the queue.
-            if batch.datagrams > 0 && last_flush.elapsed() >= FLUSH_EVERY {
+            // A flood never drains the queue. Timed from the batch's first datagram, not the
+            // last flush: a burst after a quiet spell would otherwise flush on its first
+            // receive and again, on a timer wake-up of its own, once the queue drained.
+            if batch.started.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
                 self.count_kernel_drops();
                 self.flush(&received, &mut batch);
                 last_flush = Instant::now();
@@ -359,6 +363,7 @@ impl Listener {
 
     /// Parses and applies the `n` datagrams just received.
     fn apply(&self, rb: &RecvBatch, n: usize, batch: &mut Batch) {
+        batch.started.get_or_insert_with(Instant::now);
         // Taken out and put back rather than cloned: a span clone is a registry round trip.
         let span = batch.span.take().unwrap_or_else(|| {
             tracing::info_span!(
@@ -412,5 +417,6 @@ impl Listener {
         batch.datagrams = 0;
         batch.lines = 0;
         batch.bytes = 0;
+        batch.started = None;
     }
 }
