@@ -1,58 +1,82 @@
 //! The fast path for the lines engines actually write: one flat JSON object of ASCII strings
 //! without escapes, numbers, booleans and nulls. It reads such a line in one pass over its
-//! bytes, strings eight bytes at a time, with no visitor machinery and no separate UTF-8
-//! pass (every byte it accepts is ASCII); anything else (an escape, a non-ASCII byte, a nested
-//! value, a number out of range, malformed input) returns None and the line goes to
-//! serde_json, so the decision on every line is serde_json's (a differential proptest in
-//! `parse.rs` holds it to that).
+//! bytes, string ends found from one bitmap of the line, with no visitor machinery and no
+//! separate UTF-8 pass (every byte it accepts is ASCII); anything else (an escape, a
+//! non-ASCII byte, a nested value, a number out of range, malformed input, a line over
+//! FAST_MAX bytes) returns None and the line goes to serde_json, so the decision on every
+//! line is serde_json's (a differential proptest in `parse.rs` holds it to that).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use super::fields::{Fields, Value};
-use crate::ingest::swar::{eq_bytes, HIGHS, ONES};
 
-/// Lines up to this long get their string ends found from one bitmap of the whole line;
-/// longer ones scan each string (engines' lines are 80 to 300 bytes).
-const MAPPED_LEN: usize = 512;
+/// Lines up to this long take the fast path (engines' lines are 80 to 300 bytes).
+pub(super) const FAST_MAX: usize = 960;
+/// The line is scanned in a copy followed by zeros. A zero ends every scan (it is neither
+/// whitespace, punctuation, a digit nor a plain string byte), so no step checks for the
+/// line's end, and an index taken modulo PAD, a power of two, needs no bounds check: no
+/// read goes more than five bytes past the line. Bounds checks and the Option of every
+/// byte read were a tenth of the parse.
+const PAD: usize = 1024;
+const WORDS: usize = PAD / 64;
+const _: () = assert!(FAST_MAX + 64 <= PAD && PAD.is_power_of_two());
+
+thread_local! {
+    /// The copy's buffer, kept: zeroing a fresh one per line cost more than the checks it
+    /// saves. Only the line and the 64 bytes after it are ever read.
+    static SCRATCH: RefCell<[u8; PAD]> = const { RefCell::new([0; PAD]) };
+}
 
 /// Reads `line` into `fields`; None: let serde_json decide.
 pub(super) fn read<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
-    let mut map = [0u64; MAPPED_LEN / 64];
-    let specials: &[u64] = if line.len() <= MAPPED_LEN {
-        special_map(line, &mut map);
-        &map[..line.len().div_ceil(64)]
-    } else {
-        &[]
-    };
+    if line.len() > FAST_MAX {
+        return None;
+    }
+    SCRATCH.with_borrow_mut(|buf| {
+        buf[..line.len()].copy_from_slice(line);
+        buf[line.len()..][..64].fill(0);
+        read_padded(line, buf, fields)
+    })
+}
+
+/// `buf` holds `line` followed by at least 64 zeros.
+fn read_padded<'a>(line: &'a [u8], buf: &[u8; PAD], fields: &mut Fields<'a>) -> Option<()> {
+    let mut map = [0u64; WORDS];
+    // Through the word holding the first zero, so every string search ends by it.
+    let used = line.len() / 64 + 1;
+    let (words, _) = buf.as_chunks::<64>();
+    for (slot, word) in map[..used].iter_mut().zip(&words[..used]) {
+        *slot = special_word(word);
+    }
     let mut s = Scanner {
-        b: line,
+        line,
+        b: buf,
         i: 0,
-        specials,
+        specials: &map,
     };
     s.ws();
     s.eat(b'{')?;
     s.ws();
-    if s.peek() == Some(b'}') {
+    if s.peek() == b'}' {
         s.i += 1;
     } else {
         loop {
             s.punct(b'"')?;
             let key = s.string()?;
             s.punct(b':')?;
-            if s.peek().is_some_and(is_ws) {
+            if is_ws(s.peek()) {
                 s.ws();
             }
             let value = s.value()?;
             fields.push((Cow::Borrowed(key), value));
-            match s.peek()? {
-                b',' => s.i += 1,
-                b'}' => {
-                    s.i += 1;
-                    break;
-                }
+            match s.next() {
+                b',' => {}
+                b'}' => break,
                 _ => {
+                    s.i -= 1;
                     s.ws();
-                    match s.next()? {
+                    match s.next() {
                         b',' => {}
                         b'}' => break,
                         _ => return None,
@@ -62,41 +86,19 @@ pub(super) fn read<'a>(line: &'a [u8], fields: &mut Fields<'a>) -> Option<()> {
         }
     }
     s.ws();
-    (s.i == s.b.len()).then_some(())
+    (s.i == line.len()).then_some(())
 }
 
 struct Scanner<'a, 'm> {
-    b: &'a [u8],
+    /// What strings are borrowed from.
+    line: &'a [u8],
+    /// The line, then zeros (see PAD).
+    b: &'m [u8; PAD],
+    /// At most one past the line's first zero.
     i: usize,
     /// Bit `i % 64` of word `i / 64` is set when byte `i` ends a string run (see
-    /// `special_bytes`); empty for a line too long to map.
-    specials: &'m [u64],
-}
-
-/// Sets, in `map`, the bit of every byte of `line` that ends an unescaped ASCII string run,
-/// one 64-byte word at a time: one pass for the whole line instead of a scan per string.
-/// Bits past the end of the line stay clear: a string still open there finds no end in the
-/// map, and `close` then sees the line end.
-fn special_map(line: &[u8], map: &mut [u64; MAPPED_LEN / 64]) {
-    let (words, rest) = line.as_chunks::<64>();
-    for (slot, word) in map.iter_mut().zip(words) {
-        *slot = special_word(word);
-    }
-    if rest.is_empty() {
-        return;
-    }
-    let bits = match line.last_chunk::<64>() {
-        // The line's last 64 bytes, overlapping the word before: keep the rest's bits.
-        Some(last) => special_word(last) >> (64 - rest.len()),
-        None => {
-            let mut short = [0u8; 64];
-            short[..rest.len()].copy_from_slice(rest);
-            special_word(&short) & ((1u64 << rest.len()) - 1)
-        }
-    };
-    if let Some(slot) = map.get_mut(words.len()) {
-        *slot = bits;
-    }
+    /// `special_block`); computed through the word that holds the line's first zero.
+    specials: &'m [u64; WORDS],
 }
 
 #[inline(always)]
@@ -130,46 +132,42 @@ fn special_block(block: &[u8; 16]) -> u16 {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn special_block(block: &[u8; 16]) -> u16 {
+    let plain = |c: u8| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\';
     block
         .iter()
         .enumerate()
-        .fold(0, |m, (i, &c)| m | (u16::from(!is_plain(c)) << i))
-}
-
-/// High bit set in the lowest byte of `w` that ends an unescaped ASCII string run: `"`, `\\`,
-/// a control character or a non-ASCII byte.
-fn special_bytes(w: u64) -> u64 {
-    eq_bytes(w, b'"')
-        | eq_bytes(w, b'\\')
-        // Below 0x20 (the subtraction borrows into bit 7) or 0x80 and above (bit 7 is set).
-        | ((w.wrapping_sub(ONES * 0x20) | w) & HIGHS)
+        .fold(0, |m, (i, &c)| m | (u16::from(!plain(c)) << i))
 }
 
 fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-fn is_plain(c: u8) -> bool {
-    (0x20..0x80).contains(&c) && c != b'"' && c != b'\\'
-}
-
 impl<'a> Scanner<'a, '_> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
+    /// The byte at `k`, zero past the line; `k` stays under PAD, so the modulo only spares
+    /// the bounds check.
+    #[inline(always)]
+    fn at(&self, k: usize) -> u8 {
+        debug_assert!(k < self.line.len() + 64);
+        self.b[k % PAD]
     }
 
-    fn next(&mut self) -> Option<u8> {
-        let c = self.peek()?;
+    fn peek(&self) -> u8 {
+        self.at(self.i)
+    }
+
+    fn next(&mut self) -> u8 {
+        let c = self.peek();
         self.i += 1;
-        Some(c)
+        c
     }
 
     fn eat(&mut self, want: u8) -> Option<()> {
-        (self.next()? == want).then_some(())
+        (self.next() == want).then_some(())
     }
 
     fn ws(&mut self) {
-        while self.peek().is_some_and(is_ws) {
+        while is_ws(self.peek()) {
             self.i += 1;
         }
     }
@@ -177,7 +175,7 @@ impl<'a> Scanner<'a, '_> {
     /// Consumes `want` after optional whitespace, looking for `want` first: engines write
     /// compact JSON, so the whitespace loop is rarely needed.
     fn punct(&mut self, want: u8) -> Option<()> {
-        if self.peek() == Some(want) {
+        if self.peek() == want {
             self.i += 1;
             return Some(());
         }
@@ -190,61 +188,37 @@ impl<'a> Scanner<'a, '_> {
     #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         let start = self.i;
-        if !self.specials.is_empty() {
-            return self.close(start, self.next_special(start));
+        let end = self.next_special(start);
+        if self.at(end) != b'"' {
+            return None;
         }
-        let mut i = start;
-        // Eight bytes at a time: strings here are timestamps, ids and names of 5 to 40 bytes.
-        while let Some(chunk) = self.b.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().ok()?);
-            let special = special_bytes(w);
-            if special != 0 {
-                i += (special.trailing_zeros() / 8) as usize;
-                return self.close(start, i);
-            }
-            i += 8;
-        }
-        while self.b.get(i).is_some_and(|&c| is_plain(c)) {
-            i += 1;
-        }
-        self.close(start, i)
+        self.i = end + 1;
+        let bytes = self.line.get(start..end)?;
+        debug_assert!(bytes.is_ascii());
+        // SAFETY: `end` is the first byte from `start` on that is not plain ASCII (0x20..0x80,
+        // neither `"` nor `\\`), so every byte before it is ASCII, and ASCII is valid UTF-8.
+        // A checked conversion here cost as much as the whole scan.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
     }
 
-    /// The first byte at or after `from` that the map marks; the line's length if none.
+    /// The first byte at or after `from` that the map marks: at the latest the zero after
+    /// the line, as `from` is at most the line's length.
     #[inline(always)]
     fn next_special(&self, from: usize) -> usize {
         let mut w = from / 64;
-        let Some(&first) = self.specials.get(w) else {
-            return self.b.len();
-        };
-        let mut bits = first & (!0u64 << (from % 64));
-        while bits == 0 {
+        let mut bits = self.specials[w % WORDS] & (!0u64 << (from % 64));
+        while bits == 0 && w + 1 < WORDS {
             w += 1;
-            match self.specials.get(w) {
-                Some(&next) => bits = next,
-                None => return self.b.len(),
-            }
+            bits = self.specials[w];
+        }
+        if bits == 0 {
+            return self.line.len();
         }
         w * 64 + bits.trailing_zeros() as usize
     }
 
-    /// The string from `start` ends at `end` if a quote is there.
-    #[inline(always)]
-    fn close(&mut self, start: usize, end: usize) -> Option<&'a str> {
-        if *self.b.get(end)? != b'"' {
-            return None;
-        }
-        self.i = end + 1;
-        let bytes = self.b.get(start..end)?;
-        debug_assert!(bytes.is_ascii());
-        // SAFETY: `string` stopped at the first byte that is not plain ASCII (0x20..0x80,
-        // neither `"` nor `\\`), and `end` is that byte, so every byte before it is ASCII and
-        // ASCII is valid UTF-8. A checked conversion here cost as much as the whole scan.
-        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
-    }
-
     fn value(&mut self) -> Option<Value<'a>> {
-        match self.peek()? {
+        match self.peek() {
             b'"' => {
                 self.i += 1;
                 self.string().map(|s| Value::Str(Cow::Borrowed(s)))
@@ -259,9 +233,13 @@ impl<'a> Scanner<'a, '_> {
     }
 
     fn literal(&mut self, word: &[u8], v: Value<'a>) -> Option<Value<'a>> {
-        let end = self.i + word.len();
-        (self.b.get(self.i..end)? == word).then(|| {
-            self.i = end;
+        // At most five bytes from `i`, which is at most the line's length.
+        let found = word
+            .iter()
+            .enumerate()
+            .all(|(k, &c)| self.at(self.i + k) == c);
+        found.then(|| {
+            self.i += word.len();
             v
         })
     }
@@ -270,18 +248,18 @@ impl<'a> Scanner<'a, '_> {
     /// floats converted by serde_json; an integer that does not fit is left to serde_json.
     fn number(&mut self) -> Option<Value<'a>> {
         let start = self.i;
-        let negative = self.peek() == Some(b'-');
+        let negative = self.peek() == b'-';
         if negative {
             self.i += 1;
         }
         // The integer part is accumulated as it is read. Nineteen digits always fit in a
         // u64; a longer one is left to serde_json (rare, and it may not fit).
-        let mut int: u64 = match self.next()? {
+        let mut int: u64 = match self.next() {
             b'0' => 0,
             c @ b'1'..=b'9' => {
                 let first = self.i;
                 let mut n = u64::from(c - b'0');
-                while let Some(d) = self.peek().filter(u8::is_ascii_digit) {
+                while let d @ b'0'..=b'9' = self.peek() {
                     if self.i - first >= 18 {
                         return None; // a twentieth digit
                     }
@@ -293,15 +271,15 @@ impl<'a> Scanner<'a, '_> {
             _ => return None,
         };
         let mut float = false;
-        if self.peek() == Some(b'.') {
+        if self.peek() == b'.' {
             self.i += 1;
             self.digit()?;
             self.digits();
             float = true;
         }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
+        if matches!(self.peek(), b'e' | b'E') {
             self.i += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
+            if matches!(self.peek(), b'+' | b'-') {
                 self.i += 1;
             }
             self.digit()?;
@@ -311,7 +289,7 @@ impl<'a> Scanner<'a, '_> {
         if float {
             // serde_json's own conversion, so the value is the one its path would give to
             // the last bit (its default algorithm is not always correctly rounded).
-            let v: f64 = serde_json::from_slice(&self.b[start..self.i]).ok()?;
+            let v: f64 = serde_json::from_slice(self.line.get(start..self.i)?).ok()?;
             return Some(Value::F64(v));
         }
         if negative {
@@ -327,11 +305,11 @@ impl<'a> Scanner<'a, '_> {
     }
 
     fn digit(&mut self) -> Option<()> {
-        self.next().filter(u8::is_ascii_digit).map(|_| ())
+        self.next().is_ascii_digit().then_some(())
     }
 
     fn digits(&mut self) {
-        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+        while self.peek().is_ascii_digit() {
             self.i += 1;
         }
     }

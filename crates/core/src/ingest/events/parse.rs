@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn rejections() {
-        let cases: [(&[u8], EventError); 9] = [
+        let cases: [(&[u8], EventError); 12] = [
             (b"{\"event\":\"a\"} x", EventError::MalformedJson),
             (b"{\"event\":\"a\",\"n\":[1,}", EventError::MalformedJson),
             (b"not json", EventError::MalformedJson),
@@ -225,6 +225,10 @@ mod tests {
             (b"{\"level\":\"info\"}", EventError::MissingEvent),
             (b"{\"event\":7}", EventError::WrongFieldType),
             (b"{\"event\":\"\"}", EventError::WrongFieldType),
+            // The fast path reads a zero as the line's end; serde_json has the last word.
+            (b"{\"event\":\"a\0b\"}", EventError::MalformedJson),
+            (b"{\"event\":\"a\",\"n\":1\0}", EventError::MalformedJson),
+            (b"{\"event\":\"a\"}\0", EventError::MalformedJson),
         ];
         for (line, want) in cases {
             assert_eq!(
@@ -286,17 +290,45 @@ mod tests {
             r#"{"event":"a",}"#,
             r#"{"event":"a"} x"#,
             r#"{"event":01}"#,
-            // A string still open at the end of the line, the end in each part of the map:
-            // lines under 64 bytes (copied), exactly one 64-byte word, and a partial last
-            // word read as the line's last 64 bytes.
+            // A string still open at the end of the line, which ends in the first map word,
+            // at the end of one (the first zero opens the next), and in a later word.
             r#"{"e":"ab"#,
             r#"{"event":"transaction_committed"#,
             r#"{"timestamp":"2026-11-21T10:00:00Z","event":"transaction_committ"#,
             r#"{"timestamp":"2026-11-21T10:00:00Z","level":"info","event":"transaction_committed"#,
+            // A zero byte, which the scan takes for the line's end: in a string, after a
+            // value, and after the object.
+            "{\"event\":\"a\0b\"}",
+            "{\"event\":\"a\",\"n\":1\0}",
+            "{\"event\":\"a\"}\0",
         ] {
             assert!(
                 super::super::flat::read(other.as_bytes(), &mut Fields::new()).is_none(),
                 "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_longer_than_the_fast_path_takes_is_read_by_serde_json() {
+        use super::super::flat::FAST_MAX;
+        // `{"event":"a","pad":"xx…x"}`, `len` bytes long.
+        let line = |len: usize| {
+            let head = r#"{"event":"a","pad":""#;
+            format!("{head}{}\"}}", "x".repeat(len - head.len() - 2))
+        };
+        for len in [FAST_MAX - 1, FAST_MAX, FAST_MAX + 1, 4 * FAST_MAX] {
+            let text = line(len);
+            assert_eq!(text.len(), len);
+            let fast = super::super::flat::read(text.as_bytes(), &mut Fields::new()).is_some();
+            assert_eq!(fast, len <= FAST_MAX, "{len}");
+            let mut fields = Fields::new();
+            let event = parse_event(text.as_bytes(), &mut fields).expect("valid");
+            assert_eq!(event.name(), "a");
+            assert_eq!(
+                event.str_field("pad").map(str::len),
+                Some(len - 22),
+                "{len}"
             );
         }
     }
