@@ -31,13 +31,11 @@ use crate::context::TaskContext;
 use crate::health::SourceHealth;
 use crate::metrics::{BoundCounter, Counter, SelfMetrics};
 
-/// How often globs are re-expanded and files checked for growth while they grow. Each poll
-/// is a wake-up, which on a VM costs tens of microseconds before any work; metrics scraped
-/// every 15 s gain nothing from fresher counts (Vector's file source waits 1 s).
-const POLL: Duration = Duration::from_millis(500);
-/// The longest wait between polls: each poll that finds nothing new doubles the wait up to
-/// this (Filebeat's backoff, shorter), so an idle follower wakes once a second.
-const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often globs are re-expanded and files checked for growth, busy or idle. Each poll is
+/// a wake-up that finds its code and data cold: at 10k lines a second, 500 ms cost the
+/// follower 0.23–0.27% of a core against 0.20–0.23% at 1 s. Metrics scraped every 15 s gain
+/// nothing from fresher counts (Vector's file source waits 1 s too).
+const POLL: Duration = Duration::from_secs(1);
 /// A rotated-away file that has not grown for this long is closed.
 const RETIRE_IDLE: Duration = Duration::from_secs(5);
 /// Bytes read from one file per poll before moving on to the others.
@@ -109,7 +107,6 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
     let shutdown = ctx.shutdown.clone();
     let (reconfigure, reloads) = std::sync::mpsc::channel::<Reconfigure>();
     let started = crate::context::source_thread("log-follower", move || {
-        let mut wait = POLL;
         loop {
             while let Ok(r) = reloads.try_recv() {
                 let health = glob_health(&r.globs);
@@ -122,12 +119,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
             if more {
                 continue;
             }
-            wait = if follower.progressed() {
-                POLL
-            } else {
-                (wait * 2).min(IDLE_POLL)
-            };
-            if shutdown.sleep_blocking(wait) {
+            if shutdown.sleep_blocking(POLL) {
                 break;
             }
         }
@@ -174,8 +166,6 @@ pub struct Follower {
     glob_errors: Vec<Option<String>>,
     glob_reported: Vec<Option<(usize, bool)>>,
     rate: Option<ReadRate>,
-    /// The last tick read something or found a file.
-    progressed: bool,
     /// Per followed path (by label): its own counters, bound when it is first opened.
     path_series: HashMap<String, PathSeries>,
 }
@@ -233,7 +223,6 @@ impl Follower {
         let ledger = Arc::new(Ledger::new(options.positions_file.clone(), &stored));
         let rate = ReadRate::new(options.max_read_bytes_per_second, Instant::now());
         Follower {
-            progressed: false,
             rate,
             options,
             mapper,
@@ -324,13 +313,7 @@ impl Follower {
         self.ledger.clone()
     }
 
-    /// Whether the last tick read something or found a new file.
-    pub fn progressed(&self) -> bool {
-        self.progressed
-    }
-
     fn tick_locked(&mut self, state: &mut LedgerState) -> bool {
-        self.progressed = false;
         if let Some(rate) = &mut self.rate {
             rate.refill(Instant::now());
         }
@@ -458,7 +441,6 @@ impl Follower {
         match Reader::open(path.clone(), id, label.clone(), start) {
             Ok(r) => {
                 tracing::info!(target: "ingest", event = "file_opened", path = %label, offset = start);
-                self.progressed = true;
                 if !self.path_series.contains_key(&label) {
                     if let Some(series) = PathSeries::bind(self.counters.metrics().own(), &label) {
                         self.path_series.insert(label.clone(), series);
@@ -548,7 +530,6 @@ impl Follower {
         let series = self.path_series.get(&r.label);
         match result {
             Ok(stats) => {
-                self.progressed |= stats.bytes > 0 || stats.truncated;
                 if stats.truncated {
                     if let Some(series) = series {
                         series.truncations.add(1);
