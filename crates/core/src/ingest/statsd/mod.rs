@@ -1,10 +1,13 @@
 //! StatsD listeners: UDP and a Unix datagram socket, both optional, both feeding the same
 //! mapper. Each runs on its own thread: a plain `recvmmsg` loop is the cheapest way to read
 //! datagrams (it takes up to BATCH queued ones per call). An idle listener sleeps in `poll`
-//! until a datagram or the shutdown arrives, so it costs no wake-ups. The UDP socket's
-//! kernel drops are read with SO_MEMINFO once per flush, not attached to every datagram.
+//! until a datagram or the shutdown arrives, so it costs no wake-ups; a UDP listener woken
+//! by a datagram waits for the rest of the burst (`coalesce`). The UDP socket's kernel
+//! drops are read with SO_MEMINFO once per flush and per wake-up, not attached to every
+//! datagram.
 
 pub mod apply;
+mod coalesce;
 pub mod parse;
 
 use std::io;
@@ -19,6 +22,7 @@ use tokio::task::JoinHandle;
 
 pub use apply::Mapper;
 
+use self::coalesce::Coalesce;
 use super::reason::StatsdReason;
 use super::tally::{Counters, Tally};
 use crate::context::{Shutdown, TaskContext, Woken};
@@ -52,6 +56,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
                         counters,
                         mapper: mapper.clone(),
                         kernel_drops: Some(0),
+                        coalesce: Some(Coalesce::new()),
                     };
                     let shutdown = ctx.shutdown.clone();
                     match crate::context::source_thread("statsd-udp", move || {
@@ -89,6 +94,9 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
                     counters,
                     mapper,
                     kernel_drops: None,
+                    // A Unix datagram queue holds `net.unix.max_dgram_qlen` datagrams (10 by
+                    // default) and a full one blocks or fails the sender: never wait.
+                    coalesce: None,
                 };
                 let shutdown = ctx.shutdown.clone();
                 match crate::context::source_thread("statsd-unixgram", move || {
@@ -151,11 +159,6 @@ fn setsockopt(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()>
 
 /// Datagrams taken from the kernel per `recvmmsg` call when the queue has them.
 const BATCH: usize = 32;
-/// When a datagram wakes an idle listener, it waits this long before receiving, so that one
-/// receive takes the rest of the burst: a wake-up and a syscall per datagram cost more than
-/// parsing it. The socket queue holds far more than arrives in this time; metrics do not
-/// need the millisecond.
-const COALESCE: Duration = Duration::from_millis(2);
 
 /// One datagram as received.
 #[derive(Clone, Copy, Default)]
@@ -176,8 +179,18 @@ struct RecvBatch {
     got: [Received; BATCH],
 }
 
-/// The socket's cumulative kernel drop count (SO_MEMINFO); None where it cannot be read.
-fn socket_drops(fd: RawFd) -> Option<u32> {
+/// What SO_MEMINFO reports of a socket's receive side.
+struct SocketMemory {
+    /// Bytes queued, as the kernel charges them (a datagram's buffer, not its payload).
+    queued: u32,
+    /// What `queued` may reach before the kernel drops.
+    capacity: u32,
+    /// Datagrams dropped since the socket was opened.
+    drops: u32,
+}
+
+/// None where it cannot be read.
+fn socket_memory(fd: RawFd) -> Option<SocketMemory> {
     const DROPS: usize = libc::SK_MEMINFO_DROPS as usize;
     let mut info = [0u32; DROPS + 1];
     let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
@@ -191,7 +204,11 @@ fn socket_drops(fd: RawFd) -> Option<u32> {
             &mut len,
         )
     };
-    (rc == 0 && len as usize >= std::mem::size_of_val(&info)).then_some(info[DROPS])
+    (rc == 0 && len as usize >= std::mem::size_of_val(&info)).then(|| SocketMemory {
+        queued: info[libc::SK_MEMINFO_RMEM_ALLOC as usize],
+        capacity: info[libc::SK_MEMINFO_RCVBUF as usize],
+        drops: info[DROPS],
+    })
 }
 
 impl RecvBatch {
@@ -296,6 +313,8 @@ struct Listener {
     mapper: Arc<Mapper>,
     /// Last cumulative kernel drop count seen; None for sockets that cannot report it.
     kernel_drops: Option<u32>,
+    /// How long to wait for the rest of a burst; None: receive at once.
+    coalesce: Option<Coalesce>,
 }
 
 /// Per-listener counts between flushes.
@@ -333,7 +352,7 @@ impl Listener {
                     let flush_in = pending.then(|| FLUSH_MIN.saturating_sub(last_flush.elapsed()));
                     match shutdown.wait_blocking(Some(self.fd), flush_in) {
                         Woken::Shutdown => break,
-                        Woken::Readable => std::thread::sleep(COALESCE),
+                        Woken::Readable => self.await_burst(),
                         Woken::Timeout => {}
                     }
                     continue;
@@ -392,16 +411,45 @@ impl Listener {
         batch.span = Some(span);
     }
 
-    /// Adds what the kernel dropped since the last look to `statsd_udp_dropped_total`.
-    fn count_kernel_drops(&mut self) {
-        let (Some(seen), Some(now)) = (self.kernel_drops, socket_drops(self.fd)) else {
+    /// Woken by a datagram: waits for the rest of its burst, then adjusts the next wait to
+    /// how full this one let the queue get.
+    fn await_burst(&mut self) {
+        let Some(wait) = self.coalesce.as_ref().map(Coalesce::wait) else {
             return;
         };
-        if now > seen {
-            let own = self.counters.metrics().own();
-            own.statsd_udp_dropped.add(&[], u64::from(now - seen));
-            self.kernel_drops = Some(now);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
+        if let Some(memory) = socket_memory(self.fd) {
+            let dropped = self.count_kernel_drops_in(&memory);
+            if let Some(coalesce) = &mut self.coalesce {
+                coalesce.adjust(memory.queued, memory.capacity, dropped);
+            }
+        }
+    }
+
+    /// Adds what the kernel dropped since the last look to `statsd_udp_dropped_total`.
+    fn count_kernel_drops(&mut self) {
+        if self.kernel_drops.is_some() {
+            if let Some(memory) = socket_memory(self.fd) {
+                self.count_kernel_drops_in(&memory);
+            }
+        }
+    }
+
+    /// True if the kernel dropped datagrams since the last look.
+    fn count_kernel_drops_in(&mut self, memory: &SocketMemory) -> bool {
+        let Some(seen) = self.kernel_drops else {
+            return false;
+        };
+        if memory.drops <= seen {
+            return false;
+        }
+        let own = self.counters.metrics().own();
+        own.statsd_udp_dropped
+            .add(&[], u64::from(memory.drops - seen));
+        self.kernel_drops = Some(memory.drops);
+        true
     }
 
     fn flush(&self, received: &ReceivedCounters, batch: &mut Batch) {
@@ -418,5 +466,31 @@ impl Listener {
         batch.lines = 0;
         batch.bytes = 0;
         batch.started = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_memory_reports_what_the_udp_queue_holds() {
+        let receiver = bind_udp("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = receiver.local_addr().expect("addr");
+        let fd = receiver.as_raw_fd();
+        let empty = socket_memory(fd).expect("SO_MEMINFO");
+        assert_eq!((empty.queued, empty.drops), (0, 0));
+        assert!(empty.capacity > 0);
+        for _ in 0..3 {
+            sender.send_to(b"x:1|c", to).expect("send");
+        }
+        // Loopback delivers within sendto: the datagrams are queued now.
+        let after = socket_memory(fd).expect("SO_MEMINFO");
+        assert!(after.queued > empty.queued, "{}", after.queued);
+        assert_eq!(after.capacity, empty.capacity);
+        let mut rb = RecvBatch::new();
+        assert_eq!(rb.recv(fd).expect("recv"), 3);
+        assert_eq!(socket_memory(fd).expect("SO_MEMINFO").queued, 0);
     }
 }
