@@ -499,7 +499,14 @@ def main():
     binary = os.path.join(TARGET, "release", "tx-exporter")
     if args.steady_sweep:
         return steady_sweep(binary)
-    print(f"== {os.cpu_count()} cores, {os.uname().release}")
+    try:
+        with open("/proc/sys/net/core/rmem_max") as f:
+            rmem = f"net.core.rmem_max {int(f.read()) / 1024:.0f} KiB"
+    except (OSError, ValueError):
+        rmem = "net.core.rmem_max unknown"
+    # The UDP receive queue a listener gets is twice this (capped request), so floods'
+    # delivered fractions depend on it.
+    print(f"== {os.cpu_count()} cores, {os.uname().release}, {rmem}")
     with tempfile.TemporaryDirectory() as work:
         size, ev = bench_events(binary, args.events, work)
         ours = ev["this project (tx-exporter)"][0]
