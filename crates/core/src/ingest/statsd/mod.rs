@@ -55,8 +55,10 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
                         fd: sock.as_raw_fd(),
                         counters,
                         mapper: mapper.clone(),
-                        kernel_drops: Some(0),
-                        coalesce: Some(Coalesce::new()),
+                        udp: Some(UdpQueue {
+                            drops_seen: 0,
+                            coalesce: Coalesce::new(),
+                        }),
                     };
                     let shutdown = ctx.shutdown.clone();
                     match crate::context::source_thread("statsd-udp", move || {
@@ -93,10 +95,10 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
                     fd: sock.as_raw_fd(),
                     counters,
                     mapper,
-                    kernel_drops: None,
                     // A Unix datagram queue holds `net.unix.max_dgram_qlen` datagrams (10 by
-                    // default) and a full one blocks or fails the sender: never wait.
-                    coalesce: None,
+                    // default) and a full one blocks or fails the sender, so there are no
+                    // drops to count and no waiting for a burst.
+                    udp: None,
                 };
                 let shutdown = ctx.shutdown.clone();
                 match crate::context::source_thread("statsd-unixgram", move || {
@@ -311,10 +313,16 @@ struct Listener {
     fd: RawFd,
     counters: Counters<StatsdReason>,
     mapper: Arc<Mapper>,
-    /// Last cumulative kernel drop count seen; None for sockets that cannot report it.
-    kernel_drops: Option<u32>,
-    /// How long to wait for the rest of a burst; None: receive at once.
-    coalesce: Option<Coalesce>,
+    /// What only a UDP listener keeps; None: receive at once, nothing to count.
+    udp: Option<UdpQueue>,
+}
+
+/// A UDP listener's view of its socket queue.
+struct UdpQueue {
+    /// The kernel's cumulative drop count at the last look.
+    drops_seen: u32,
+    /// How long to wait for the rest of a burst.
+    coalesce: Coalesce,
 }
 
 /// Per-listener counts between flushes.
@@ -414,42 +422,37 @@ impl Listener {
     /// Woken by a datagram: waits for the rest of its burst, then adjusts the next wait to
     /// how full this one let the queue get.
     fn await_burst(&mut self) {
-        let Some(wait) = self.coalesce.as_ref().map(Coalesce::wait) else {
+        let Some(wait) = self.udp.as_ref().map(|udp| udp.coalesce.wait()) else {
             return;
         };
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
-        if let Some(memory) = socket_memory(self.fd) {
-            let dropped = self.count_kernel_drops_in(&memory);
-            if let Some(coalesce) = &mut self.coalesce {
-                coalesce.adjust(memory.queued, memory.capacity, dropped);
+        if let Some((memory, dropped)) = self.look_at_queue() {
+            if let Some(udp) = &mut self.udp {
+                udp.coalesce.adjust(memory.queued, memory.capacity, dropped);
             }
         }
     }
 
     /// Adds what the kernel dropped since the last look to `statsd_udp_dropped_total`.
     fn count_kernel_drops(&mut self) {
-        if self.kernel_drops.is_some() {
-            if let Some(memory) = socket_memory(self.fd) {
-                self.count_kernel_drops_in(&memory);
-            }
-        }
+        self.look_at_queue();
     }
 
-    /// True if the kernel dropped datagrams since the last look.
-    fn count_kernel_drops_in(&mut self, memory: &SocketMemory) -> bool {
-        let Some(seen) = self.kernel_drops else {
-            return false;
-        };
-        if memory.drops <= seen {
-            return false;
+    /// Reads the UDP socket's queue (SO_MEMINFO) and counts the drops since the last look;
+    /// with whether there were any. None for a Unix socket or where it cannot be read.
+    fn look_at_queue(&mut self) -> Option<(SocketMemory, bool)> {
+        let udp = self.udp.as_mut()?;
+        let memory = socket_memory(self.fd)?;
+        // The kernel's count is a wrapping 32-bit counter.
+        let dropped = memory.drops.wrapping_sub(udp.drops_seen);
+        if dropped > 0 {
+            let own = self.counters.metrics().own();
+            own.statsd_udp_dropped.add(&[], u64::from(dropped));
+            udp.drops_seen = memory.drops;
         }
-        let own = self.counters.metrics().own();
-        own.statsd_udp_dropped
-            .add(&[], u64::from(memory.drops - seen));
-        self.kernel_drops = Some(memory.drops);
-        true
+        Some((memory, dropped > 0))
     }
 
     fn flush(&self, received: &ReceivedCounters, batch: &mut Batch) {
