@@ -192,13 +192,13 @@ STARTED = []
 atexit.register(lambda: [p.kill() for p in STARTED if p.poll() is None])
 
 
-def start_exporter(binary, work, log):
+def start_exporter(binary, work, log, *extra):
     web = f"127.0.0.1:{free_port()}"
     udp = free_port(socket.SOCK_DGRAM)
     proc = subprocess.Popen([
         binary, f"--web.listen-address={web}", f"--ingest.statsd-udp=127.0.0.1:{udp}",
         f"--ingest.log-path={log}", f"--ingest.positions-file={work}/positions.json",
-        "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=open(f"{work}/exporter.log", "w"))
+        "--log.level=warn", *extra], stdout=subprocess.DEVNULL, stderr=open(f"{work}/exporter.log", "w"))
     STARTED.append(proc)
     url = f"http://{web}/metrics"
     for _ in range(200):
@@ -408,18 +408,10 @@ def bench_scrape(binary, work):
     beside Debian's Pushgateway holding the same 10k series; p50 and p90 of 50 scrapes each,
     timed by the same client over loopback."""
     results = {}
-    web = f"127.0.0.1:{free_port()}"
-    udp = free_port(socket.SOCK_DGRAM)
+    work = tempfile.mkdtemp(dir=work)  # its own positions file and log
     log = os.path.join(work, "scrape.log")
     open(log, "w").close()
-    proc = subprocess.Popen([
-        binary, f"--web.listen-address={web}", f"--ingest.statsd-udp=127.0.0.1:{udp}",
-        f"--ingest.log-path={log}", f"--ingest.positions-file={work}/scrape-positions.json",
-        f"--ingest.series-limit={2 * SCRAPE_SERIES}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    STARTED.append(proc)
-    url = f"http://{web}/metrics"
-    wait_udp_bound(udp)
+    proc, url, udp = start_exporter(binary, work, log, f"--ingest.series-limit={2 * SCRAPE_SERIES}")
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     lines = [f"ingestion_lag_by_source_seconds:1.5|g|#server_id:s{i}\n" for i in range(SCRAPE_SERIES)]
     for i in range(0, len(lines), 25):
