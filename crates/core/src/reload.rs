@@ -29,6 +29,9 @@ pub const RELOADABLE: &[&str] = &[
     "ingest.read_from_start",
     "ingest.max_line_bytes",
     "ingest.log_max_read_bytes_per_second",
+    "ingest.log_max_open_files",
+    "ingest.log_rotate_wait_seconds",
+    "ingest.log_path_series_limit",
     "ingest.series_limit",
     "ingest.series_ttl_seconds",
     "ingest.gauge_stale_seconds",
@@ -130,6 +133,7 @@ impl Reloader {
                 read_from_start: new.ingest.read_from_start,
                 max_line_bytes: new.ingest.max_line_bytes,
                 max_read_bytes_per_second: new.ingest.log_max_read_bytes_per_second,
+                limits: logtail::limits(&new.ingest),
                 mapper: Arc::new(mapper),
             });
         }

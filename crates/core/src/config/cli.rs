@@ -142,6 +142,21 @@ pub const FLAGS: &[Flag] = &[
         "Read event logs at most this fast, over all files (0: no limit)",
     ),
     Flag::one(
+        "ingest.log-max-open-files",
+        "ingest.log_max_open_files",
+        "Event-log files held open at once; the rest wait with their positions",
+    ),
+    Flag::one(
+        "ingest.log-rotate-wait-seconds",
+        "ingest.log_rotate_wait_seconds",
+        "Read a rotated-away event log until it has not grown for this long",
+    ),
+    Flag::one(
+        "ingest.log-path-series-limit",
+        "ingest.log_path_series_limit",
+        "Event-log files with log_*{path} series of their own; the rest share path=\"(other)\"",
+    ),
+    Flag::one(
         "engine.pid-file",
         "engine.pid_file",
         "Find the engine process by the pid in this file",

@@ -113,6 +113,30 @@ pub struct IngestConfig {
     /// limit).
     #[serde(default)]
     pub log_max_read_bytes_per_second: u64,
+    /// Event-log files held open at once; files past it wait with their positions.
+    #[serde(default = "default_log_max_open_files")]
+    pub log_max_open_files: usize,
+    /// A rotated-away event-log file is read until it has not grown for this long.
+    #[serde(default = "default_log_rotate_wait_seconds")]
+    pub log_rotate_wait_seconds: u64,
+    /// Event-log files with `log_*{path}` series of their own; the rest share one.
+    #[serde(default = "default_log_path_series_limit")]
+    pub log_path_series_limit: usize,
+}
+
+/// Within systemd's default soft limit of 1,024 descriptors with room for HTTP connections
+/// (the shipped units raise the limit; docs/ingest.md gives the sum).
+fn default_log_max_open_files() -> usize {
+    128
+}
+
+/// logrotate's `postrotate` signal reaches the engine within a second or two.
+fn default_log_rotate_wait_seconds() -> u64 {
+    5
+}
+
+fn default_log_path_series_limit() -> usize {
+    100
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -155,6 +179,9 @@ impl Config {
                 gauge_stale_seconds: default_gauge_stale_seconds(),
                 max_line_bytes: 64 * 1024,
                 log_max_read_bytes_per_second: 0,
+                log_max_open_files: default_log_max_open_files(),
+                log_rotate_wait_seconds: default_log_rotate_wait_seconds(),
+                log_path_series_limit: default_log_path_series_limit(),
             },
             engine: EngineConfig::default(),
             events: Vec::new(),
@@ -231,6 +258,17 @@ impl Config {
                 "ingest.series_limit",
                 "must be at least 1",
             ));
+        }
+        for (key, value) in [
+            ("ingest.log_max_open_files", self.ingest.log_max_open_files),
+            (
+                "ingest.log_path_series_limit",
+                self.ingest.log_path_series_limit,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
         }
         if self.ingest.max_line_bytes < 256 {
             return Err(ConfigError::invalid(

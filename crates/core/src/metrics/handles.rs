@@ -45,9 +45,15 @@ impl Counter {
     }
 
     /// The series for `labels`, created now (at 0), for counts flushed many times a second.
-    /// Only for the exporter's own counters, whose series are never removed.
+    /// Only for the exporter's own counters; one that is later removed must drop its bound
+    /// handle with it (counts into a removed series are not served).
     pub fn bind(&self, labels: &[&str]) -> Result<BoundCounter, UpdateError> {
         self.0.bind(labels, |_| {}).map(BoundCounter)
+    }
+
+    /// Removes a labelled series (its subject is gone); returns whether it existed.
+    pub fn remove(&self, labels: &[&str]) -> bool {
+        self.0.remove(labels)
     }
 
     pub fn def(&self) -> &MetricDef {

@@ -52,14 +52,30 @@ struct File {
 }
 
 /// Reads the positions file; a missing file is an empty list, an unreadable one an error.
+/// Anything but a regular file (a FIFO would block the open, a device would never end) is
+/// refused without being read.
 pub fn load(path: &Path) -> Result<Vec<Position>, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice::<File>(&bytes)
-            .map(|f| f.files)
-            .map_err(|e| format!("positions file {}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(format!("positions file {}: {e}", path.display())),
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: &dyn std::fmt::Display| format!("positions file {}: {e}", path.display());
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(err(&e)),
+    };
+    let meta = file.metadata().map_err(|e| err(&e))?;
+    if !meta.is_file() {
+        return Err(err(&"not a regular file"));
     }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| err(&e))?;
+    serde_json::from_slice::<File>(&bytes)
+        .map(|f| f.files)
+        .map_err(|e| err(&e))
 }
 
 /// Writes the positions atomically: temporary file, fsync, rename.
@@ -103,6 +119,11 @@ mod tests {
         assert_eq!(load(&path), Ok(files));
         std::fs::write(&path, b"{broken").expect("write");
         assert!(load(&path).is_err());
+        // A FIFO is refused at once, not waited on.
+        std::fs::remove_file(&path).expect("rm");
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(load(&path).is_err_and(|e| e.contains("not a regular file")));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

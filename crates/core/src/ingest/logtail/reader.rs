@@ -1,18 +1,21 @@
-//! One open event-log file: reads what was appended since last time and splits it into
-//! complete lines, holding back a last line until its newline arrives.
+//! One followed event-log file: reads what was appended since last time and splits it into
+//! complete lines, holding back a last line until its newline arrives. The file may be
+//! closed (the follower's open-file budget) and opened again by identity: its offsets and
+//! fingerprint stay, so a reopened file resumes where it was, and one that was truncated or
+//! replaced meanwhile starts over.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use super::positions::FileId;
+use super::positions::{fingerprint, FileId};
 
 /// How many of a file's first bytes identify it: a copytruncate that refills the file past
 /// the old offset between two polls leaves it no shorter, but changes its beginning (a
 /// timestamp, at the least), as Vector's checksum fingerprint does.
-const HEAD_BYTES: usize = 256;
+const HEAD_BYTES: u64 = 256;
 
 /// What the reader hands out.
 pub enum Line<'a> {
@@ -36,69 +39,158 @@ pub struct Reader {
     pub label: String,
     /// Where the file is now (it may have been renamed).
     pub path: PathBuf,
-    file: File,
-    /// Bytes of the file consumed so far.
+    /// None while closed.
+    file: Option<File>,
+    /// Bytes of the file consumed so far (a half-read line included).
     read_pos: u64,
-    /// End of the last complete line: where a restart resumes.
+    /// End of the last complete line: where a restart, or a reopen, resumes.
     committed: u64,
     partial: Vec<u8>,
     skipping: bool,
     pub last_growth: Instant,
-    /// File size at the last poll.
+    /// File size at the last look (fstat while open, the scan's stat while closed).
     pub size: u64,
-    /// The file's first bytes, up to [`HEAD_BYTES`] and only of lines already read.
-    head: Vec<u8>,
+    /// Modification time at the last look: the oldest backlog is read first.
+    pub modified: SystemTime,
+    /// Modification time when the file was last read to its end: a file rewritten to the
+    /// same size since (copytruncate and refill, or a new file with a reused inode) has its
+    /// first bytes checked.
+    read_modified: Option<SystemTime>,
+    /// Fingerprint of the file's first bytes, up to [`HEAD_BYTES`] of lines already read.
+    head: Option<(u64, u32)>,
+    /// A truncation found at reopen, reported by the next poll.
+    truncated_while_closed: bool,
 }
 
 impl Reader {
-    pub fn open(path: PathBuf, id: FileId, label: String, start: u64) -> io::Result<Reader> {
-        let mut file = File::open(&path)?;
-        let size = file.metadata()?.len();
-        let start = start.min(size);
-        file.seek(SeekFrom::Start(start))?;
-        Ok(Reader {
+    /// A file followed from `start` (clamped to its size), closed until [`Reader::open`].
+    /// `head`: a stored fingerprint, checked when it is opened.
+    pub fn new(
+        path: PathBuf,
+        id: FileId,
+        label: String,
+        start: u64,
+        head: Option<(u64, u32)>,
+    ) -> Reader {
+        Reader {
             id,
             label,
             path,
-            file,
+            file: None,
             read_pos: start,
             committed: start,
             partial: Vec::new(),
             skipping: false,
             last_growth: Instant::now(),
-            size,
-            head: Vec::new(),
-        })
-        .map(|mut r| {
-            r.remember_head();
-            r
-        })
+            size: start,
+            modified: SystemTime::UNIX_EPOCH,
+            read_modified: None,
+            head,
+            truncated_while_closed: false,
+        }
     }
 
-    /// Keeps the first bytes of what has been read as the file's fingerprint.
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Opens the file at its path if it still is this file (false: the path holds another
+    /// one now). A file that became shorter than what was committed, or no longer starts with
+    /// the bytes it started with, is read again from its beginning (copytruncate while it was
+    /// closed or the exporter was down).
+    pub fn open(&mut self) -> io::Result<bool> {
+        let mut file = File::open(&self.path)?;
+        let meta = file.metadata()?;
+        if (meta.dev(), meta.ino()) != (self.id.dev, self.id.ino) {
+            return Ok(false);
+        }
+        self.size = meta.len();
+        let replaced = self.size < self.committed
+            || self.head.is_some_and(|(hash, len)| {
+                let mut now = vec![0; len as usize];
+                file.read_exact_at(&mut now, 0).is_err() || fingerprint(&now) != (hash, len)
+            });
+        if replaced {
+            self.restart_at_zero();
+            self.truncated_while_closed = true;
+        }
+        // A line being skipped goes on being skipped; a half-read one is read again.
+        if !self.skipping {
+            self.read_pos = self.committed;
+        }
+        let at = self.read_pos.min(self.size);
+        file.seek(SeekFrom::Start(at))?;
+        self.read_pos = at;
+        self.file = Some(file);
+        self.remember_head();
+        Ok(true)
+    }
+
+    /// Closes the file; what was committed stays, a half-read line is read again on reopen.
+    pub fn close(&mut self) {
+        self.file = None;
+        self.partial = Vec::new();
+    }
+
+    /// Whether the file has (or, while closed, had at the scan's look) bytes not read yet.
+    pub fn wants_reading(&self) -> bool {
+        self.size != self.read_pos
+            || self.truncated_while_closed
+            || Some(self.modified) != self.read_modified
+    }
+
+    /// The scan's look at a closed file.
+    pub fn observed(&mut self, size: u64, modified: SystemTime) {
+        if size != self.size {
+            self.last_growth = Instant::now();
+        }
+        self.size = size;
+        self.modified = modified;
+    }
+
+    /// Whether the file has no link left (deleted): once read to its end, it can never come
+    /// back. Unknown (closed, or fstat failed) is false.
+    pub fn deleted(&self) -> bool {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.nlink() == 0)
+    }
+
+    fn restart_at_zero(&mut self) {
+        self.read_pos = 0;
+        self.committed = 0;
+        self.partial.clear();
+        self.skipping = false;
+        self.head = None;
+    }
+
+    /// Keeps the fingerprint of the first bytes of what has been read.
     fn remember_head(&mut self) {
-        let want = (self.committed.min(HEAD_BYTES as u64)) as usize;
-        if self.head.len() < want {
-            let mut head = vec![0; want];
-            if self.file.read_exact_at(&mut head, 0).is_ok() {
-                self.head = head;
+        let want = self.committed.min(HEAD_BYTES) as u32;
+        if self.head.is_none_or(|(_, len)| len < want) {
+            let mut head = vec![0; want as usize];
+            if let Some(file) = &self.file {
+                if file.read_exact_at(&mut head, 0).is_ok() {
+                    self.head = Some(fingerprint(&head));
+                }
             }
         }
     }
 
     /// The fingerprint of the file's first bytes read so far, for the positions file.
     pub fn head(&self) -> Option<(u64, u32)> {
-        (!self.head.is_empty()).then(|| super::positions::fingerprint(&self.head))
+        self.head.filter(|(_, len)| *len > 0)
     }
 
-    /// Whether the file no longer starts with the bytes it started with.
+    /// Whether the open file no longer starts with the bytes it started with.
     fn head_changed(&self) -> bool {
-        if self.head.is_empty() {
+        let (Some((hash, len)), Some(file)) = (self.head, &self.file) else {
             return false;
-        }
-        let mut now = vec![0; self.head.len()];
-        match self.file.read_exact_at(&mut now, 0) {
-            Ok(()) => now != self.head,
+        };
+        let mut now = vec![0; len as usize];
+        match file.read_exact_at(&mut now, 0) {
+            Ok(()) => fingerprint(&now) != (hash, len),
             // Shorter than what it started with: truncated.
             Err(_) => true,
         }
@@ -113,12 +205,13 @@ impl Reader {
         self.size.saturating_sub(self.committed)
     }
 
-    /// Bytes not read yet (as of the last poll); `behind` also counts a half-read line.
+    /// Bytes not read yet (as of the last look); `behind` also counts a half-read line.
     pub fn unread(&self) -> u64 {
         self.size.saturating_sub(self.read_pos)
     }
 
-    /// Reads up to `budget` new bytes, calling `on_line` for each line completed.
+    /// Reads up to `budget` new bytes, calling `on_line` for each line completed. A closed
+    /// reader reads nothing.
     pub fn poll(
         &mut self,
         chunk: &mut [u8],
@@ -126,26 +219,38 @@ impl Reader {
         budget: u64,
         mut on_line: impl FnMut(Line<'_>),
     ) -> io::Result<ReadStats> {
-        let mut stats = ReadStats::default();
-        self.size = self.file.metadata()?.len();
-        if self.size == self.read_pos {
-            // Nothing appended: no read and no look at the head. A copytruncate refilled to
-            // exactly this size is seen at the file's next growth, from its start.
+        let mut stats = ReadStats {
+            truncated: std::mem::take(&mut self.truncated_while_closed),
+            ..ReadStats::default()
+        };
+        let Some(file) = &self.file else {
+            return Ok(stats);
+        };
+        let meta = file.metadata()?;
+        self.size = meta.len();
+        let modified = meta.modified().ok();
+        if let Some(modified) = modified {
+            self.modified = modified;
+        }
+        if self.size == self.read_pos && modified == self.read_modified {
+            // Nothing written: no read and no look at the head.
             return Ok(stats);
         }
         if self.size < self.read_pos || self.head_changed() {
             // copytruncate (even refilled past the old offset since the last poll): the same
             // file starts over; whatever was half-read is gone.
-            self.file.seek(SeekFrom::Start(0))?;
-            self.read_pos = 0;
-            self.committed = 0;
-            self.partial.clear();
-            self.skipping = false;
-            self.head.clear();
+            self.restart_at_zero();
             stats.truncated = true;
         }
+        let Some(file) = &mut self.file else {
+            return Ok(stats);
+        };
+        if stats.truncated {
+            file.seek(SeekFrom::Start(0))?;
+        }
         while stats.bytes < budget {
-            let n = match self.file.read(chunk) {
+            let want = chunk.len().min((budget - stats.bytes) as usize).max(1);
+            let n = match file.read(&mut chunk[..want]) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -154,7 +259,7 @@ impl Reader {
             self.last_growth = Instant::now();
             self.read_pos += n as u64;
             // A short read reached the end: no second read to be told so.
-            let at_end = n < chunk.len();
+            let at_end = n < want;
             stats.bytes += n as u64;
             let mut data = &chunk[..n];
             // Lines are a few hundred bytes: an inline SSE2 search finds their end in fewer
@@ -191,7 +296,10 @@ impl Reader {
                 break;
             }
         }
-        stats.more = stats.bytes >= budget;
+        stats.more = stats.bytes >= budget && self.read_pos < self.size;
+        if !stats.more {
+            self.read_modified = modified;
+        }
         self.size = self.size.max(self.read_pos);
         self.remember_head();
         Ok(stats)
@@ -248,8 +356,13 @@ mod tests {
             "{\"t\":\"10:00:01\",\"n\":1}\n{\"t\":\"10:00:02\",\"n\":2}\n",
         )
         .unwrap();
-        let id = FileId { dev: 0, ino: 0 };
-        let mut r = Reader::open(path.clone(), id, "x".into(), 0).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let id = FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        let mut r = Reader::new(path.clone(), id, "x".into(), 0, None);
+        r.open().unwrap();
         assert_eq!(collect(&mut r, 1024).len(), 2);
         // copytruncate, and the engine writes more than before before the next poll.
         let refill: String = (3..9)
@@ -276,7 +389,8 @@ mod tests {
             dev: meta.dev(),
             ino: meta.ino(),
         };
-        let mut r = Reader::open(path.clone(), id, "a".into(), 0).expect("open");
+        let mut r = Reader::new(path.clone(), id, "a".into(), 0, None);
+        r.open().expect("open");
         assert_eq!(collect(&mut r, 20), vec!["first"]);
         assert_eq!(r.committed(), 6);
         f.write_all(b"ond\r\n\n").expect("write");
