@@ -188,6 +188,17 @@ impl Exporter {
     /// An explicit `--web.listen-address=` or `--ingest.statsd-udp=` in `args` is used
     /// instead of a free port.
     pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Exporter {
+        Self::start_limited(bin, args, env, None)
+    }
+
+    /// As [`Exporter::start_with_env`], with the open-file limit (`RLIMIT_NOFILE`, soft and
+    /// hard) set to `nofile` in the exporter's process, as systemd's `LimitNOFILE` does.
+    pub fn start_limited(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Exporter {
         let given = |flag: &str| {
             args.iter()
                 .rev()
@@ -207,6 +218,23 @@ impl Exporter {
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr_path).unwrap());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));

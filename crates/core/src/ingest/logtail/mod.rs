@@ -261,7 +261,10 @@ impl Tracked {
 /// generations a rotation made since.
 #[derive(Default)]
 struct LiteralDir {
-    modified: Option<SystemTime>,
+    looked: bool,
+    /// The file at the live path at the last look.
+    live: Option<FileId>,
+    /// Inodes under rotated names at the last look.
     seen: HashSet<u64>,
 }
 
@@ -559,7 +562,6 @@ impl Follower {
                 self.report();
                 return false;
             }
-            self.followed_reported = None;
         }
         self.glob_errors.iter_mut().for_each(|e| *e = None);
         #[allow(unused_mut)]
@@ -580,6 +582,13 @@ impl Follower {
         self.reconcile(scan);
         self.first_scan = false;
         self.new_globs.clear();
+        // Files first followed in this poll are persisted before any of their lines is
+        // applied: if that fails, nothing is applied that a restart would apply again.
+        self.ledger.persist();
+        if self.ledger.write_failing() {
+            self.report();
+            return false;
+        }
         let more = self.read_files();
         self.forget();
         self.report();
@@ -738,12 +747,9 @@ impl Follower {
                         .get(&live)
                         .is_some_and(|now| !stored.contains(now))
                 });
-            let rotated_now = rotated.contains(&glob) || rotated_while_down;
-            let known = self.literal_dirs.entry(glob).or_default();
-            let dir_modified = std::fs::metadata(dir).ok().and_then(|m| m.modified().ok());
-            if !rotated_now && dir_modified.is_some() && dir_modified == known.modified {
-                continue;
-            }
+            // The directory is read before the live path is looked at: a generation seen
+            // under its rotated name was renamed before that look, so the look sees the
+            // path changed since the last poll and the generation is taken as new.
             let entries = match scan::read_dir(dir) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -753,10 +759,28 @@ impl Follower {
                     continue;
                 }
             };
-            let seen_before = std::mem::take(&mut known.seen);
-            let first_look = known.modified.is_none() && seen_before.is_empty();
-            known.modified = entries.modified;
-            known.seen = entries.entries.iter().map(|(_, ino)| *ino).collect();
+            let live_now = std::fs::metadata(&live).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                FileId {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                }
+            });
+            let known = self.literal_dirs.entry(glob).or_default();
+            let first_look = !known.looked;
+            let rotated_now = rotated.contains(&glob)
+                || rotated_while_down
+                || (!first_look && live_now != known.live);
+            known.looked = true;
+            known.live = live_now;
+            // Only rotated names: the file at the live name is not a generation yet.
+            let seen_before = std::mem::replace(
+                &mut known.seen,
+                (entries.entries.iter())
+                    .filter(|(name, _)| scan::is_rotated_name(base, name))
+                    .map(|(_, ino)| *ino)
+                    .collect(),
+            );
             for (name, ino) in &entries.entries {
                 if !scan::is_rotated_name(base, name) {
                     continue;
@@ -1115,7 +1139,11 @@ impl Follower {
         live.extend(self.path_ids.keys().filter_map(|p| p.to_str()));
         self.series.retain(&live);
         self.series.behind_reported = reported;
-        if !self.ledger.write_failing() && self.followed_reported != Some(followed) {
+        // A failed positions write is the ledger's to report; once writes work again (at a
+        // poll or at a scrape), the source is ok again.
+        if self.ledger.write_failing() {
+            self.followed_reported = None;
+        } else if self.followed_reported != Some(followed) {
             self.counters
                 .health()
                 .ok(format!("following {followed} files"));

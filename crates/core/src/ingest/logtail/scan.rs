@@ -103,7 +103,6 @@ pub fn scan(globs: &[String]) -> Scan {
 /// a log).
 pub struct DirEntries {
     pub dev: u64,
-    pub modified: Option<SystemTime>,
     pub entries: Vec<(OsString, u64)>,
 }
 
@@ -116,7 +115,6 @@ pub fn read_dir(dir: &Path) -> io::Result<DirEntries> {
     }
     Ok(DirEntries {
         dev: meta.dev(),
-        modified: meta.modified().ok(),
         entries,
     })
 }
