@@ -12,7 +12,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::positions::{self, FileId, Position};
 use crate::health::SourceHealth;
@@ -22,6 +24,10 @@ pub struct Ledger {
     file: Option<PathBuf>,
     state: Mutex<LedgerState>,
     report: Option<WriteReport>,
+    /// Scrapes waiting for the lock: the follower lets them in between two slices (a
+    /// futex mutex is not fair, and a follower that takes it again at once would starve
+    /// them for a whole backlog).
+    scrapes_waiting: AtomicUsize,
 }
 
 /// Where a failed positions write shows: the `event_log` source and a counter.
@@ -93,6 +99,15 @@ impl Ledger {
                 write_error: None,
             }),
             report,
+            scrapes_waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Called by the follower between two slices: a waiting scrape goes first.
+    pub fn let_scrapes_in(&self) {
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while self.scrapes_waiting.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::yield_now();
         }
     }
 
@@ -104,7 +119,9 @@ impl Ledger {
     /// Takes what is applied now as served, persists it, then runs `render` (the scrape)
     /// with no line being applied meanwhile: the render shows a failed write.
     pub fn serve<T>(&self, render: impl FnOnce() -> T) -> T {
+        self.scrapes_waiting.fetch_add(1, Ordering::AcqRel);
         let mut state = self.lock();
+        self.scrapes_waiting.fetch_sub(1, Ordering::AcqRel);
         let changed = state.served.len() != state.applied.len()
             || state
                 .applied

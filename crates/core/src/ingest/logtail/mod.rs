@@ -1009,6 +1009,7 @@ impl Follower {
             state.advance(id, t.reader.committed(), t.reader.head());
             self.counters.flush(&mut tally);
             drop(state);
+            ledger.let_scrapes_in();
             if let (Some(span), Ok(stats)) = (&span, &result) {
                 span.record("path", t.reader.label.as_str());
                 span.record("lines", stats.lines);
