@@ -179,13 +179,24 @@ pub fn fill_generated(doc: &str, name: &str, content: &str) -> Option<String> {
 
 /// The generated blocks of docs/ingest.md: each channel's rejection reasons, and which
 /// channel feeds each engine metric of every tier.
-pub fn ingest_blocks(schemas: &[Schema]) -> [(&'static str, String); 3] {
+pub fn ingest_blocks(schemas: &[Schema]) -> [(&'static str, String); 4] {
     use crate::ingest::reason::{markdown_table, EventReason, StatsdReason};
     [
         ("statsd-reasons", markdown_table::<StatsdReason>()),
         ("event-reasons", markdown_table::<EventReason>()),
         ("channels", channel_table(schemas)),
+        ("follower-errors", follower_errors_table()),
     ]
+}
+
+/// `log_follower_errors_total{reason}`: each reason and its cause.
+fn follower_errors_table() -> String {
+    use crate::ingest::logtail::FollowerError;
+    let mut out = String::from("| `log_follower_errors_total` reason | cause |\n|---|---|\n");
+    for e in FollowerError::ALL {
+        let _ = writeln!(out, "| `{}` | {} |", e.label(), e.cause());
+    }
+    out
 }
 
 /// Tier → the engine metrics each channel feeds.

@@ -25,6 +25,7 @@ pub mod reader;
 pub mod scan;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
 use self::ledger::{Ledger, WriteReport};
-use self::positions::{FileId, Position};
+use self::positions::{FileId, IdMap, IdSet, Position};
 use self::rate::ReadRate;
 use self::reader::{Line, Reader};
 use self::scan::DirEntries;
@@ -272,9 +273,10 @@ pub struct Follower {
     options: Options,
     mapper: Arc<EventMapper>,
     counters: Counters<EventReason>,
-    files: HashMap<FileId, Tracked>,
-    /// The file last seen at each matched path, to tell a rotation from a file that grew.
-    path_ids: HashMap<PathBuf, FileId>,
+    files: IdMap<Tracked>,
+    /// The file last seen at each matched path (as bytes: hashing a `Path` walks its
+    /// components), to tell a rotation from a file that grew.
+    path_ids: HashMap<OsString, FileId, positions::IdBuild>,
     /// Paths the positions file held at start-up, and the files it held at each.
     stored_paths: HashMap<PathBuf, HashSet<FileId>>,
     /// When the positions file was last written before start-up.
@@ -296,6 +298,8 @@ pub struct Follower {
     errors: [Option<BoundCounter>; 4],
     /// Files that want reading but found no open slot at the last poll.
     waiting: usize,
+    /// Files were added, drained or forgotten since the per-path series were last pruned.
+    series_dirty: bool,
     /// Tests: every glob's expansion fails, as when its directory cannot be read.
     #[cfg(test)]
     scan_fails: bool,
@@ -436,7 +440,7 @@ impl Follower {
             });
         let ledger = Arc::new(Ledger::new(options.positions_file.clone(), &stored, report));
         let rate = ReadRate::new(options.max_read_bytes_per_second, Instant::now());
-        let mut files = HashMap::new();
+        let mut files = IdMap::default();
         let mut stored_paths = HashMap::new();
         {
             // Every stored file is known from the start, found or not: one that is not
@@ -470,7 +474,8 @@ impl Follower {
             mapper,
             counters,
             files,
-            path_ids: HashMap::new(),
+            path_ids: HashMap::default(),
+            series_dirty: true,
             stored_paths,
             stored_modified,
             first_scan: true,
@@ -606,14 +611,22 @@ impl Follower {
     /// matched (unless their glob failed: a failed scan says nothing of its files).
     fn reconcile(&mut self, scan: scan::Scan) {
         let now = Instant::now();
-        let mut matched: HashSet<FileId> = HashSet::with_capacity(scan.found.len());
+        let mut matched = IdSet::default();
+        matched.reserve(scan.found.len());
         let mut rotated_globs: HashSet<usize> = HashSet::new();
         for found in scan.found {
             matched.insert(found.id);
-            if let Some(old) = self.path_ids.insert(found.path.clone(), found.id) {
-                if old != found.id {
+            match self.path_ids.get_mut(found.path.as_os_str()) {
+                Some(id) if *id == found.id => {}
+                Some(id) => {
+                    *id = found.id;
                     rotated_globs.insert(found.glob);
                     self.rotated(&found.path);
+                }
+                None => {
+                    self.path_ids
+                        .insert(found.path.as_os_str().to_owned(), found.id);
+                    self.series_dirty = true;
                 }
             }
             let present_before = self.first_scan || self.new_globs.contains(&found.glob);
@@ -625,7 +638,7 @@ impl Follower {
                 if !t.reader.is_open() {
                     t.reader.observed(found.size, found.modified);
                 }
-                if t.reader.path != found.path {
+                if t.reader.path.as_os_str() != found.path.as_os_str() {
                     t.reader.path = found.path;
                     self.ledger.lock().moved(found.id, &t.reader.path);
                 }
@@ -648,6 +661,7 @@ impl Follower {
                 continue;
             }
             if t.matched {
+                self.series_dirty = true;
                 t.matched = false;
                 t.unmatched_since = Some(now);
                 lost.push(*id);
@@ -656,7 +670,9 @@ impl Follower {
                 lost.push(*id);
             }
         }
+        let known = self.path_ids.len();
         self.path_ids.retain(|_, id| self.files.contains_key(id));
+        self.series_dirty |= self.path_ids.len() != known;
         self.follow_literal_globs(&rotated_globs, &failed);
         self.locate(lost);
     }
@@ -681,6 +697,7 @@ impl Follower {
     ) {
         let matched = glob.is_some();
         self.series.ensure(&label);
+        self.series_dirty = true;
         let reader = Reader::new(path.clone(), id, label, start, None);
         self.ledger.lock().track(Position {
             path,
@@ -744,7 +761,7 @@ impl Follower {
             let rotated_while_down = self.first_scan
                 && self.stored_paths.get(&live).is_some_and(|stored| {
                     self.path_ids
-                        .get(&live)
+                        .get(live.as_os_str())
                         .is_some_and(|now| !stored.contains(now))
                 });
             // The directory is read before the live path is looked at: a generation seen
@@ -887,6 +904,7 @@ impl Follower {
                 }
                 None => t.drained = true,
             }
+            self.series_dirty |= t.drained;
         }
     }
 
@@ -1081,6 +1099,7 @@ impl Follower {
             }
             r.close();
             t.drained = true;
+            self.series_dirty = true;
         }
         let mut state = self.ledger.lock();
         for id in forget {
@@ -1105,6 +1124,7 @@ impl Follower {
             return;
         }
         drained.sort();
+        self.series_dirty = true;
         let mut state = self.ledger.lock();
         for (_, id) in drained.into_iter().take(n) {
             self.files.remove(&id);
@@ -1137,8 +1157,11 @@ impl Follower {
             own.log_behind_bytes.remove(&[gone]);
         }
         // Paths with no followed file lose their series; the shared one stays once made.
-        live.extend(self.path_ids.keys().filter_map(|p| p.to_str()));
-        self.series.retain(&live);
+        if self.series_dirty {
+            live.extend(self.path_ids.keys().filter_map(|p| p.to_str()));
+            self.series.retain(&live);
+            self.series_dirty = false;
+        }
         self.series.behind_reported = reported;
         // A failed positions write is the ledger's to report; once writes work again (at a
         // poll or at a scrape), the source is ok again.

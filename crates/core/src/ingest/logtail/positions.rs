@@ -36,6 +36,40 @@ pub fn fingerprint(bytes: &[u8]) -> (u64, u32) {
     (h, bytes.len() as u32)
 }
 
+/// Hashes a [`FileId`] with one multiply per word (and a path's bytes eight at a time): the
+/// follower looks up every matched file by identity and path every poll, and SipHash on
+/// 10,000 of them cost more than the lookups. Keys come from the filesystem, not from a
+/// client, so collisions cannot be forced from outside.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut word = [0; 8];
+            word.copy_from_slice(w);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        let mut last = [0; 8];
+        last[..words.remainder().len()].copy_from_slice(words.remainder());
+        self.write_u64(u64::from_le_bytes(last) ^ bytes.len() as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(26) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+/// A map keyed by file identity.
+pub type IdMap<V> = std::collections::HashMap<FileId, V, IdBuild>;
+pub type IdSet = std::collections::HashSet<FileId, IdBuild>;
+
 impl Position {
     pub fn id(&self) -> FileId {
         FileId {

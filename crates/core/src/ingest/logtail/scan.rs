@@ -2,7 +2,6 @@
 //! is a failed scan, never "no files"), and a directory's entries by inode, for finding a
 //! file again by identity after a rename.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
@@ -47,7 +46,9 @@ fn absent(e: &io::Error) -> bool {
 }
 
 pub fn scan(globs: &[String]) -> Scan {
-    let mut found: BTreeMap<PathBuf, Found> = BTreeMap::new();
+    // A file two globs match (or one reached by two paths) is found once.
+    let mut found: Vec<Found> = Vec::new();
+    let mut ids = super::positions::IdSet::default();
     let mut errors = vec![None; globs.len()];
     for (glob, pattern) in globs.iter().enumerate() {
         let mut error = None;
@@ -55,16 +56,19 @@ pub fn scan(globs: &[String]) -> Scan {
             // metadata() follows symlinks: a link to the current log is followed.
             match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => {
-                    found.entry(path.clone()).or_insert(Found {
-                        path,
-                        id: FileId {
-                            dev: m.dev(),
-                            ino: m.ino(),
-                        },
-                        size: m.len(),
-                        modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                        glob,
-                    });
+                    let id = FileId {
+                        dev: m.dev(),
+                        ino: m.ino(),
+                    };
+                    if ids.insert(id) {
+                        found.push(Found {
+                            path,
+                            id,
+                            size: m.len(),
+                            modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                            glob,
+                        });
+                    }
                 }
                 Ok(_) => {}
                 Err(e) if absent(&e) => {}
@@ -92,10 +96,7 @@ pub fn scan(globs: &[String]) -> Scan {
         }
         errors[glob] = error;
     }
-    Scan {
-        found: found.into_values().collect(),
-        errors,
-    }
+    Scan { found, errors }
 }
 
 /// A directory's entries as (name, inode), from readdir alone (no stat per entry), and the
