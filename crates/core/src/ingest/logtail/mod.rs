@@ -349,7 +349,7 @@ impl PathSeries {
 struct PathSeriesTable {
     own: SelfMetrics,
     limit: usize,
-    paths: HashMap<String, PathSeries>,
+    paths: HashMap<String, PathSeries, positions::IdBuild>,
     other: Option<PathSeries>,
     /// Labels whose `log_behind_bytes` was set at the last report.
     behind_reported: HashSet<String>,
@@ -360,7 +360,7 @@ impl PathSeriesTable {
         PathSeriesTable {
             own,
             limit,
-            paths: HashMap::new(),
+            paths: HashMap::default(),
             other: None,
             behind_reported: HashSet::new(),
         }
@@ -1141,9 +1141,7 @@ impl Follower {
         let _ = own.log_files_open.set(&[], open as f64);
         let _ = own.log_files_waiting.set(&[], self.waiting as f64);
         let mut behind: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut live: HashSet<&str> = HashSet::new();
         for t in self.files.values().filter(|t| t.followed()) {
-            live.insert(&t.reader.label);
             *behind
                 .entry(self.series.label(&t.reader.label))
                 .or_default() += t.reader.behind();
@@ -1158,7 +1156,11 @@ impl Follower {
         }
         // Paths with no followed file lose their series; the shared one stays once made.
         if self.series_dirty {
-            live.extend(self.path_ids.keys().filter_map(|p| p.to_str()));
+            let live: HashSet<&str> = (self.files.values())
+                .filter(|t| t.followed())
+                .map(|t| t.reader.label.as_str())
+                .chain(self.path_ids.keys().filter_map(|p| p.to_str()))
+                .collect();
             self.series.retain(&live);
             self.series_dirty = false;
         }
