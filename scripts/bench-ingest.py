@@ -473,6 +473,60 @@ def steady_sweep(binary):
               f"fixed (10 bursts a second)\n")
 
 
+def process_cost(pid, seconds):
+    """Idle CPU share over `seconds`, RSS (MiB) and open descriptors of a process."""
+    c0 = cpu_seconds(pid)
+    time.sleep(seconds)
+    share = (cpu_seconds(pid) - c0) / seconds
+    return share, rss_mib(pid), len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def bench_many_files(binary, n, work, seconds=20):
+    """N one-line files matched by one glob: read each once, then idle. Descriptors, RSS and
+    idle CPU beside mtail following the same glob (mtail keeps every file open)."""
+    logs = os.path.join(work, "many")
+    os.makedirs(logs, exist_ok=True)
+    for i in range(n):
+        with open(os.path.join(logs, f"{i:06}.log"), "w") as f:
+            f.write(event_line(0))
+    glob = os.path.join(logs, "*.log")
+    results = {}
+    proc, url, _ = start_exporter(binary, work, glob, "--ingest.read-from-start")
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        if (scrape_value(url, "tx_engine_transactions_committed_total") or 0) >= n:
+            break
+        time.sleep(0.2)
+    caught_up = time.time() - t0
+    time.sleep(2)
+    share, rss, fds = process_cost(proc.pid, seconds)
+    got = scrape_value(url, "tx_engine_transactions_committed_total")
+    body = urllib.request.urlopen(url, timeout=10).read().decode()
+    samples = sum(1 for line in body.splitlines() if not line.startswith("#"))
+    proc.terminate()
+    proc.wait()
+    results["this project (tx-exporter)"] = (share, rss, fds,
+        f"read in {caught_up:.1f} s, committed {got:.0f}/{n}, {samples:,} samples in /metrics")
+    if ensure_apt("mtail", "mtail"):
+        progs = os.path.join(work, "mtail")
+        os.makedirs(progs, exist_ok=True)
+        with open(os.path.join(progs, "tx.mtail"), "w") as f:
+            f.write(MTAIL_PROGRAM)
+        port = free_port()
+        m = subprocess.Popen(["mtail", "--progs", progs, "--logs", glob, "--address", "127.0.0.1",
+                              "--port", str(port), "--logtostderr"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        STARTED.append(m)
+        time.sleep(10)  # mtail reads files present at start from their end: let it settle
+        share, rss, fds = process_cost(m.pid, seconds)
+        m.kill()
+        m.wait()
+        results["mtail (Debian)"] = (share, rss, fds, "polls every file every 250 ms")
+    else:
+        print("   mtail unavailable: skipped")
+    return results
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -480,6 +534,9 @@ def main():
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--steady-runs", type=int, default=3,
                     help="runs of the steady load (10 s each); the median is reported")
+    ap.add_argument("--many-files", type=int, metavar="N",
+                    help="only this: N one-line files under one glob, descriptors, RSS and idle CPU "
+                         "beside mtail")
     ap.add_argument("--steady-sweep", action="store_true",
                     help="only the steady load, per source at three rates: fixed and per-line CPU")
     args = ap.parse_args()
@@ -491,6 +548,17 @@ def main():
     binary = os.path.join(TARGET, "release", "tx-exporter")
     if args.steady_sweep:
         return steady_sweep(binary)
+    if args.many_files:
+        with tempfile.TemporaryDirectory() as work:
+            res = bench_many_files(binary, args.many_files, work)
+        ours = res["this project (tx-exporter)"]
+        print(f"\n{args.many_files:,} one-line files under one glob, then idle for 20 s "
+              f"(ratio = peer / this project)")
+        for name, (share, rss, fds, note) in res.items():
+            ratio = "" if name.startswith("this") else \
+                f"CPU {share / max(ours[0], 1e-9):5.1f}x, RSS {rss / ours[1]:4.1f}x, fds {fds / ours[2]:5.1f}x"
+            print(f"  {name:30s} idle CPU {share:6.2%}  RSS {rss:6.1f} MiB  {fds:>6,} fds  {ratio}  {note}")
+        return None
     try:
         with open("/proc/sys/net/core/rmem_max") as f:
             rmem = f"net.core.rmem_max {int(f.read()) / 1024:.0f} KiB"

@@ -48,13 +48,7 @@ fn start(dir: &TempDir, glob: &Path, extra: &[&str], nofile: Option<u64>) -> Exp
     let mut args = vec![glob.as_str(), positions.as_str(), "--log.level=warn"];
     args.extend_from_slice(extra);
     let exp = Exporter::start_limited(BIN, &args, &[], nofile);
-    let ready = eventually(Duration::from_secs(15), || {
-        exp.get("/health", &[])
-            .text()
-            .contains("following ")
-            .then_some(())
-    });
-    assert!(ready.is_some(), "follower never started: {}", exp.logs());
+    exp.wait_for_follower();
     exp
 }
 

@@ -49,15 +49,7 @@ fn start(dir: &TempDir, extra: &[&str]) -> Exporter {
     let mut args = vec![glob.as_str(), positions.as_str()];
     args.extend_from_slice(extra);
     let exp = Exporter::start(BIN, &args);
-    // The first scan decides what counts as present at start-up (read from the end); wait
-    // for it so the test's own writes come after it even on a loaded machine.
-    let ready = eventually(Duration::from_secs(15), || {
-        exp.get("/health", &[])
-            .text()
-            .contains("\"following ")
-            .then_some(())
-    });
-    assert!(ready.is_some(), "follower never started: {}", exp.logs());
+    exp.wait_for_follower();
     exp
 }
 

@@ -508,13 +508,7 @@ fn ingest_reads_and_probe_refreshes_are_traced() {
     let exp =
         Exporter::start_with_env(BIN, &[&glob], &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
     // The file exists at start-up, so it is read from its end: write after the first scan.
-    eventually(Duration::from_secs(15), || {
-        exp.get("/health", &[])
-            .text()
-            .contains("\"following ")
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("follower never started: {}", exp.logs()));
+    exp.wait_for_follower();
     std::fs::write(
         &log,
         "{\"event\":\"query_executed\",\"duration_ms\":3}\n{\"event\":\"query_executed\",\"duration_ms\":4}\n",

@@ -98,13 +98,7 @@ fn event_fields_fill_labels() {
     let log = dir.join("engine.log");
     let exp = Exporter::start(BIN, &[&format!("--ingest.log-path={}", log.display())]);
     // Files found by the first scan are read from their end: create ours after it.
-    let ready = eventually(Duration::from_secs(15), || {
-        exp.get("/health", &[])
-            .text()
-            .contains("\"following ")
-            .then_some(())
-    });
-    assert!(ready.is_some(), "follower never started: {}", exp.logs());
+    exp.wait_for_follower();
     let mut f = std::fs::File::create(&log).unwrap();
     for (i, sid) in ["tx-1", "tx-2", "tx-1"].iter().enumerate() {
         writeln!(

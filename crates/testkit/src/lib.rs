@@ -315,6 +315,19 @@ impl Exporter {
         last
     }
 
+    /// Waits for the event-log follower's first scan (its source reports "following N
+    /// files"): it decides which files count as present at start-up (read from their end),
+    /// so a test's own writes come after it even on a loaded machine.
+    pub fn wait_for_follower(&self) {
+        let ready = eventually(Duration::from_secs(15), || {
+            self.get("/health", &[])
+                .text()
+                .contains("\"following ")
+                .then_some(())
+        });
+        assert!(ready.is_some(), "follower never started: {}", self.logs());
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
