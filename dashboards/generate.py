@@ -521,6 +521,11 @@ def exporter_health():
             "short", [(each_tier("{p}log_files_followed{{" + SEL + "}}"), "files {{instance}}"),
                       ("sum by (instance) (" + each_tier("increase({p}log_rotations_total{{" + SEL + "}}[$__rate_interval])") + ")", "rotations {{instance}}"),
                       ("sum by (instance) (" + each_tier("increase({p}log_truncations_total{{" + SEL + "}}[$__rate_interval])") + ")", "truncations {{instance}}")])
+    d.panel("Open files and follower errors",
+            "Event-log files held open (at most ingest.log_max_open_files) and waiting for an open slot, and the follower's errors per interval by reason: scan (a glob could not be expanded), open, read, positions_write (the follower pauses until the positions file can be written).",
+            "short", [(each_tier("{p}log_files_open{{" + SEL + "}}"), "open {{instance}}"),
+                      (each_tier("{p}log_files_waiting{{" + SEL + "}}"), "waiting {{instance}}"),
+                      ("sum by (instance, reason) (" + each_tier("increase({p}log_follower_errors_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{reason}} {{instance}}")])
     d.row("Process")
     d.panel("Sidecar CPU",
             "CPU seconds per second used by each sidecar process.",

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use testkit::{eventually, sample_value, Exporter, TempDir};
+use testkit::{sample_value, Exporter, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fixture-exporter");
 const TOTAL: &str = "fixture_transactions_total";
