@@ -79,24 +79,23 @@ pub fn scan(globs: &[String]) -> Scan {
             // A plain path (the common case) is one stat, not a directory walk.
             look(literal_path(pattern), &mut error);
         } else if let Some((dir, names)) = one_directory(pattern) {
-            match list(&dir, &names) {
-                Ok(files) => {
-                    for (path, m) in files {
-                        let id = FileId {
-                            dev: m.st_dev,
-                            ino: m.st_ino,
-                        };
-                        if ids.insert(id) {
-                            found.push(Found {
-                                path,
-                                id,
-                                size: m.st_size as u64,
-                                modified: modified(&m),
-                                glob,
-                            });
-                        }
-                    }
+            let listed = list(&dir, &names, |path, m| {
+                let id = FileId {
+                    dev: m.st_dev,
+                    ino: m.st_ino,
+                };
+                if ids.insert(id) {
+                    found.push(Found {
+                        path,
+                        id,
+                        size: m.st_size as u64,
+                        modified: modified(m),
+                        glob,
+                    });
                 }
+            });
+            match listed {
+                Ok(()) => {}
                 Err(e) if absent(&e) => {}
                 Err(e) => error = Some(format!("{}: {e}", dir.display())),
             }
@@ -139,7 +138,11 @@ fn one_directory(pattern: &str) -> Option<(PathBuf, glob::Pattern)> {
 /// The regular files (symlinks followed) in `dir` whose names match, each looked at with
 /// `fstatat` on the directory: one path component to resolve, not the whole path, which was
 /// most of the cost of a poll over thousands of files.
-fn list(dir: &Path, names: &glob::Pattern) -> io::Result<Vec<(PathBuf, libc::stat)>> {
+fn list(
+    dir: &Path,
+    names: &glob::Pattern,
+    mut each: impl FnMut(PathBuf, &libc::stat),
+) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
     let handle = std::fs::File::open(dir)?;
@@ -154,14 +157,16 @@ fn list(dir: &Path, names: &glob::Pattern) -> io::Result<Vec<(PathBuf, libc::sta
         }
     }
     matched.sort();
-    let mut files = Vec::with_capacity(matched.len());
+    let mut c_name: Vec<u8> = Vec::new();
+    // SAFETY: a zeroed `stat` is a valid out-parameter.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
     for name in matched {
-        let Ok(c) = std::ffi::CString::new(name.as_bytes()) else {
-            continue;
-        };
-        // SAFETY: a zeroed `stat` is a valid out-parameter; the path is NUL-terminated.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::fstatat(handle.as_raw_fd(), c.as_ptr(), &mut st, 0) };
+        c_name.clear();
+        c_name.extend_from_slice(name.as_bytes());
+        c_name.push(0);
+        // SAFETY: the name is NUL-terminated (readdir names hold no NUL) and lives across
+        // the call; `st` is a valid out-parameter.
+        let rc = unsafe { libc::fstatat(handle.as_raw_fd(), c_name.as_ptr().cast(), &mut st, 0) };
         if rc != 0 {
             let e = io::Error::last_os_error();
             if absent(&e) {
@@ -170,10 +175,10 @@ fn list(dir: &Path, names: &glob::Pattern) -> io::Result<Vec<(PathBuf, libc::sta
             return Err(e);
         }
         if st.st_mode & libc::S_IFMT == libc::S_IFREG {
-            files.push((dir.join(&name), st));
+            each(dir.join(&name), &st);
         }
     }
-    Ok(files)
+    Ok(())
 }
 
 fn modified(st: &libc::stat) -> SystemTime {
@@ -289,11 +294,8 @@ mod tests {
                 .filter(|p| p.is_file())
                 .collect();
             let (d, names) = one_directory(&pattern).expect("one directory");
-            let ours: Vec<PathBuf> = list(&d, &names)
-                .expect("list")
-                .into_iter()
-                .map(|(p, _)| p)
-                .collect();
+            let mut ours: Vec<PathBuf> = Vec::new();
+            list(&d, &names, |p, _| ours.push(p)).expect("list");
             assert_eq!(ours, by_glob, "{pattern}");
         }
         for not_one in [
