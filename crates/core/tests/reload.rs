@@ -207,7 +207,11 @@ fn sighup_and_post_reload_apply_users_globs_limits_and_rules_keeping_counters() 
 #[test]
 fn post_reload_is_refused_without_the_lifecycle_flag() {
     let exp = Exporter::start(BIN, &[]);
-    let r = request("POST", &exp.url("/-/reload"), &[]);
+    // A connection reset right after start-up has been seen once in many runs (not an
+    // answer of the exporter's): the answer is what is checked.
+    let r = (0..3)
+        .find_map(|_| testkit::try_request("POST", &exp.url("/-/reload"), &[]).ok())
+        .unwrap_or_else(|| panic!("no answer: {}", exp.logs()));
     assert_eq!(r.status, 403, "{}", r.text());
     let r = request("GET", &exp.url("/-/reload"), &[]);
     assert_eq!(r.status, 405);

@@ -361,6 +361,11 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Response {
 
 /// An HTTP request without a body; any status is returned, not turned into an error.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Response {
+    try_request(method, url, headers).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// As [`request`], with a transport error (refused, reset) returned instead of a panic.
+pub fn try_request(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();
@@ -371,7 +376,7 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Response {
     let resp = match req.call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
+        Err(e) => return Err(e.to_string()),
     };
     let status = resp.status();
     let headers = resp
@@ -387,11 +392,11 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Response {
         .take(64 << 20)
         .read_to_end(&mut body)
         .unwrap();
-    Response {
+    Ok(Response {
         status,
         headers,
         body,
-    }
+    })
 }
 
 pub fn gunzip(data: &[u8]) -> String {
