@@ -925,6 +925,17 @@ impl Follower {
             });
             state.advance(id, t.reader.committed(), t.reader.head());
             self.counters.flush(&mut tally);
+            // The file's own counts move with the lines' effects, in the same hold.
+            let series = self.series.get(self.series.label(&t.reader.label));
+            if let (Some(series), Ok(stats)) = (series, &result) {
+                if stats.truncated {
+                    series.truncations.add(1);
+                }
+                if stats.bytes > 0 {
+                    series.lines_read.add(stats.lines);
+                    series.read_bytes.add(stats.bytes);
+                }
+            }
             drop(state);
             ledger.let_scrapes_in();
             if let (Some(span), Ok(stats)) = (&span, &result) {
@@ -932,18 +943,10 @@ impl Follower {
                 span.record("lines", stats.lines);
                 span.record("bytes", stats.bytes);
             }
-            let series = self.series.get(self.series.label(&t.reader.label));
             match result {
                 Ok(stats) => {
                     if stats.truncated {
-                        if let Some(series) = series {
-                            series.truncations.add(1);
-                        }
                         tracing::info!(target: "ingest", event = "truncation", path = %t.reader.label);
-                    }
-                    if let Some(series) = series.filter(|_| stats.bytes > 0) {
-                        series.lines_read.add(stats.lines);
-                        series.read_bytes.add(stats.bytes);
                     }
                     read_this_poll += stats.bytes;
                     if let Some(rate) = &mut self.rate {
@@ -988,10 +991,10 @@ impl Follower {
             let lines = r.finish(max_line, |l| line(mapper, l, &mut tally));
             state.advance(*id, r.committed(), r.head());
             self.counters.flush(&mut tally);
-            drop(state);
             if let Some(series) = self.series.get(self.series.label(&r.label)) {
                 series.lines_read.add(lines);
             }
+            drop(state);
             tracing::info!(target: "ingest", event = "file_closed", path = %r.path.display(), "rotated file drained");
             if r.deleted() {
                 forget.push(*id);
