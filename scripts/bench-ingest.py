@@ -158,6 +158,15 @@ histogram tx_engine_query_duration_seconds buckets 0.001, 0.005, 0.01, 0.025, 0.
 """
 
 
+def mtail_programs(work):
+    """A directory holding the mtail program equivalent to the tx rules."""
+    progs = os.path.join(work, "mtail")
+    os.makedirs(progs, exist_ok=True)
+    with open(os.path.join(progs, "tx.mtail"), "w") as f:
+        f.write(MTAIL_PROGRAM)
+    return progs
+
+
 def ensure_apt(binary, package):
     if shutil.which(binary):
         return True
@@ -242,10 +251,7 @@ def bench_events(binary, n, work):
                                              f"committed {committed:.0f}/{expect}, rejected {rejected:.0f}")
 
     if ensure_apt("mtail", "mtail"):
-        progs = os.path.join(work, "mtail")
-        os.makedirs(progs, exist_ok=True)
-        with open(os.path.join(progs, "tx.mtail"), "w") as f:
-            f.write(MTAIL_PROGRAM)
+        progs = mtail_programs(work)
         out = subprocess.run(
             ["/usr/bin/time", "-f", "%U %S", "mtail", "--one_shot", "--one_shot_format=prometheus",
              "--progs", progs, "--logs", src, "--logtostderr"],
@@ -508,10 +514,7 @@ def bench_many_files(binary, n, work, seconds=20):
     results["this project (tx-exporter)"] = (share, rss, fds,
         f"read in {caught_up:.1f} s, committed {got:.0f}/{n}, {samples:,} samples in /metrics")
     if ensure_apt("mtail", "mtail"):
-        progs = os.path.join(work, "mtail")
-        os.makedirs(progs, exist_ok=True)
-        with open(os.path.join(progs, "tx.mtail"), "w") as f:
-            f.write(MTAIL_PROGRAM)
+        progs = mtail_programs(work)
         port = free_port()
         m = subprocess.Popen(["mtail", "--progs", progs, "--logs", glob, "--address", "127.0.0.1",
                               "--port", str(port), "--logtostderr"],
