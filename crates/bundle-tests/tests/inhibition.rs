@@ -182,7 +182,16 @@ fn a_critical_silences_its_instance_never_a_whole_cluster() {
 /// alert's figures can be trusted.
 #[test]
 fn routing_follows_the_severity_convention_and_keeps_the_sidecars_warnings() {
+    // The same address in a second cluster of the same store: not silenced by the first's.
+    let mut other_cluster = alert(
+        "HighTransactionErrorRatio",
+        "warning",
+        "tx-engine",
+        Some("tx1:9090"),
+    );
+    other_cluster["labels"]["cluster"] = "prod-us".into();
     let alerts = serde_json::json!([
+        other_cluster,
         alert(
             "HighReplicationLag",
             "critical",
@@ -238,6 +247,11 @@ fn routing_follows_the_severity_convention_and_keeps_the_sidecars_warnings() {
             false,
         ),
         ("ClockSkewGrowing", "team-db-chat", false),
+        (
+            "HighTransactionErrorRatio",
+            "team-db-chat team-db-tickets",
+            false,
+        ),
     ];
     let got: Vec<(String, String, bool)> = want
         .iter()

@@ -252,8 +252,9 @@ struct Tracked {
 }
 
 impl Tracked {
-    /// Counted as followed: matched, or rotated away and still being drained.
-    fn followed(&self) -> bool {
+    /// Matched, or rotated away and still being drained: its path keeps its series and its
+    /// unread bytes count in `log_behind_bytes`.
+    fn live(&self) -> bool {
         !self.drained
     }
 }
@@ -493,8 +494,6 @@ impl Follower {
         let more = self.read_files();
         self.forget();
         self.report();
-        // Files first followed in this poll are persisted at once.
-        self.ledger.persist();
         more
     }
 
@@ -1043,7 +1042,7 @@ impl Follower {
         let _ = own.log_files_open.set(&[], open as f64);
         let _ = own.log_files_waiting.set(&[], self.waiting as f64);
         let mut behind: BTreeMap<&str, u64> = BTreeMap::new();
-        for t in self.files.values().filter(|t| t.followed()) {
+        for t in self.files.values().filter(|t| t.live()) {
             *behind
                 .entry(self.series.label(&t.reader.label))
                 .or_default() += t.reader.behind();
@@ -1059,7 +1058,7 @@ impl Follower {
         // Paths with no followed file lose their series; the shared one stays once made.
         if self.series_dirty {
             let live: HashSet<&str> = (self.files.values())
-                .filter(|t| t.followed())
+                .filter(|t| t.live())
                 .map(|t| t.reader.label.as_str())
                 .chain(self.path_ids.keys().filter_map(|p| p.to_str()))
                 .collect();
