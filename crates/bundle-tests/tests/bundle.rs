@@ -39,6 +39,21 @@ const EXTERNAL_NAMES: &[&str] = &[
     "process_start_time_seconds",
 ];
 
+/// The monitoring stack's own series that alerts/meta.rules.yml watches: Prometheus 2.x,
+/// Alertmanager 0.2x and vmalert 1.79+ expose them under these names.
+const MONITORING_STACK_NAMES: &[&str] = &[
+    "prometheus_rule_evaluation_failures_total",
+    "prometheus_notifications_errors_total",
+    "prometheus_notifications_sent_total",
+    "prometheus_notifications_alertmanagers_discovered",
+    "prometheus_remote_storage_highest_timestamp_in_seconds",
+    "prometheus_remote_storage_queue_highest_sent_timestamp_seconds",
+    "alertmanager_notifications_failed_total",
+    "alertmanager_notifications_total",
+    "vmalert_execution_errors_total",
+    "vmalert_alerts_send_errors_total",
+];
+
 /// Kafka broker MBeans as the JMX exporter formats them (`domain<key=value, ...><>attribute`),
 /// one for every metric deploy/kafka/jmx-exporter.yml should export (Kafka 3.x names).
 const KAFKA_MBEANS: &[&str] = &[
@@ -75,7 +90,8 @@ const KAFKA_EXPORTER_NAMES: &[&str] = &[
     "kafka_consumergroup_members",
 ];
 
-const SEVERITIES: &[&str] = &["critical", "warning", "info"];
+// "none": the always-firing Watchdog, which is routed to a dead man's switch only.
+const SEVERITIES: &[&str] = &["critical", "warning", "info", "none"];
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -222,6 +238,7 @@ fn unknown_names(used: &BTreeSet<String>, recorded: &BTreeSet<String>) -> Vec<St
             !known.contains(*n)
                 && !recorded.contains(*n)
                 && !EXTERNAL_NAMES.contains(&n.as_str())
+                && !MONITORING_STACK_NAMES.contains(&n.as_str())
                 && !other_exporter_names().contains(*n)
                 && !EXPECTED_SOON.contains(&n.as_str())
         })
@@ -550,6 +567,89 @@ fn alerts_follow_the_conventions() {
     }
 }
 
+/// The head of an alert's runbook, rendered from its rule: severity, `for:`, rule file and the
+/// expression as it runs. Regenerate every runbook's head with
+/// `UPDATE_RUNBOOKS=1 cargo test -p bundle-tests --test bundle runbooks_quote`.
+fn runbook_head(r: &Rule) -> String {
+    let name = r.alert.as_deref().expect("alert");
+    let sev = r.node["labels"]["severity"].as_str().unwrap_or_default();
+    let for_ = r.node["for"].as_str().unwrap_or("0s (fires at once)");
+    format!(
+        "# {name}\n\n| | |\n|---|---|\n| severity | `{sev}` |\n| for | {for_} |\n| rule file | `alerts/{}` |\n\n```promql\n{}\n```\n",
+        r.file,
+        r.expr.trim_end()
+    )
+}
+
+#[test]
+fn runbooks_quote_their_alert_from_the_rule_files() {
+    let update = std::env::var_os("UPDATE_RUNBOOKS").is_some();
+    let mut stale = Vec::new();
+    for r in alerts() {
+        let name = r.alert.clone().expect("alert");
+        let page = root().join(format!("docs/runbooks/{name}.md"));
+        let text = read(&page);
+        let Some(body) = text.find("\n## Meaning") else {
+            panic!("{}: no ## Meaning section", page.display());
+        };
+        let head = runbook_head(&r);
+        if text[..body] != head {
+            if update {
+                fs::write(&page, format!("{head}{}", &text[body..])).expect("write runbook");
+            } else {
+                stale.push(name);
+            }
+        }
+    }
+    // The index: one row per alert, by group then name.
+    let mut rows: Vec<(String, String, String, String)> = alerts()
+        .iter()
+        .map(|r| {
+            (
+                r.group.clone(),
+                r.alert.clone().expect("alert"),
+                r.node["labels"]["severity"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                r.node["annotations"]["summary"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    rows.sort();
+    let index_path = root().join("docs/runbooks/README.md");
+    let index = read(&index_path);
+    let header = "| alert | severity | group | summary |\n|---|---|---|---|\n";
+    let at = index
+        .find(header)
+        .expect("docs/runbooks/README.md: no alert table")
+        + header.len();
+    let end = index[at..].find("\n\n").map_or(index.len(), |e| at + e + 1);
+    let table: String = rows
+        .iter()
+        .map(|(g, a, sev, summary)| format!("| [{a}]({a}.md) | {sev} | {g} | {summary} |\n"))
+        .collect();
+    if index[at..end] != table {
+        if update {
+            fs::write(
+                &index_path,
+                format!("{}{table}{}", &index[..at], &index[end..]),
+            )
+            .expect("write index");
+        } else {
+            stale.push("README.md (the alert table)".to_owned());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "runbooks whose head differs from the rule (severity, for, file, expression): {stale:?}; \
+         run UPDATE_RUNBOOKS=1 cargo test -p bundle-tests --test bundle runbooks_quote"
+    );
+}
+
 #[test]
 fn every_alert_has_firing_and_silent_unit_tests() {
     let dir = root().join("alerts/tests");
@@ -607,8 +707,9 @@ fn every_alert_has_firing_and_silent_unit_tests() {
             firing.contains(&name),
             "{name}: no unit test where it fires"
         );
+        // Watchdog fires by design at every evaluation: it has no silent case.
         assert!(
-            silent.contains(&name),
+            name == "Watchdog" || silent.contains(&name),
             "{name}: no unit test where it stays silent"
         );
     }

@@ -22,7 +22,8 @@ engine-sim: plays the engines of one node for the sidecar exporters
 Usage: engine-sim [--scenario NAME] [--duration DUR] TIER-TARGETS...
        engine-sim --list [--scenarios-dir DIR]
 
-Per tier (repeat --tx for several TX engines, server_id tx-1, tx-2, ...):
+Per tier (repeat --tx for several TX engines, server_id tx-1, tx-2, ...; repeat --clock for a
+primary clock master and standbys, see [clock] primary):
   --tx=statsd=ADDR,log=PATH,engine=ADDR
   --ingestion=statsd=ADDR,log=PATH,engine=ADDR
   --olap=statsd=ADDR,log=PATH,engine=ADDR
@@ -132,7 +133,7 @@ fn parse_args(args: &[String]) -> Result<Action, String> {
     let mut tick = Duration::from_millis(100);
     let mut seed: Option<u64> = None;
     let mut host: Option<String> = None;
-    let (mut tx, mut ingestion, mut olap, mut clock) = (Vec::new(), None, None, None);
+    let (mut tx, mut ingestion, mut olap, mut clock) = (Vec::new(), None, None, Vec::new());
     let mut data_dir = None;
     let mut max_fill = 256u64 << 20;
     let mut ntp = None;
@@ -185,7 +186,7 @@ fn parse_args(args: &[String]) -> Result<Action, String> {
             "--tx" => tx.push(parse_target(&value()?, "tx")?),
             "--ingestion" => ingestion = Some(parse_target(&value()?, "ingestion")?),
             "--olap" => olap = Some(parse_target(&value()?, "olap")?),
-            "--clock" => clock = Some(parse_target(&value()?, "clock")?),
+            "--clock" => clock.push(parse_target(&value()?, "clock")?),
             "--olap.data-dir" => data_dir = Some(PathBuf::from(value()?)),
             "--olap.max-fill" => max_fill = parse_size(&value()?)?,
             "--clock.ntp-listen" => ntp = Some(loopback(&value()?, "--clock.ntp-listen")?),
@@ -196,7 +197,7 @@ fn parse_args(args: &[String]) -> Result<Action, String> {
     if list {
         return Ok(Action::List(dir));
     }
-    if tx.is_empty() && ingestion.is_none() && olap.is_none() && clock.is_none() && kafka.is_none()
+    if tx.is_empty() && ingestion.is_none() && olap.is_none() && clock.is_empty() && kafka.is_none()
     {
         return Err(
             "give at least one of --tx, --ingestion, --olap, --clock, --kafka.listen (see --help)"

@@ -120,6 +120,8 @@ pub struct Olap {
 #[serde(deny_unknown_fields)]
 pub struct Clock {
     pub up: bool,
+    /// Which clock master (index of --clock) is the primary; the others are standbys.
+    pub primary: usize,
     pub heartbeats_per_s: f64,
     pub clients_connected: Walk,
     pub serve_ntp: bool,

@@ -34,7 +34,8 @@ pub struct Config {
     pub tx: Vec<Target>,
     pub ingestion: Option<Target>,
     pub olap: Option<Target>,
-    pub clock: Option<Target>,
+    /// One or more clock masters: the primary (`[clock] primary`, an index) and standbys.
+    pub clock: Vec<Target>,
     pub olap_data_dir: Option<PathBuf>,
     pub max_fill: u64,
     pub ntp_listen: Option<SocketAddr>,
@@ -174,7 +175,7 @@ pub struct Sim {
     tx: Vec<TxEngine>,
     ingestion: Option<IngestionEngine>,
     olap: Option<OlapEngine>,
-    clock: Option<ClockEngine>,
+    clock: Vec<ClockEngine>,
     ntp: Option<NtpServer>,
     kafka: Option<KafkaBroker>,
 }
@@ -260,7 +261,7 @@ impl Sim {
             .transpose()?;
         let clock = cfg
             .clock
-            .as_ref()
+            .iter()
             .map(|t| {
                 Ok::<_, std::io::Error>(ClockEngine {
                     io: Io::new(t, "clock-master")?,
@@ -268,7 +269,7 @@ impl Sim {
                     heartbeats: 0,
                 })
             })
-            .transpose()?;
+            .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Sim {
             rng: Rng::new(cfg.seed),
             cfg,
@@ -335,7 +336,7 @@ impl Sim {
             .map(|e| &mut e.io)
             .chain(self.ingestion.as_mut().map(|e| &mut e.io))
             .chain(self.olap.as_mut().map(|e| &mut e.io))
-            .chain(self.clock.as_mut().map(|e| &mut e.io));
+            .chain(self.clock.iter_mut().map(|e| &mut e.io));
         for io in ios {
             io.flush_log();
             if let Some(st) = &mut io.statsd {
@@ -625,23 +626,33 @@ impl Sim {
         if let Some(n) = &self.ntp {
             n.serving.store(c.up && c.serve_ntp, Ordering::Relaxed);
         }
-        let Some(e) = &mut self.clock else { return };
         let rng = &mut self.rng;
-        if let Some(n) = e.io.set_up(c.up) {
-            say(&n);
-        }
-        let clients = e.clients.step(&c.clients_connected, dt, rng).round();
-        if !c.up {
-            return;
-        }
-        e.heartbeats += rng.poisson(c.heartbeats_per_s * dt);
-        if let (true, Some(st)) = (flush, &mut e.io.statsd) {
-            st.counter(
-                "clock_master_heartbeats_sent_total",
-                std::mem::take(&mut e.heartbeats),
-            );
-            st.gauge("clock_master_clients_connected", clients, "");
-            st.flush();
+        for (i, e) in self.clock.iter_mut().enumerate() {
+            if let Some(n) = e.io.set_up(c.up) {
+                say(&n);
+            }
+            let clients = e.clients.step(&c.clients_connected, dt, rng).round();
+            if !c.up {
+                continue;
+            }
+            // A standby serves no clients and sends no heartbeats until it is made primary.
+            let primary = i == c.primary;
+            if primary {
+                e.heartbeats += rng.poisson(c.heartbeats_per_s * dt);
+            }
+            if let (true, Some(st)) = (flush, &mut e.io.statsd) {
+                st.counter(
+                    "clock_master_heartbeats_sent_total",
+                    std::mem::take(&mut e.heartbeats),
+                );
+                st.gauge("clock_master_primary", if primary { 1.0 } else { 0.0 }, "");
+                st.gauge(
+                    "clock_master_clients_connected",
+                    if primary { clients } else { 0.0 },
+                    "",
+                );
+                st.flush();
+            }
         }
     }
 }
