@@ -243,20 +243,63 @@ pub enum SidecarFault {
     /// Its event-log read rate is limited and a large backlog arrives at once: it falls
     /// behind.
     LogBacklog,
+    /// The host of the first engine of the scenario's first tier is lost: the harness kills
+    /// that sidecar; the scenario's fault takes the engine down (`up = false`).
+    HostLost,
+    /// The simulator is stopped (SIGSTOP) once the scenario's first expected alert fires: its
+    /// engines still accept connections and send nothing, as a hung engine does.
+    HangEngine,
 }
 
 impl SidecarFault {
-    pub const NAMES: [(&'static str, SidecarFault); 6] = [
+    pub const NAMES: [(&'static str, SidecarFault); 8] = [
         ("stop", SidecarFault::Stop),
         ("garbage-input", SidecarFault::GarbageInput),
         ("bad-reload", SidecarFault::BadReload),
         ("statsd-port-taken", SidecarFault::StatsdPortTaken),
         ("stalled-during-burst", SidecarFault::StalledDuringBurst),
         ("log-backlog", SidecarFault::LogBacklog),
+        ("host-lost", SidecarFault::HostLost),
+        ("hang-engine", SidecarFault::HangEngine),
     ];
 }
 
-const META_KEYS: [&str; 5] = ["description", "expect", "fault", "sidecar_faults", "tiers"];
+/// Keys for the harness, not the simulator: `silent` (alerts that must not reach Alertmanager
+/// for this cluster), `receivers` (alert = the receiver it must reach after routing) and
+/// `clock_masters` (how many clock masters it runs, the first the primary).
+const META_KEYS: [&str; 8] = [
+    "description",
+    "expect",
+    "fault",
+    "sidecar_faults",
+    "tiers",
+    "silent",
+    "receivers",
+    "clock_masters",
+];
+
+/// The harness keys' types, checked here so that a typo fails the scenario's load.
+fn check_harness_keys(name: &str, own: &toml::Value) -> Result<(), String> {
+    let strings = |v: &toml::Value| v.as_array().is_some_and(|a| a.iter().all(|x| x.is_str()));
+    if own.get("silent").is_some_and(|v| !strings(v)) {
+        return Err(format!("scenario {name}: silent is a list of alert names"));
+    }
+    if own
+        .get("receivers")
+        .is_some_and(|v| !v.as_table().is_some_and(|t| t.values().all(|x| x.is_str())))
+    {
+        return Err(format!(
+            "scenario {name}: receivers is a table of alert = \"receiver\""
+        ));
+    }
+    if own
+        .get("clock_masters")
+        .is_some_and(|v| !v.as_integer().is_some_and(|n| (1..=4).contains(&n)))
+    {
+        return Err(format!("scenario {name}: clock_masters is 1 to 4"));
+    }
+    Ok(())
+}
 
 /// The tiers a scenario may name in `tiers`.
 pub const TIERS: [&str; 4] = ["tx", "ingestion", "olap", "clock"];
@@ -311,6 +354,7 @@ pub fn load(name: &str, dir: Option<&Path>) -> Result<Scenario, String> {
             .map_err(|e| format!("scenario {n}: {e}"))
     };
     let own = parse(name)?;
+    check_harness_keys(name, &own)?;
     let mut before = parse(BASE)?;
     let mut own_params = own.clone();
     if let toml::Value::Table(t) = &mut own_params {

@@ -386,6 +386,14 @@ fn metric_value(text: &str, series: &str) -> Option<f64> {
 struct Cluster {
     scenario: String,
     expect: Vec<String>,
+    /// Alerts that must never reach Alertmanager for this cluster (scenario key `silent`).
+    silent: Vec<String>,
+    /// Alert → the receiver it must reach after routing and inhibition (`receivers`).
+    receivers: BTreeMap<String, String>,
+    /// The tier whose first host `host-lost` takes away (the scenario's first tier).
+    first_tier: String,
+    /// When `hang-engine` stopped the simulator.
+    hung_at: Option<Instant>,
     fault_after: Option<u64>,
     /// Faults of the first TX sidecar itself (scenario key `sidecar_faults`), played here.
     sidecar_faults: Vec<String>,
@@ -468,6 +476,10 @@ fn play_sidecar_fault(c: &mut Cluster) {
     for fault in c.sidecar_faults.clone() {
         match fault.as_str() {
             "stop" => c.procs.retain(|p| p.name != tx0),
+            "host-lost" => {
+                let lost = format!("{}-{}-0", c.scenario, c.first_tier);
+                c.procs.retain(|p| p.name != lost);
+            }
             "garbage-input" => {
                 use std::io::Write as _;
                 let mut f = std::fs::OpenOptions::new()
@@ -614,6 +626,9 @@ struct ScenarioSpec {
     sidecar_faults: Vec<String>,
     /// The tiers whose engines (and sidecars) the cluster runs; None: all.
     tiers: Option<Vec<String>>,
+    silent: Vec<String>,
+    receivers: BTreeMap<String, String>,
+    clock_masters: usize,
 }
 
 fn strings(v: Option<&toml::Value>) -> Option<Vec<String>> {
@@ -640,6 +655,20 @@ fn load_scenarios() -> Vec<ScenarioSpec> {
             fault_after: v.get("fault").map(|_| FAULT_AFTER_S),
             sidecar_faults: strings(v.get("sidecar_faults")).unwrap_or_default(),
             tiers: strings(v.get("tiers")),
+            silent: strings(v.get("silent")).unwrap_or_default(),
+            receivers: v
+                .get("receivers")
+                .and_then(|r| r.as_table())
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            clock_masters: v
+                .get("clock_masters")
+                .and_then(|n| n.as_integer())
+                .map_or(1, |n| n as usize),
         });
     }
     out
@@ -804,6 +833,14 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
         let mut c = Cluster {
             scenario: name.clone(),
             expect: expect.clone(),
+            silent: sc.silent.clone(),
+            receivers: sc.receivers.clone(),
+            first_tier: sc
+                .tiers
+                .as_ref()
+                .and_then(|t| t.first().cloned())
+                .unwrap_or_else(|| "tx".into()),
+            hung_at: None,
             fault_after: *fault_after,
             targets: Vec::new(),
             ntp_source: String::new(),
@@ -839,8 +876,13 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
             {
                 continue;
             }
-            // Two TX engines per cluster, so that losing one is not losing the tier.
-            let n = if tier == "tx" { 2 } else { 1 };
+            // Two TX engines per cluster, so that losing one is not losing the tier; clock
+            // masters as the scenario says (a primary, then standbys).
+            let n = match tier {
+                "tx" => 2,
+                "clock" => sc.clock_masters,
+                _ => 1,
+            };
             for k in 0..n {
                 let (web, statsd, engine) = (ports.tcp(), ports.udp(), ports.tcp());
                 sim_tcp.push(engine);
@@ -881,13 +923,22 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
                     sim_args.push(format!("--olap.data-dir={}", d.display()));
                     sim_args.push("--olap.max-fill=32MiB".into());
                 }
+                if tier == "tx" && sidecar_faults.iter().any(|f| f == "hang-engine") {
+                    // The real expiry scaled as the rules are (300 s / 60): the pushed gauges
+                    // go stale within the run, and their alerts resolve, as in production.
+                    args.push("--ingest.gauge-stale-seconds=5".into());
+                }
                 if tier == "clock" {
-                    let ntp = ports.udp();
-                    sim_udp.push(ntp);
+                    // One SNTP server per simulator, asked by every clock exporter.
+                    if c.ntp_source.is_empty() {
+                        let ntp = ports.udp();
+                        sim_udp.push(ntp);
+                        sim_args.push(format!("--clock.ntp-listen=127.0.0.1:{ntp}"));
+                        c.ntp_source = format!("ntp:127.0.0.1:{ntp}");
+                    }
+                    let ntp = c.ntp_source.trim_start_matches("ntp:").to_owned();
                     args.push("--clock.chrony-address=".into());
-                    args.push(format!("--clock.ntp-server=127.0.0.1:{ntp}"));
-                    sim_args.push(format!("--clock.ntp-listen=127.0.0.1:{ntp}"));
-                    c.ntp_source = format!("ntp:127.0.0.1:{ntp}");
+                    args.push(format!("--clock.ntp-server={ntp}"));
                     // Clock exporters start after the simulator: their first SNTP query must
                     // find the clock master serving (the next one is 15 s later).
                     clock_starts.push((clusters.len(), args, web, statsd));
@@ -922,8 +973,13 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
         let c = &mut clusters[ci];
         ports.release(&[web], &[statsd]);
         let cdir = dir.join(&c.scenario);
+        let k = c
+            .procs
+            .iter()
+            .filter(|p| p.name.starts_with(&format!("{}-clock-", c.scenario)))
+            .count();
         let p = Proc::spawn(
-            &format!("{}-clock-0", c.scenario),
+            &format!("{}-clock-{k}", c.scenario),
             &bins["clock-exporter"],
             &args,
             &cdir,
@@ -1101,6 +1157,14 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     let deadline = onset + FIRE_DEADLINE;
     // (cluster, alert) → (first seen in Alertmanager, state then)
     let mut seen: BTreeMap<(String, String), (Instant, String)> = BTreeMap::new();
+    // (cluster, alert) → the receivers Alertmanager routed it to, while it was active (not
+    // inhibited or silenced).
+    let mut routed: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    // Hung clusters: the longest time after the hang with no active critical alert.
+    let mut hung_gaps: BTreeMap<String, (Option<Instant>, Duration)> = BTreeMap::new();
+    // Hung clusters: when the alert that paged before the hang left Alertmanager (its gauge
+    // went stale), which proves the hand-over was exercised.
+    let mut hung_resolved: BTreeMap<String, Duration> = BTreeMap::new();
     let mut steady_pending: BTreeSet<String> = BTreeSet::new();
     let mut steady_firing: BTreeSet<String> = BTreeSet::new();
     let panels = dashboard_panels();
@@ -1109,16 +1173,67 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     loop {
         let now = Instant::now();
         if let Some(v) = get_json(&format!("{am_url}/api/v2/alerts")) {
+            let mut paging: BTreeSet<String> = BTreeSet::new();
+            let mut active: BTreeSet<(String, String)> = BTreeSet::new();
             for a in v.as_array().into_iter().flatten() {
                 let cluster = a["labels"]["cluster"].as_str().unwrap_or("").to_string();
                 let name = a["labels"]["alertname"].as_str().unwrap_or("").to_string();
                 let state = a["status"]["state"].as_str().unwrap_or("").to_string();
+                if state == "active" {
+                    active.insert((cluster.clone(), name.clone()));
+                    let r = routed.entry((cluster.clone(), name.clone())).or_default();
+                    for rc in a["receivers"].as_array().into_iter().flatten() {
+                        if let Some(n) = rc["name"].as_str() {
+                            r.insert(n.to_owned());
+                        }
+                    }
+                    if a["labels"]["severity"] == "critical" {
+                        paging.insert(cluster.clone());
+                    }
+                }
                 if cluster == NO_TARGETS && name == "ExporterTargetsAbsent" {
                     if let Some(job) = a["labels"]["job"].as_str() {
                         absent_jobs.insert(job.to_owned());
                     }
                 }
                 seen.entry((cluster, name)).or_insert((now, state));
+            }
+            // A hung engine: from the hang on, some critical alert of the cluster is active at
+            // every look (a gap is how long none was).
+            for c in &clusters {
+                let Some(hung) = c.hung_at else { continue };
+                if let Some(first) = c.expect.first() {
+                    if !active.contains(&(c.scenario.clone(), first.clone())) {
+                        hung_resolved
+                            .entry(c.scenario.clone())
+                            .or_insert_with(|| now.saturating_duration_since(hung));
+                    }
+                }
+                let g = hung_gaps
+                    .entry(c.scenario.clone())
+                    .or_insert((None, Duration::ZERO));
+                if paging.contains(&c.scenario) {
+                    g.0 = None;
+                } else {
+                    let since = *g.0.get_or_insert(now.max(hung));
+                    g.1 = g.1.max(now - since);
+                }
+            }
+        }
+        // hang-engine: the simulator stops once the cluster's first expected alert is in
+        // Alertmanager.
+        for c in &mut clusters {
+            if c.hung_at.is_none()
+                && c.sidecar_faults.iter().any(|f| f == "hang-engine")
+                && c.expect
+                    .first()
+                    .is_some_and(|a| seen.contains_key(&(c.scenario.clone(), a.clone())))
+            {
+                let sim = format!("{}-sim", c.scenario);
+                let p = c.procs.iter().find(|p| p.name == sim).expect("simulator");
+                signal(p, "STOP");
+                c.hung_at = Some(Instant::now());
+                eprintln!("e2e: {sim} stopped (SIGSTOP): the engines hang");
             }
         }
         if let Some(v) = get_json(&format!("{prom_url}/api/v1/alerts")) {
@@ -1155,6 +1270,10 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
             c.expect
                 .iter()
                 .all(|a| seen.contains_key(&(c.scenario.clone(), a.clone())))
+                // A hung engine is watched for 20 s: its gauges go stale 5 s after the hang.
+                && c
+                    .hung_at
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(20))
         }) && absent_jobs.len() == tier_of_job.len();
         if (all_seen && dashboards_checked && now > onset + Duration::from_secs(20))
             || now > deadline
@@ -1171,8 +1290,15 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     }
 
     // Report.
-    let mut report = String::from("scenario | expected alert | reached Alertmanager after the fault | state | other alerts of the cluster\n");
+    let mut report = String::from("scenario | expected alert | reached Alertmanager after the fault | state | receivers | other alerts of the cluster\n");
+    let receivers_of = |c: &Cluster, a: &str| -> String {
+        routed
+            .get(&(c.scenario.clone(), a.to_owned()))
+            .map(|r| r.iter().cloned().collect::<Vec<_>>().join("+"))
+            .unwrap_or_else(|| "-".into())
+    };
     let mut missing = Vec::new();
+    let mut wrong: Vec<String> = Vec::new();
     let jobs: BTreeSet<String> = tier_of_job.keys().cloned().collect();
     match seen.get(&(NO_TARGETS.to_owned(), "ExporterTargetsAbsent".to_owned())) {
         Some((at, state)) => report.push_str(&format!(
@@ -1217,20 +1343,68 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
                     };
                     let t = at.saturating_duration_since(from_instant).as_secs_f64();
                     report.push_str(&format!(
-                        "{} | {a} | {t:.0}s (from {from}) | {state} | {}\n",
+                        "{} | {a} | {t:.0}s (from {from}) | {state} | {} | {}\n",
                         c.scenario,
+                        receivers_of(c, a),
                         others.join(", ")
                     ));
                 }
                 None => {
                     report.push_str(&format!(
-                        "{} | {a} | NOT SEEN | - | {}\n",
+                        "{} | {a} | NOT SEEN | - | - | {}\n",
                         c.scenario,
                         others.join(", ")
                     ));
                     missing.push(format!("{}: {a}", c.scenario));
                 }
             }
+        }
+        // The topology matrix' promises: what must stay silent, where each alert goes, and
+        // that a hung engine never leaves the cluster without an active page.
+        for a in &c.silent {
+            if seen.contains_key(&(c.scenario.clone(), a.clone())) {
+                wrong.push(format!(
+                    "{}: {a} reached Alertmanager, must stay silent",
+                    c.scenario
+                ));
+            }
+        }
+        for (a, want) in &c.receivers {
+            let got = routed.get(&(c.scenario.clone(), a.clone()));
+            if !got.is_some_and(|r| r.contains(want)) {
+                wrong.push(format!(
+                    "{}: {a} must reach {want} while active, reached {got:?}",
+                    c.scenario
+                ));
+            }
+        }
+        if c.hung_at.is_some() {
+            let gap = hung_gaps.get(&c.scenario).map_or(Duration::ZERO, |g| g.1);
+            let resolved = hung_resolved.get(&c.scenario);
+            report.push_str(&format!(
+                "{} | (hung engine) {} left Alertmanager {} after the hang; longest time without an active critical alert: {:.1}s\n",
+                c.scenario,
+                c.expect.first().map_or("-", String::as_str),
+                resolved.map_or("never".into(), |d| format!("{:.0}s", d.as_secs_f64())),
+                gap.as_secs_f64()
+            ));
+            if resolved.is_none() {
+                wrong.push(format!(
+                    "{}: the paging alert never resolved after the hang: the hand-over was not exercised",
+                    c.scenario
+                ));
+            }
+            // Polls are 0.5 s apart and a hand-over may fall between two: more than 2 s
+            // without any page is silence.
+            if gap > Duration::from_secs(2) {
+                wrong.push(format!(
+                    "{}: no critical alert active for {:.1}s after the engine hung",
+                    c.scenario,
+                    gap.as_secs_f64()
+                ));
+            }
+        } else if c.sidecar_faults.iter().any(|f| f == "hang-engine") {
+            wrong.push(format!("{}: the engine was never hung", c.scenario));
         }
     }
     let empty: Vec<String> = panels
@@ -1277,6 +1451,11 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
         missing.is_empty(),
         "expected alerts never reached Alertmanager: {missing:?}\n{report}"
     );
+    assert!(
+        wrong.is_empty(),
+        "the topology matrix does not hold:\n{}\n{report}",
+        wrong.join("\n")
+    );
     let steady_in_am: Vec<&String> = seen
         .keys()
         .filter(|(c, _)| c == "steady")
@@ -1310,9 +1489,10 @@ fn hashmod(address: &str, m: u64) -> u64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-/// deploy/scale-out/prometheus-shard.yml rendered for shard `shard` of 2: only the tx-engines
-/// job (its targets from `sd_file`), 1 s intervals, remote_write to `write_url`.
-fn shard_config(shard: u64, sd_file: &Path, write_url: &str) -> String {
+/// deploy/scale-out/prometheus-shard.yml rendered for replica `replica` of shard `shard` of 2:
+/// only the tx-engines job (its targets from `sd_file`), 1 s intervals, remote_write to
+/// `write_url`; everything else as shipped (the replica label dropped on the way out).
+fn shard_config(shard: u64, replica: &str, sd_file: &Path, write_url: &str) -> String {
     let text =
         std::fs::read_to_string(root().join("deploy/scale-out/prometheus-shard.yml")).unwrap();
     let mut doc = YamlLoader::load_from_str(&text).unwrap().remove(0);
@@ -1324,9 +1504,18 @@ fn shard_config(shard: u64, sd_file: &Path, write_url: &str) -> String {
     };
     global.insert(key("scrape_interval"), key("1s"));
     global.insert(key("evaluation_interval"), key("1s"));
-    if let Some(Yaml::Hash(ext)) = global.get_mut(&key("external_labels")) {
-        ext.insert(key("prometheus_shard"), key(&shard.to_string()));
-    }
+    let Some(Yaml::Hash(ext)) = global.get_mut(&key("external_labels")) else {
+        panic!("no external_labels")
+    };
+    assert!(
+        ext.contains_key(&key("replica")),
+        "the shard config names no replica"
+    );
+    ext.insert(
+        key("prometheus_shard"),
+        key(&format!("production-cluster-{shard}")),
+    );
+    ext.insert(key("replica"), key(replica));
     let Some(Yaml::Array(jobs)) = top.get_mut(&key("scrape_configs")) else {
         panic!("no jobs")
     };
@@ -1460,30 +1649,35 @@ fn shards_victoriametrics_and_vmalert_run_the_bundle_unchanged() {
             format!("-storageDataPath={}", dir.join("vm").display()),
             "-search.latencyOffset=0s".into(),
             "-retentionPeriod=1d".into(),
+            // deploy/README.md "HA pairs": equal to the shards' scrape interval.
+            "-dedup.minScrapeInterval=1s".into(),
         ],
         &dir,
     );
+    // An HA pair per shard, as deploy/README.md runs them: replicas a and b.
     let mut shards = Vec::new();
     for shard in 0..2 {
-        let config = dir.join(format!("shard-{shard}.yml"));
-        std::fs::write(
-            &config,
-            shard_config(shard, &sd, &format!("{vm}/api/v1/write")),
-        )
-        .unwrap();
-        shards.push(Proc::spawn(
-            &format!("prometheus-shard-{shard}"),
-            Path::new("prometheus"),
-            &[
-                format!("--config.file={}", config.display()),
-                format!(
-                    "--storage.tsdb.path={}",
-                    dir.join(format!("tsdb-{shard}")).display()
-                ),
-                format!("--web.listen-address=127.0.0.1:{}", free_tcp_port()),
-            ],
-            &dir,
-        ));
+        for replica in ["a", "b"] {
+            let config = dir.join(format!("shard-{shard}-{replica}.yml"));
+            std::fs::write(
+                &config,
+                shard_config(shard, replica, &sd, &format!("{vm}/api/v1/write")),
+            )
+            .unwrap();
+            shards.push(Proc::spawn(
+                &format!("prometheus-shard-{shard}-{replica}"),
+                Path::new("prometheus"),
+                &[
+                    format!("--config.file={}", config.display()),
+                    format!(
+                        "--storage.tsdb.path={}",
+                        dir.join(format!("tsdb-{shard}-{replica}")).display()
+                    ),
+                    format!("--web.listen-address=127.0.0.1:{}", free_tcp_port()),
+                ],
+                &dir,
+            ));
+        }
     }
 
     // Alertmanager with the shipped routing, nothing sent anywhere.
@@ -1516,6 +1710,18 @@ fn shards_victoriametrics_and_vmalert_run_the_bundle_unchanged() {
         per_shard.is_some(),
         "shards never delivered all targets to VictoriaMetrics: {}",
         shards[0].tail()
+    );
+    // Both replicas wrote every series; the store holds each once, without a replica label.
+    assert_eq!(
+        vm_scalar(&vm, r#"count(up{job="tx-engines"})"#),
+        Some(3.0),
+        "the HA pairs' series are not merged: {:?}",
+        vm_query(&vm, r#"up{job="tx-engines"}"#)
+    );
+    assert_eq!(
+        vm_scalar(&vm, r#"count(up{replica!=""})"#),
+        None,
+        "a replica label reached the store"
     );
 
     // The rule files of alerts/ unchanged, in vmalert against the store.
@@ -1567,6 +1773,37 @@ fn shards_victoriametrics_and_vmalert_run_the_bundle_unchanged() {
         "vmalert never recorded 2 healthy TX engines: {}",
         unchanged.tail()
     );
+
+    // One replica of shard 0 dies: its pair carries on, nothing is counted twice or lost.
+    let killed_at = Instant::now();
+    shards.remove(0);
+    let mut healthy_seen = BTreeSet::new();
+    while killed_at.elapsed() < Duration::from_secs(8) {
+        if let Some(v) = vm_scalar(
+            &vm,
+            r#"cluster:tx_engine_healthy:sum{cluster="production-cluster"}"#,
+        ) {
+            healthy_seen.insert(v.to_string());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        healthy_seen,
+        BTreeSet::from(["2".to_string()]),
+        "healthy TX engines counted after one replica died"
+    );
+    // Every target still has a sample a second (dedup interval) in the last 5 s.
+    let per_target = vm_query(&vm, r#"count_over_time(up{job="tx-engines"}[5s])"#).unwrap();
+    let counts: Vec<f64> = per_target["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["value"][1].as_str()?.parse().ok())
+        .collect();
+    assert!(
+        counts.len() == 3 && counts.iter().all(|n| *n >= 4.0 && *n <= 6.0),
+        "samples per target in 5 s after a replica died (want 4-6 each, one per second): {counts:?}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert!(unchanged.alive(), "vmalert exited: {}", unchanged.tail());
     assert_ne!(
@@ -1606,6 +1843,17 @@ fn shards_victoriametrics_and_vmalert_run_the_bundle_unchanged() {
         notified.is_some(),
         "InsufficientTXEngines never reached Alertmanager"
     );
+    let copies = get_json(&format!("http://127.0.0.1:{am_port}/api/v2/alerts"))
+        .and_then(|v| {
+            Some(
+                v.as_array()?
+                    .iter()
+                    .filter(|a| a["labels"]["alertname"] == "InsufficientTXEngines")
+                    .count(),
+            )
+        })
+        .unwrap_or(0);
+    assert_eq!(copies, 1, "InsufficientTXEngines arrived {copies} times");
 
     // The dashboards' queries run on VictoriaMetrics' Prometheus API.
     let instances = targets.join("|").replace('.', "\\\\.");
