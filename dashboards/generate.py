@@ -50,16 +50,21 @@ TIER_JOBS = "|".join(t["job"] for t in TIER_INFOS)
 METRIC_PREFIX = {t["name"]: t["metric_prefix"] for t in TIER_INFOS}
 
 
-def rate(metric, by="instance", sel=SEL, fn="rate"):
+# Per-instance series keep `cluster`: equal addresses in two clusters sharing a store are two
+# series, not one sum.
+BY_INSTANCE = "cluster, instance"
+
+
+def rate(metric, by=BY_INSTANCE, sel=SEL, fn="rate"):
     return f"sum by ({by}) ({fn}({metric}{{{sel}}}[$__rate_interval]))"
 
 
-def quantile(q, metric, by="instance", sel=SEL):
+def quantile(q, metric, by=BY_INSTANCE, sel=SEL):
     return f"histogram_quantile({q}, sum by ({by}, le) (rate({metric}_bucket{{{sel}}}[$__rate_interval])))"
 
 
-def latency(metric, by="instance", qs=(0.5, 0.95, 0.99), sel=SEL):
-    return [(quantile(q, metric, by, sel), f"p{int(q * 100)} {{{{{by}}}}}") for q in qs]
+def latency(metric, by=BY_INSTANCE, qs=(0.5, 0.95, 0.99), sel=SEL, legend="instance"):
+    return [(quantile(q, metric, by, sel), f"p{int(q * 100)} {{{{{legend}}}}}") for q in qs]
 
 
 def each_tier(template, joiner=" or "):
@@ -75,8 +80,8 @@ def engine_process(d, tier):
             "Resident memory of the engine process, measured by the sidecar (NaN while it is not found).",
             "bytes", [(f"{p}memory_used_bytes{{{SEL}}}", "{{instance}}")])
     d.panel("Engine CPU",
-            "CPU time used by the engine process, in cores (1 = one full core), measured by the sidecar.",
-            "short", [(rate(f"{p}cpu_seconds_total"), "{{instance}}")])
+            "CPU seconds per second used by the engine process, measured by the sidecar; 100% is one full core (the unit of the Sidecar CPU panel).",
+            "percentunit", [(rate(f"{p}cpu_seconds_total"), "{{instance}}")])
 
 
 class Dashboard:
@@ -114,7 +119,7 @@ class Dashboard:
                          .datasource(DS_REF)
                          .enable(True)
                          .icon_color("red")
-                         .expr('ALERTS{alertstate="firing", cluster=~"$cluster", job=~"$job"}'))
+                         .expr('ALERTS{alertstate="firing", cluster=~"$cluster", job=~"$job|"}'))
              .with_variable(gd.DatasourceVariable("datasource").label("Data source").type("prometheus")))
         scoped = {"cluster": "", "job": f"{{{CLUSTER}}}", "instance": f'{{{CLUSTER}, job=~"$job"}}'}
         for name, label, regex, all_value in (
@@ -221,12 +226,12 @@ def cluster_overview():
             "short", [('sum by (consumergroup, topic) (kafka_consumergroup_lag{cluster=~"$cluster", job="kafka-exporter", consumergroup=~"ingestion-group-.+"})', "{{consumergroup}} {{topic}}")])
     d.panel("Kafka under-replicated and offline partitions",
             "Partitions whose replicas are not all in sync (per broker), and partitions without a leader (cluster); both should be 0.",
-            "short", [('sum by (instance) (kafka_server_replicamanager_underreplicatedpartitions{cluster=~"$cluster", job="kafka"})', "under-replicated {{instance}}"),
+            "short", [('sum by (cluster, instance) (kafka_server_replicamanager_underreplicatedpartitions{cluster=~"$cluster", job="kafka"})', "under-replicated {{instance}}"),
                       ('sum(kafka_controller_kafkacontroller_offlinepartitionscount{cluster=~"$cluster", job="kafka"}) or vector(0)', "offline")])
     d.panel("Kafka active controllers and ISR shrinks",
             "Brokers acting as controller (must be exactly 1), and in-sync replica set shrinks per second.",
             "short", [('sum(kafka_controller_kafkacontroller_activecontrollercount{cluster=~"$cluster", job="kafka"})', "active controllers"),
-                      (rate("kafka_server_replicamanager_isrshrinks_total", by="instance", sel='cluster=~"$cluster", job="kafka"'), "ISR shrinks {{instance}}")])
+                      (rate("kafka_server_replicamanager_isrshrinks_total", by="cluster, instance", sel='cluster=~"$cluster", job="kafka"'), "ISR shrinks {{instance}}")])
     return d
 
 
@@ -350,6 +355,9 @@ def olap():
     d.panel("Query latency",
             "Query duration quantiles per shard; 60s is the largest bucket, so a value of 60s means at least 60s. Exemplars link to traces.",
             "s", latency("olap_query_duration_seconds"), exemplar=True)
+    d.panel("Mean query time",
+            "Mean query duration per shard, from the histogram's sum and count (the seed's \"SQL query performance\" view); no value without queries.",
+            "s", [(f"{rate('olap_query_duration_seconds_sum')} / ({rate('olap_query_duration_seconds_count')} > 0)", "{{instance}}")])
     d.panel("Query failure ratio (5m)",
             "Failed share of queries over 5m (recording rule; HighOLAPQueryFailureRatio fires above 5%).",
             "percentunit", [('instance:olap_query_failure:ratio_rate5m{cluster=~"$cluster", job=~"$job", instance=~"$instance"}', "{{instance}}")])
@@ -438,7 +446,7 @@ def clock():
             "short", [(f"clock_exporter_source_up{{{SEL}}}", "{{instance}} {{source}}")])
     d.panel("Source probe errors",
             "Failed queries per interval to each time source, by reason (timeout, connect, bad reply, ...).",
-            "short", [(rate("clock_exporter_source_errors_total", by="instance, source, reason", fn="increase"), "{{instance}} {{source}} {{reason}}")])
+            "short", [(rate("clock_exporter_source_errors_total", by="cluster, instance, source, reason", fn="increase"), "{{instance}} {{source}} {{reason}}")])
     d.panel("chrony stratum",
             "Stratum of chronyd on each clock master (1 = directly attached reference, 16 = unsynchronised).",
             "short", [(f"clock_master_chrony_stratum{{{SEL}}}", "{{instance}}")])
@@ -479,56 +487,56 @@ def exporter_health():
             "s", [(f"scrape_duration_seconds{{{SEL}}}", "{{instance}}")])
     d.panel("/metrics render time",
             "p99 of the time a sidecar spends rendering one /metrics response, from its own histogram.",
-            "s", [("histogram_quantile(0.99, sum by (instance, le) (" +
+            "s", [("histogram_quantile(0.99, sum by (cluster, instance, le) (" +
                    each_tier("rate({p}scrape_duration_seconds_bucket{{" + SEL + "}}[$__rate_interval])") +
                    "))", "p99 {{instance}}")], exemplar=True)
     d.row("Ingest")
     d.panel("Samples accepted",
             "StatsD samples and event-log effects applied per second, by source.",
-            "ops", [("sum by (instance, source) (" + each_tier("rate({p}ingest_samples_accepted_total{{" + SEL + "}}[$__rate_interval])") + ")",
+            "ops", [("sum by (cluster, instance, source) (" + each_tier("rate({p}ingest_samples_accepted_total{{" + SEL + "}}[$__rate_interval])") + ")",
                      "{{instance}} {{source}}")])
     d.panel("Inputs rejected",
             "Samples, lines and effects rejected per second, by source and reason; ExporterIngestRejections fires when they persist.",
-            "ops", [("sum by (instance, source, reason) (" + each_tier("rate({p}ingest_rejected_total{{" + SEL + "}}[$__rate_interval])") + ")",
+            "ops", [("sum by (cluster, instance, source, reason) (" + each_tier("rate({p}ingest_rejected_total{{" + SEL + "}}[$__rate_interval])") + ")",
                      "{{instance}} {{source}} {{reason}}")])
     d.panel("Tags dropped and series expired",
             "DogStatsD tags dropped (not declared labels) and labelled series expired by TTL, per second.",
-            "ops", [("sum by (instance) (" + each_tier("rate({p}ingest_tags_dropped_total{{" + SEL + "}}[$__rate_interval])") + ")", "tags dropped {{instance}}"),
-                    ("sum by (instance) (" + each_tier("rate({p}ingest_series_expired_total{{" + SEL + "}}[$__rate_interval])") + ")", "series expired {{instance}}")])
+            "ops", [("sum by (cluster, instance) (" + each_tier("rate({p}ingest_tags_dropped_total{{" + SEL + "}}[$__rate_interval])") + ")", "tags dropped {{instance}}"),
+                    ("sum by (cluster, instance) (" + each_tier("rate({p}ingest_series_expired_total{{" + SEL + "}}[$__rate_interval])") + ")", "series expired {{instance}}")])
     d.row("StatsD")
     d.panel("StatsD datagrams and lines",
             "Datagrams and lines received per second, by listener.",
-            "ops", [("sum by (instance, listener) (" + each_tier("rate({p}statsd_datagrams_total{{" + SEL + "}}[$__rate_interval])") + ")", "datagrams {{instance}} {{listener}}"),
-                    ("sum by (instance, listener) (" + each_tier("rate({p}statsd_lines_total{{" + SEL + "}}[$__rate_interval])") + ")", "lines {{instance}} {{listener}}")])
+            "ops", [("sum by (cluster, instance, listener) (" + each_tier("rate({p}statsd_datagrams_total{{" + SEL + "}}[$__rate_interval])") + ")", "datagrams {{instance}} {{listener}}"),
+                    ("sum by (cluster, instance, listener) (" + each_tier("rate({p}statsd_lines_total{{" + SEL + "}}[$__rate_interval])") + ")", "lines {{instance}} {{listener}}")])
     d.panel("StatsD bytes",
             "StatsD payload bytes received per second, by listener.",
-            "Bps", [("sum by (instance, listener) (" + each_tier("rate({p}statsd_received_bytes_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}} {{listener}}")])
+            "Bps", [("sum by (cluster, instance, listener) (" + each_tier("rate({p}statsd_received_bytes_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}} {{listener}}")])
     d.panel("UDP datagrams dropped",
             "Datagrams the kernel dropped because the sidecar's UDP receive queue was full; ExporterStatsdUdpDrops fires on sustained drops.",
-            "short", [("sum by (instance) (" + each_tier("increase({p}statsd_udp_dropped_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}}")])
+            "short", [("sum by (cluster, instance) (" + each_tier("increase({p}statsd_udp_dropped_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}}")])
     d.row("Event logs")
     d.panel("Log follower behind",
             "Bytes between the follower's position and the end of each event-log file; ExporterLogFollowerBehind fires above 64MiB.",
             "bytes", [(each_tier("{p}log_behind_bytes{{" + SEL + "}}"), "{{instance}} {{path}}")])
     d.panel("Log lines read",
             "Event-log lines read per second, by file.",
-            "ops", [("sum by (instance, path) (" + each_tier("rate({p}log_lines_read_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}} {{path}}")])
+            "ops", [("sum by (cluster, instance, path) (" + each_tier("rate({p}log_lines_read_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}} {{path}}")])
     d.panel("Log bytes read",
             "Event-log bytes read per second, by file.",
-            "Bps", [("sum by (instance, path) (" + each_tier("rate({p}log_read_bytes_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}} {{path}}")])
+            "Bps", [("sum by (cluster, instance, path) (" + each_tier("rate({p}log_read_bytes_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{instance}} {{path}}")])
     d.panel("Files followed, rotations and truncations",
             "Event-log files followed, and rotations and truncations seen per interval.",
             "short", [(each_tier("{p}log_files_followed{{" + SEL + "}}"), "files {{instance}}"),
-                      ("sum by (instance) (" + each_tier("increase({p}log_rotations_total{{" + SEL + "}}[$__rate_interval])") + ")", "rotations {{instance}}"),
-                      ("sum by (instance) (" + each_tier("increase({p}log_truncations_total{{" + SEL + "}}[$__rate_interval])") + ")", "truncations {{instance}}")])
+                      ("sum by (cluster, instance) (" + each_tier("increase({p}log_rotations_total{{" + SEL + "}}[$__rate_interval])") + ")", "rotations {{instance}}"),
+                      ("sum by (cluster, instance) (" + each_tier("increase({p}log_truncations_total{{" + SEL + "}}[$__rate_interval])") + ")", "truncations {{instance}}")])
     d.panel("Open files and follower errors",
             "Event-log files held open (at most ingest.log_max_open_files) and waiting for an open slot, and the follower's errors per interval by reason: scan (a glob could not be expanded), open, read, positions_write (the follower pauses until the positions file can be written).",
             "short", [(each_tier("{p}log_files_open{{" + SEL + "}}"), "open {{instance}}"),
                       (each_tier("{p}log_files_waiting{{" + SEL + "}}"), "waiting {{instance}}"),
-                      ("sum by (instance, reason) (" + each_tier("increase({p}log_follower_errors_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{reason}} {{instance}}")])
+                      ("sum by (cluster, instance, reason) (" + each_tier("increase({p}log_follower_errors_total{{" + SEL + "}}[$__rate_interval])") + ")", "{{reason}} {{instance}}")])
     d.row("Process")
     d.panel("Sidecar CPU",
-            "CPU seconds per second used by each sidecar process.",
+            "CPU seconds per second used by each sidecar process; 100% is one full core.",
             "percentunit", [(rate("process_cpu_seconds_total"), "{{instance}}")])
     d.panel("Sidecar memory",
             "Resident memory of each sidecar process.",

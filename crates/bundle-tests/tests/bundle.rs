@@ -917,6 +917,31 @@ fn dashboards_follow_the_conventions() {
         }
     }
     assert!(all.len() >= 30, "only {} panels", all.len());
+    // Per-instance aggregations keep `cluster`: equal addresses of two clusters sharing a
+    // store must not be summed into one series.
+    let by_instance = regex::Regex::new(r"by \(([^)]*)\)").expect("regex");
+    for (at, expr) in dashboard_exprs() {
+        for c in by_instance.captures_iter(&expr) {
+            let labels: Vec<&str> = c[1].split(',').map(str::trim).collect();
+            assert!(
+                !labels.contains(&"instance") || labels.contains(&"cluster"),
+                "{at}: aggregates by instance without cluster: {expr}"
+            );
+        }
+    }
+    // The alert annotation keeps alerts that have no job label (cluster-wide ones).
+    for f in dashboard_files() {
+        let v = json(&f);
+        for a in v["annotations"]["list"].as_array().into_iter().flatten() {
+            if let Some(e) = a["expr"].as_str().filter(|e| e.contains("ALERTS")) {
+                assert!(
+                    e.contains(r#"job=~"$job|""#),
+                    "{}: the alert annotation drops alerts without a job: {e}",
+                    f.display()
+                );
+            }
+        }
+    }
 }
 
 #[test]
