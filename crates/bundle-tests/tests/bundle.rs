@@ -52,6 +52,11 @@ const MONITORING_STACK_NAMES: &[&str] = &[
     "alertmanager_notifications_total",
     "vmalert_execution_errors_total",
     "vmalert_alerts_send_errors_total",
+    // read by the runbooks only
+    "prometheus_notifications_queue_length",
+    "prometheus_remote_storage_samples_failed_total",
+    "prometheus_remote_storage_shards",
+    "vmalert_alerting_rules_error",
 ];
 
 /// Kafka broker MBeans as the JMX exporter formats them (`domain<key=value, ...><>attribute`),
@@ -647,6 +652,68 @@ fn runbooks_quote_their_alert_from_the_rule_files() {
         stale.is_empty(),
         "runbooks whose head differs from the rule (severity, for, file, expression): {stale:?}; \
          run UPDATE_RUNBOOKS=1 cargo test -p bundle-tests --test bundle runbooks_quote"
+    );
+}
+
+/// Every PromQL query a runbook gives names series that exist (the schemas, the recording
+/// rules, the other exporters and the monitoring stack), and every event-log directory it names
+/// is one the Debian configs follow.
+#[test]
+fn runbook_queries_name_real_series_and_paths() {
+    let recorded: BTreeSet<String> = rules().into_iter().filter_map(|r| r.record).collect();
+    let log_dirs: BTreeSet<String> = files(&root().join("deploy/debian"), ".toml")
+        .iter()
+        .flat_map(|f| {
+            read(f)
+                .lines()
+                .filter_map(|l| {
+                    let at = l.find("/var/log/db/")?;
+                    let rest = &l[at + "/var/log/db/".len()..];
+                    Some(rest.split('/').next()?.to_owned())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(log_dirs.len() >= 4, "log directories: {log_dirs:?}");
+    let mut checked = 0;
+    for page in files(&root().join("docs/runbooks"), ".md") {
+        let text = read(&page);
+        let mut in_promql = false;
+        for line in text.lines() {
+            let t = line.trim();
+            if t.starts_with("```") {
+                in_promql = t == "```promql";
+                continue;
+            }
+            for (i, _) in line.match_indices("/var/log/db/") {
+                let dir = line[i + "/var/log/db/".len()..]
+                    .split(['/', ' ', '`', ','])
+                    .next()
+                    .unwrap_or_default();
+                assert!(
+                    dir.starts_with('{') || log_dirs.contains(dir),
+                    "{}: /var/log/db/{dir} is not a directory the Debian configs follow ({log_dirs:?})",
+                    page.display()
+                );
+            }
+            // Placeholders such as <tier>_exporter_... stand for several names.
+            if !in_promql || t.contains("<tier>") {
+                continue;
+            }
+            let query = t.split(" # ").next().unwrap_or_default();
+            let names = metric_names(query);
+            let unknown = unknown_names(&names, &recorded);
+            assert!(
+                unknown.is_empty(),
+                "{}: query names series nothing exposes: {unknown:?}: {t}",
+                page.display()
+            );
+            checked += names.len();
+        }
+    }
+    assert!(
+        checked >= 60,
+        "only {checked} series names checked in the runbooks"
     );
 }
 
