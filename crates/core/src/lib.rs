@@ -3,6 +3,7 @@
 //! sources (StatsD, event logs, probes) → schema-checked updates → registry → `/metrics`.
 
 pub mod config;
+pub mod connections;
 pub mod docs;
 pub mod exposition;
 pub mod health;

@@ -13,7 +13,8 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::schema::{Schema, SchemaError};
 use crate::{
-    ingest, logging, probe, process, profiling, reload, server, telemetry, web_config, REVISION,
+    connections, ingest, logging, probe, process, profiling, reload, server, telemetry, web_config,
+    REVISION,
 };
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -313,45 +314,26 @@ async fn serve(
         "serving {} on {addr}", config.web.telemetry_path
     );
 
-    let handle = axum_server::Handle::new();
-    let signal_handle = handle.clone();
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         wait_for_signal(reload_tx).await;
         tracing::info!(target: "main", event = "shutdown", "signal received, stopping");
         stop.trigger();
-        signal_handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        let _ = stopping_tx.send(());
     });
-    let served = match tls {
-        Some(rustls) => {
-            let mut server = axum_server::from_tcp_rustls(listener, rustls)
-                .map_err(|e| format!("listener: {e}"))?;
-            limit_http(server.http_builder(), &config);
-            server.handle(handle).serve(app.into_make_service()).await
-        }
-        None => {
-            let mut server =
-                axum_server::from_tcp(listener).map_err(|e| format!("listener: {e}"))?;
-            limit_http(server.http_builder(), &config);
-            server.handle(handle).serve(app.into_make_service()).await
-        }
+    let policy = connections::Policy {
+        max_connections: config.web.max_connections,
+        read_timeout: Duration::from_secs(config.web.header_read_timeout_seconds),
     };
+    let served = connections::serve(listener, tls, app, policy, async {
+        let _ = stopping.await;
+    })
+    .await;
     // Give sources the chance to persist state (log positions) before exiting.
     for h in handles {
         let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
     }
     served.map_err(|e| format!("server: {e}"))
-}
-
-/// A client that opens a connection and sends its request headers slowly (or never, or idles
-/// between keep-alive requests) is cut off after `web.header_read_timeout_seconds`.
-fn limit_http(
-    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-    config: &Config,
-) {
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(config.web.header_read_timeout_seconds));
 }
 
 /// Expires idle engine series; how often follows the shortest expiry, which a reload may

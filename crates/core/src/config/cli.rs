@@ -72,6 +72,11 @@ pub const FLAGS: &[Flag] = &[
         "Scrapes served at once; more get 503 (0: no limit)",
     ),
     Flag::one(
+        "web.max-connections",
+        "web.max_connections",
+        "Connections open at once; over it, the connection idle longest is closed",
+    ),
+    Flag::one(
         "web.header-read-timeout-seconds",
         "web.header_read_timeout_seconds",
         "Close a connection whose request headers do not arrive within this time",

@@ -56,6 +56,13 @@ pub struct WebConfig {
     /// between keep-alive requests.
     #[serde(default = "default_header_read_timeout_seconds")]
     pub header_read_timeout_seconds: u64,
+    /// Connections open at once; a new one over the limit closes the one idle longest.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    256
 }
 
 fn default_max_requests() -> usize {
@@ -162,6 +169,7 @@ impl Config {
                 enable_lifecycle: false,
                 max_requests: default_max_requests(),
                 header_read_timeout_seconds: default_header_read_timeout_seconds(),
+                max_connections: default_max_connections(),
             },
             log: LogConfig {
                 level: "info".into(),
@@ -246,6 +254,12 @@ impl Config {
         }
         if let Some(addr) = &self.engine.address {
             parse_listen_addr(addr).map_err(|e| ConfigError::invalid("engine.address", e))?;
+        }
+        if self.web.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "web.max_connections",
+                "must be at least 1",
+            ));
         }
         if self.web.header_read_timeout_seconds == 0 {
             return Err(ConfigError::invalid(
