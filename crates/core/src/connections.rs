@@ -174,8 +174,8 @@ pub async fn serve(
         };
         // Reap finished connection tasks as we go.
         while tasks.try_join_next().is_some() {}
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) if is_out_of_fds(&e) => {
                 // Free a descriptor by closing the idlest connection; if none is idle, wait.
                 if !table.evict_idlest() {
@@ -193,7 +193,7 @@ pub async fn serve(
         let (id, slot) = table.admit(policy.max_connections);
         let (table, tls, app) = (table.clone(), tls.clone(), app.clone());
         tasks.spawn(async move {
-            connection(stream, tls, app, policy, slot).await;
+            connection(stream, peer, tls, app, policy, slot).await;
             table.remove(id);
         });
     }
@@ -209,13 +209,14 @@ fn is_out_of_fds(e: &std::io::Error) -> bool {
 
 async fn connection(
     stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     app: Router,
     policy: Policy,
     slot: Arc<Slot>,
 ) {
     match tls {
-        None => http1(stream, app, policy, slot).await,
+        None => http1(stream, peer, app, policy, slot).await,
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.get_inner());
             let handshake = tokio::select! {
@@ -223,7 +224,7 @@ async fn connection(
                 r = tokio::time::timeout(policy.read_timeout, acceptor.accept(stream)) => r,
             };
             match handshake {
-                Ok(Ok(stream)) => http1(stream, app, policy, slot).await,
+                Ok(Ok(stream)) => http1(stream, peer, app, policy, slot).await,
                 Ok(Err(e)) => {
                     tracing::debug!(target: "web", event = "tls_handshake_failed", error = %e)
                 }
@@ -233,14 +234,17 @@ async fn connection(
     }
 }
 
-async fn http1<I>(io: I, app: Router, policy: Policy, slot: Arc<Slot>)
+async fn http1<I>(io: I, peer: std::net::SocketAddr, app: Router, policy: Policy, slot: Arc<Slot>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = {
         let slot = slot.clone();
-        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
             let (app, busy) = (app.clone(), Busy::new(slot.clone()));
+            // The peer, for handlers that tell clients apart (the bcrypt scheduler).
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             async move {
                 let response: Response = match app.oneshot(req.map(Body::new)).await {
                     Ok(r) => r,

@@ -111,6 +111,15 @@ impl Reloader {
         if tls.is_some() != self.tls.is_some() {
             return Err("web config: turning TLS on or off needs a restart".into());
         }
+        // A truncated web config file, a config.toml without its [web] table: a reload must
+        // never drop authentication silently. Turning it off is a restart, which is logged.
+        let new_auth = security.as_ref().is_some_and(|s| s.auth.is_some());
+        if self.web.auth.load().is_some() && !new_auth {
+            return Err(
+                "web config: the new configuration has no basic_auth_users; turning authentication off needs a restart"
+                    .into(),
+            );
+        }
         logtail::check_globs(&new.ingest.log_path).map_err(|e| format!("ingest.log_path: {e}"))?;
         if self.follower.is_none() && !new.ingest.log_path.is_empty() {
             return Err("ingest.log_path: no event log was followed at start-up; starting to follow one needs a restart".into());
@@ -124,6 +133,9 @@ impl Reloader {
             Some(s) => (s.auth.map(Arc::new), s.headers),
             None => (None, Vec::new()),
         };
+        if let (Some(new), Some(old)) = (&auth, self.web.auth.load_full()) {
+            new.inherit(&old);
+        }
         self.web.auth.store(auth);
         self.web.headers.store(Arc::new(headers));
         self.metrics.set_limits(limits(&new));

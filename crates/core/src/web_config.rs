@@ -1,11 +1,12 @@
 //! `--web.config.file`: TLS and basic auth in the Prometheus exporter-toolkit format, so the
 //! same file works for node_exporter and for us.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use rustls::server::WebPkiClientVerifier;
@@ -296,24 +297,42 @@ fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'stat
 }
 
 /// Basic auth against bcrypt hashes. bcrypt is slow on purpose, so a header that passed is
-/// remembered and checked again without bcrypt; the lock is held only for that lookup, never
-/// during bcrypt. A user name that does not exist costs one bcrypt of the same cost as a real
-/// one, so timing does not tell which names exist.
+/// remembered and checked again without bcrypt, and so is a header that failed (for a while):
+/// a client repeating a wrong password costs one bcrypt, not one per request. The locks are
+/// held only for lookups, never during bcrypt. A user name that does not exist costs one bcrypt
+/// of the same cost as a real one, so timing does not tell which names exist.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
-    /// What an unknown user is checked against.
-    dummy_hash: String,
+    /// The users' highest cost, for the dummy hash.
+    cost: u32,
+    /// What an unknown user is checked against; hashed on first use, off the async workers
+    /// (building it on a reload stalled serving for a bcrypt).
+    dummy_hash: OnceLock<String>,
     verified: Mutex<HashSet<String>>,
+    failed: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a failed header is refused without bcrypt, and how many are remembered.
+const FAILED_TTL: Duration = Duration::from_secs(300);
+const FAILED_MAX: usize = 4096;
 
 /// Outcome of the cheap part of a check.
 pub enum Precheck {
     /// Passed before: no bcrypt needed.
     Cached,
-    /// Malformed or missing: refused without bcrypt.
+    /// Malformed, missing, or failed recently: refused without bcrypt.
     Refused,
-    /// Needs a bcrypt verification ([`BasicAuth::verify`]).
+    /// Needs a bcrypt verification ([`BasicAuth::verify`]) of this normalised header.
     Verify(String),
+}
+
+/// `Basic <token68>` with the scheme in any case and any run of spaces (RFC 7617, RFC 7235
+/// `1*SP`), normalised so that spellings of one credential share their cache entries.
+fn normalise(header: &str) -> Option<String> {
+    let (scheme, rest) = header.split_once(' ')?;
+    let token = rest.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("basic") && !token.is_empty() && !token.contains(' '))
+        .then(|| format!("Basic {token}"))
 }
 
 impl BasicAuth {
@@ -324,51 +343,76 @@ impl BasicAuth {
             .map(|p| p.get_cost())
             .max()
             .unwrap_or(bcrypt::DEFAULT_COST);
-        let dummy_hash = bcrypt::hash("not a password anyone has", cost).unwrap_or_default();
         BasicAuth {
             users,
-            dummy_hash,
+            cost,
+            dummy_hash: OnceLock::new(),
             verified: Mutex::new(HashSet::new()),
+            failed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps the headers `old` verified for users whose hash did not change, so that a reload
+    /// does not send every scraper back through bcrypt (behind whoever is guessing).
+    pub fn inherit(&self, old: &BasicAuth) {
+        let kept: Vec<String> = old
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|h| {
+                decode(h).is_some_and(|(user, _)| {
+                    old.users.contains_key(&user) && old.users.get(&user) == self.users.get(&user)
+                })
+            })
+            .cloned()
+            .collect();
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(kept);
     }
 
     /// The cheap part: a header seen valid before, or one that cannot be valid.
     pub fn precheck(&self, header: Option<&str>) -> Precheck {
-        let Some(header) = header else {
+        let Some(header) = header.and_then(normalise) else {
             return Precheck::Refused;
         };
         if self
             .verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(header)
+            .contains(&header)
         {
             return Precheck::Cached;
         }
-        if header.starts_with("Basic ") {
-            Precheck::Verify(header.to_owned())
-        } else {
-            Precheck::Refused
+        let failed_recently = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&header)
+            .is_some_and(|at| at.elapsed() < FAILED_TTL);
+        if failed_recently || decode(&header).is_none() {
+            return Precheck::Refused;
         }
+        Precheck::Verify(header)
     }
 
-    /// The bcrypt part, run off the async workers; remembers a header that passes.
+    /// The bcrypt part, run off the async workers; remembers the outcome.
     pub fn verify(&self, header: &str) -> bool {
-        let Some((user, password)) = header
-            .strip_prefix("Basic ")
-            .and_then(|e| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(e.trim())
-                    .ok()
-            })
-            .and_then(|d| String::from_utf8(d).ok())
-            .and_then(|d| d.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
-        else {
+        let Some((user, password)) = decode(header) else {
             return false;
         };
         let (hash, known) = match self.users.get(&user) {
             Some(h) => (h.as_str(), true),
-            None => (self.dummy_hash.as_str(), false),
+            None => (
+                self.dummy_hash
+                    .get_or_init(|| {
+                        bcrypt::hash("not a password anyone has", self.cost).unwrap_or_default()
+                    })
+                    .as_str(),
+                false,
+            ),
         };
         let ok = bcrypt::verify(&password, hash).unwrap_or(false) && known;
         if ok {
@@ -378,6 +422,15 @@ impl BasicAuth {
                 verified.clear();
             }
             verified.insert(header.to_owned());
+        } else {
+            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            if failed.len() >= FAILED_MAX {
+                failed.retain(|_, at| at.elapsed() < FAILED_TTL);
+                if failed.len() >= FAILED_MAX {
+                    failed.clear();
+                }
+            }
+            failed.insert(header.to_owned(), Instant::now());
         }
         ok
     }
@@ -390,6 +443,17 @@ impl BasicAuth {
             Precheck::Verify(h) => self.verify(&h),
         }
     }
+}
+
+/// User and password of a normalised `Basic` header.
+fn decode(header: &str) -> Option<(String, String)> {
+    let token = header.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
 }
 
 #[cfg(test)]
@@ -413,26 +477,48 @@ mod tests {
         assert!(!auth.check(Some("Bearer x")));
         assert!(!auth.check(Some("Basic !!!")));
         assert!(!auth.check(None));
+        // The scheme in any case, any run of spaces; empty credentials refused.
+        let good = header("alice", "s3cret");
+        let token = good.trim_start_matches("Basic ");
+        assert!(auth.check(Some(&format!("bAsIc {token}"))));
+        assert!(auth.check(Some(&format!("Basic   {token}"))));
+        assert!(!auth.check(Some("Basic  ")));
+        assert!(!auth.check(Some(&format!("Basic {token} x"))));
+        // A repeated failure is refused without bcrypt; a reload keeps alice's login.
+        assert!(matches!(
+            auth.precheck(Some(&header("alice", "wrong"))),
+            Precheck::Refused
+        ));
+        let reloaded = BasicAuth::new(auth.users.clone());
+        reloaded.inherit(&auth);
+        assert!(matches!(reloaded.precheck(Some(&good)), Precheck::Cached));
+        let changed =
+            BasicAuth::new([("alice".to_owned(), bcrypt::hash("other", 4).expect("hash"))].into());
+        changed.inherit(&auth);
+        assert!(matches!(changed.precheck(Some(&good)), Precheck::Verify(_)));
     }
 
     #[test]
     fn unknown_users_cost_a_bcrypt_too() {
         let hash = bcrypt::hash("s3cret", 6).expect("hash");
         let auth = BasicAuth::new([("alice".to_owned(), hash)].into());
+        // "alice0" is alice with password "0" wrong... the user is the part before ':'.
         let header = |u: &str| {
+            let (user, pass) = u.split_at(u.len() - 1);
             format!(
                 "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{u}:nope"))
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:nope{pass}"))
             )
         };
-        let time = |h: &str| {
+        // Distinct wrong passwords: a repeated failure is refused from memory.
+        let time = |user: &str| {
             let t = std::time::Instant::now();
-            for _ in 0..3 {
-                assert!(!auth.check(Some(h)));
+            for i in 0..3 {
+                assert!(!auth.check(Some(&header(&format!("{user}{i}")))));
             }
             t.elapsed()
         };
-        let (known, unknown) = (time(&header("alice")), time(&header("mallory")));
+        let (known, unknown) = (time("alice"), time("mallory"));
         // Same cost: within a factor, where a skipped bcrypt would be ~1000x faster.
         assert!(unknown * 4 > known, "known {known:?}, unknown {unknown:?}");
     }

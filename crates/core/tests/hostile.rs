@@ -180,3 +180,159 @@ fn partial_headers_cannot_exhaust_memory() {
     assert!(took[took.len() - 1] < Duration::from_secs(1), "{took:?}");
     drop(held);
 }
+
+/// A connection to `to` from the loopback address `from` (any of 127.0.0.0/8), as a client
+/// on another host would come.
+fn connect_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(to) = to else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket, bound and connected with valid sockaddr_in values; its fd is
+    // handed to TcpStream (which closes it) or closed here on error.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let local = sockaddr(from, 0);
+        let remote = sockaddr(*to.ip(), to.port());
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0
+            || libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0
+        {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(TcpStream::from_raw_fd(fd))
+    }
+}
+
+/// One GET with an Authorization header over a fresh connection from `from`; the status.
+fn get_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr, auth: &str) -> Option<u16> {
+    let mut s = connect_from(from, to).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// 100 clients (from 100 loopback addresses) guessing passwords, each guess new, while the
+/// exporter reloads: a valid login that is not remembered yet is answered within a scrape
+/// budget, and reloads (which used to hash a bcrypt on the serving thread) never stall
+/// /-/healthy.
+#[test]
+fn password_guessing_and_reloads_do_not_stall_a_valid_login() {
+    let dir = testkit::TempDir::new("hostile-auth");
+    let web = dir.join("web.yml");
+    // Cost 10, the usual one (about 60 ms a check here); one user per round, each logging in
+    // for the first time in its round.
+    let mut users = String::from("basic_auth_users:\n");
+    for round in 0..5 {
+        let hash = bcrypt::hash(format!("right-{round}"), 10).unwrap();
+        users.push_str(&format!("  scraper{round}: '{hash}'\n"));
+    }
+    std::fs::write(&web, users).unwrap();
+    let exp = Exporter::start(BIN, &[&format!("--web.config.file={}", web.display())]);
+    let url = exp.url("/metrics");
+    let addr = exp.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let guesses = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let attackers: Vec<_> = (0..100)
+        .map(|i| {
+            let (stop, guesses) = (stop.clone(), guesses.clone());
+            let from = std::net::Ipv4Addr::new(127, 0, 0, 2 + i as u8);
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(40);
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline
+                {
+                    let h = basic("scraper0", &format!("guess-{i}-{n}"));
+                    if let Some(status) = get_from(from, addr, &h) {
+                        assert_eq!(status, 401);
+                    }
+                    guesses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    // The first wave (every source new, none known to guess yet) costs one bcrypt each;
+    // from then on each guessing source gets one check at a time and one slot in all.
+    let wave = Instant::now();
+    while guesses.load(std::sync::atomic::Ordering::Relaxed) < 100
+        && wave.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("first wave of 100 new sources: {:?}", wave.elapsed());
+    let mut first_logins = Vec::new();
+    let mut healthy = Vec::new();
+    for round in 0..5 {
+        // A reload, then a user logging in for the first time (not remembered yet).
+        let valid = basic(&format!("scraper{round}"), &format!("right-{round}"));
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &exp.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        let t = Instant::now();
+        let r = testkit::try_request(
+            "GET",
+            &exp.url("/-/healthy"),
+            &[("Authorization", &basic("scraper0", "right-0"))],
+        )
+        .unwrap_or_else(|e| panic!("healthy failed: {e}"));
+        assert_eq!(r.status, 200);
+        healthy.push(t.elapsed());
+        let t = Instant::now();
+        let r = testkit::try_request("GET", &url, &[("Authorization", &valid)])
+            .unwrap_or_else(|e| panic!("valid scrape failed: {e}"));
+        first_logins.push(t.elapsed());
+        assert_eq!(r.status, 200, "a valid login was refused under guessing");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        a.join().unwrap();
+    }
+    first_logins.sort();
+    healthy.sort();
+    eprintln!(
+        "{} guesses from 100 clients: first valid logins max {:?}, /-/healthy after SIGHUP max {:?}",
+        guesses.load(std::sync::atomic::Ordering::Relaxed),
+        first_logins[first_logins.len() - 1],
+        healthy[healthy.len() - 1]
+    );
+    assert!(
+        first_logins[first_logins.len() - 1] < Duration::from_secs(1),
+        "{first_logins:?}"
+    );
+    assert!(
+        healthy[healthy.len() - 1] < Duration::from_secs(1),
+        "{healthy:?}"
+    );
+}

@@ -285,3 +285,73 @@ fn reload_rotates_the_tls_certificate_seen_by_curl() {
     // The old certificate is no longer trusted for this server.
     assert_ne!(curl("old.pem"), "200");
 }
+
+/// A reload never drops authentication: an emptied web config file, a config.toml without
+/// its [web] table, or one emptied altogether are refused, and unauthenticated scrapes stay
+/// refused.
+#[test]
+fn a_reload_cannot_turn_basic_auth_off() {
+    let dir = TempDir::new("reload-auth");
+    let log = dir.join("a.log");
+    append(&log, 0, "transaction_committed");
+    let (config, web) = (dir.join("exporter.toml"), dir.join("web.yml"));
+    users(&web, "alice", "one");
+    write_config(&config, &[&log], &web, 50, "");
+    let exp = Exporter::start(BIN, &[&format!("--config.file={}", config.display())]);
+    let alice = basic("alice", "one");
+    let reload_refused = |what: &str| {
+        let hup = Command::new("kill")
+            .args(["-HUP", &exp.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        let refused = eventually(Duration::from_secs(10), || {
+            let text = scrape(&exp, &alice);
+            (sample_value(&text, &format!("{SELF}config_last_reload_successful")) == Some(0.0))
+                .then_some(())
+        });
+        assert!(
+            refused.is_some(),
+            "{what}: reload not refused: {}",
+            exp.logs()
+        );
+        assert_eq!(
+            exp.get("/metrics", &[]).status,
+            401,
+            "{what}: served without credentials"
+        );
+    };
+    let mut logs_before = exp.logs().matches("authentication off").count();
+    for (what, apply) in [
+        ("web.yml emptied", 0),
+        ("config.toml without [web]", 1),
+        ("config.toml emptied", 2),
+    ] {
+        match apply {
+            0 => std::fs::write(&web, "").unwrap(),
+            1 => {
+                users(&web, "alice", "one");
+                std::fs::write(&config, "[ingest]\nseries_limit = 50\n").unwrap();
+            }
+            _ => std::fs::write(&config, "").unwrap(),
+        }
+        reload_refused(what);
+        let logged = exp.logs().matches("authentication off").count();
+        assert!(logged > logs_before, "{what}: not logged: {}", exp.logs());
+        logs_before = logged;
+        // Back to the good configuration: the reload succeeds again.
+        users(&web, "alice", "one");
+        write_config(&config, &[&log], &web, 50, "");
+        let hup = Command::new("kill")
+            .args(["-HUP", &exp.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        wait_value(
+            &exp,
+            &alice,
+            &format!("{SELF}config_last_reload_successful"),
+            1.0,
+        );
+    }
+}
