@@ -336,3 +336,30 @@ fn password_guessing_and_reloads_do_not_stall_a_valid_login() {
         "{healthy:?}"
     );
 }
+
+/// One datagram with a tiny sample rate or a huge increment cannot poison a counter: it is
+/// rejected and counted, and later increments count.
+#[test]
+fn a_poisonous_statsd_sample_is_rejected_and_later_ones_count() {
+    let exp = Exporter::start(BIN, &[]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for line in [
+        "fixture_cache_hits_total:1|c|@1e-300",
+        "fixture_cache_hits_total:1e300|c",
+        "fixture_cache_hits_total:1|c",
+        "fixture_cache_hits_total:2|c|@0.5",
+    ] {
+        sock.send_to(line.as_bytes(), exp.statsd).unwrap();
+    }
+    let text = exp.wait_for_value("fixture_cache_hits_total", 5.0, Duration::from_secs(10));
+    let rejected = |reason: &str| {
+        testkit::sample_value(
+            &text,
+            &format!(
+                "fixture_exporter_ingest_rejected_total{{source=\"statsd\",reason=\"{reason}\"}}"
+            ),
+        )
+    };
+    assert_eq!(rejected("invalid_sample_rate"), Some(1.0), "{text}");
+    assert_eq!(rejected("invalid_value"), Some(1.0), "{text}");
+}

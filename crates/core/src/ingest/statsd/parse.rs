@@ -222,7 +222,7 @@ fn parse_sample<'a>(
     for field in fields {
         match field.first() {
             Some(b'@') => match parse_f64(&field[1..]) {
-                Some(r) if r > 0.0 && r <= 1.0 => rate = r,
+                Some(r) if (MIN_SAMPLE_RATE..=1.0).contains(&r) => rate = r,
                 _ => return out(Err(ParseError::InvalidSampleRate)),
             },
             Some(b'#') => tags = &field[1..],
@@ -236,6 +236,14 @@ fn parse_sample<'a>(
     }
 }
 
+/// The lowest sample rate honoured (`@0.001`): a sampled sample stands for at most 1,000, so
+/// one datagram cannot add 1e300 to a counter (`@1e-300`) and poison it for ever.
+pub const MIN_SAMPLE_RATE: f64 = 0.001;
+
+/// The largest a counter sample may add (2^53, after its rate): above it a float count is no
+/// longer exact, and one datagram would swamp every later increment.
+pub const MAX_COUNTER_INCREMENT: f64 = 9_007_199_254_740_992.0;
+
 /// One sample of a line: its value (`raw`, untrimmed) read, the rest as parsed.
 fn sample<'a>(
     name: &'a [u8],
@@ -245,10 +253,14 @@ fn sample<'a>(
     tags: &'a [u8],
 ) -> Result<Sample<'a>, ParseError> {
     let raw = trim(raw);
+    let value = parse_f64(raw).ok_or(ParseError::InvalidValue)?;
+    if kind == Kind::Counter && value.abs() / rate > MAX_COUNTER_INCREMENT {
+        return Err(ParseError::InvalidValue);
+    }
     Ok(Sample {
         name,
         kind,
-        value: parse_f64(raw).ok_or(ParseError::InvalidValue)?,
+        value,
         signed: matches!(raw.first(), Some(b'+' | b'-')),
         rate,
         tags,
@@ -423,6 +435,10 @@ mod tests {
             ("a:1|s", ParseError::SetNotSupported),
             ("a:1|c|@0", ParseError::InvalidSampleRate),
             ("a:1|c|@2", ParseError::InvalidSampleRate),
+            ("a:1|c|@1e-300", ParseError::InvalidSampleRate),
+            ("a:1|c|@0.0009", ParseError::InvalidSampleRate),
+            ("a:1e300|c", ParseError::InvalidValue),
+            ("a:9007199254740992|c|@0.5", ParseError::InvalidValue),
             ("a:1|c|@x", ParseError::InvalidSampleRate),
         ];
         for (line, want) in cases {
