@@ -175,10 +175,23 @@ impl ClockProbes {
     pub fn start(&self) {
         let me = self.clone();
         let interval = self.config.interval;
+        // adjtimex and the PHC ioctls are system calls: they run on a blocking thread, so a
+        // device that hangs shows as a failed source, and never stalls serving or shutdown.
         tokio::spawn(async move {
+            let mut hung: Option<tokio::task::JoinHandle<()>> = None;
+            let budget = interval.max(std::time::Duration::from_secs(1));
             loop {
-                me.refresh_kernel();
-                me.refresh_ptp();
+                let mut task = hung.take().unwrap_or_else(|| {
+                    let me = me.clone();
+                    tokio::task::spawn_blocking(move || {
+                        me.refresh_kernel();
+                        me.refresh_ptp();
+                    })
+                });
+                if tokio::time::timeout(budget, &mut task).await.is_err() {
+                    me.ptp_hung(budget);
+                    hung = Some(task);
+                }
                 tokio::time::sleep(interval).await;
             }
         });
@@ -255,6 +268,20 @@ impl ClockProbes {
                     st.failure(&label, e.reason(), e.to_string());
                 }
             }
+        }
+    }
+
+    /// The PHC reads have not come back within `budget`: every PTP source is down until they
+    /// do.
+    fn ptp_hung(&self, budget: std::time::Duration) {
+        let mut st = lock(&self.state);
+        for dev in &self.config.ptp_devices {
+            st.ptp.remove(dev);
+            st.failure(
+                &ptp::source_label(dev),
+                "timeout",
+                format!("reading {dev} has not finished in {budget:?}"),
+            );
         }
     }
 

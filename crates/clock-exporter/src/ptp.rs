@@ -146,10 +146,23 @@ fn dynamic_clock(f: &File) -> std::io::Result<Sample> {
 
 /// Measures `device` once.
 pub fn measure(device: &Path) -> Result<Sample, Error> {
-    if !device.exists() {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let Ok(meta) = std::fs::metadata(device) else {
         return Err(Error::NotFound(device.display().to_string()));
+    };
+    // A PHC is a character device; anything else (a FIFO, whose open would block the probe
+    // for ever) is refused before opening, and the open never waits.
+    if !meta.file_type().is_char_device() {
+        return Err(Error::Open(format!(
+            "{}: not a character device",
+            device.display()
+        )));
     }
-    let f = File::open(device).map_err(|e| Error::Open(format!("{}: {e}", device.display())))?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(device)
+        .map_err(|e| Error::Open(format!("{}: {e}", device.display())))?;
     match sys_offset_ioctl(&f) {
         Ok(s) => Ok(s),
         Err(ioctl_err) => dynamic_clock(&f).map_err(|e| {

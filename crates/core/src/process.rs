@@ -146,6 +146,26 @@ impl ProcessReader {
     }
 }
 
+/// Whether process `pid` is called `name`: its kernel name (`comm`, cut at 15 bytes) or the
+/// file name of its argv[0], as [`ProcessReader::find_by_name`] matches.
+pub fn is_named(pid: u32, name: &str) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let comm = comm.trim_end_matches('\n');
+    if !comm.is_empty() && (comm == name || (comm.len() == 15 && name.starts_with(comm))) {
+        return true;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .and_then(|c| {
+            let argv0 = c.split(|&b| b == 0).next()?.to_vec();
+            let argv0 = String::from_utf8(argv0).ok()?;
+            Path::new(&argv0)
+                .file_name()
+                .map(|f| f.to_string_lossy() == name)
+        })
+        .unwrap_or(false)
+}
+
 impl Default for ProcessReader {
     fn default() -> Self {
         ProcessReader::new()

@@ -152,6 +152,9 @@ pub fn run(tier: Tier) -> ExitCode {
         }
         result
     });
+    // A probe thread stuck in a system call (a hung device or /proc read) must not keep the
+    // process from exiting.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

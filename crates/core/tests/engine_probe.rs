@@ -130,3 +130,42 @@ fn engine_found_by_listening_address_and_up_needs_connections() {
         serde_json::from_slice(&exporter.get("/health", &[]).body).unwrap();
     assert_eq!(health["sources"]["engine"]["state"], "degraded", "{health}");
 }
+
+/// A stale pid file that points at another process is not the engine when a process name is
+/// also given; a pid file that is a FIFO is not read (it would block the probe for ever) and
+/// the probe reports the engine down instead of "starting".
+#[test]
+fn a_stale_or_fifo_pid_file_is_not_trusted() {
+    let dir = TempDir::new("pidfile-hostile");
+    let mut other = spawn_engine(&dir, "unrelated");
+    let stale = dir.join("stale.pid");
+    std::fs::write(&stale, other.id().to_string()).unwrap();
+    let exp = Exporter::start(
+        BIN,
+        &[
+            &format!("--engine.pid-file={}", stale.display()),
+            "--engine.process-name=the-real-engine",
+        ],
+    );
+    wait_for(&exp, "fixture_exporter_engine_up", 0.0);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(value(&exp, "fixture_exporter_engine_up"), Some(0.0));
+    drop(exp);
+
+    let fifo = dir.join("fifo.pid");
+    let c = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: mkfifo on a path in our temp dir.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let exp = Exporter::start(BIN, &[&format!("--engine.pid-file={}", fifo.display())]);
+    wait_for(&exp, "fixture_exporter_engine_up", 0.0);
+    let health = exp.get("/health", &[]).text();
+    let up = eventually(REFIND, || {
+        value(&exp, "fixture_exporter_source_up{source=\"engine\"}").filter(|v| *v == 0.0)
+    });
+    assert_eq!(up, Some(0.0), "engine source not down: {health}");
+    let t = std::time::Instant::now();
+    exp.terminate();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let _ = other.kill();
+    let _ = other.wait();
+}

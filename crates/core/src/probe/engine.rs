@@ -139,7 +139,14 @@ impl EngineProbe {
             }
         }
         let pid = if let Some(path) = &self.config.pid_file {
-            pid_from_file(path)
+            // With a name too, the pid must be that process: a stale pid file may point at
+            // whatever reused the number.
+            pid_from_file(path).filter(|pid| {
+                self.config
+                    .process_name
+                    .as_deref()
+                    .is_none_or(|name| crate::process::is_named(*pid, name))
+            })
         } else if let Some(name) = &self.config.process_name {
             self.reader.find_by_name(name)
         } else if let Some(addr) = self.address {
@@ -208,23 +215,37 @@ impl EngineProbe {
         }
     }
 
-    /// Background loop: re-find the engine and check its address every [`REFRESH`].
+    /// Background loop: re-find the engine and check its address every [`REFRESH`]. A look
+    /// that hangs (a /proc read of a process stuck in the kernel) is reported as failed after
+    /// [`REFRESH`] and waited for, never started twice.
     pub async fn run(self, mut ctx: TaskContext, health: SourceHealth) {
+        let mut hung: Option<tokio::task::JoinHandle<Result<String, String>>> = None;
         loop {
-            let probe = self.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let span = tracing::info_span!(target: "probe", "engine.probe", configured = probe.configured(), ok = tracing::field::Empty);
-                let _in_span = span.enter();
-                let r = probe.refresh();
-                probe.sample_cpu();
-                span.record("ok", r.is_ok());
-                r
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("probe task failed: {e}")));
-            match result {
-                Ok(detail) => health.ok(detail),
-                Err(e) => health.degraded("engine not reachable", e),
+            let mut task = hung.take().unwrap_or_else(|| {
+                let probe = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    let span = tracing::info_span!(target: "probe", "engine.probe", configured = probe.configured(), ok = tracing::field::Empty);
+                    let _in_span = span.enter();
+                    let r = probe.refresh();
+                    probe.sample_cpu();
+                    span.record("ok", r.is_ok());
+                    r
+                })
+            });
+            match tokio::time::timeout(REFRESH, &mut task).await {
+                Ok(result) => {
+                    match result.unwrap_or_else(|e| Err(format!("probe task failed: {e}"))) {
+                        Ok(detail) => health.ok(detail),
+                        Err(e) => health.degraded("engine not reachable", e),
+                    }
+                }
+                Err(_) => {
+                    health.degraded(
+                        "engine probe hung",
+                        format!("looking the engine up has not finished in {REFRESH:?}"),
+                    );
+                    hung = Some(task);
+                }
             }
             tokio::select! {
                 _ = ctx.shutdown.wait() => return,
@@ -234,7 +255,12 @@ impl EngineProbe {
     }
 }
 
+/// The pid a pid file holds. Only a regular file is read: a FIFO would block the read for
+/// ever (a probe "starting" for good).
 fn pid_from_file(path: &Path) -> Option<u32> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 

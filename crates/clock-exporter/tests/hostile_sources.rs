@@ -1,0 +1,63 @@
+//! Time sources that hang: a PTP device path that is a FIFO (whose blocking open never
+//! returns) and a chrony "server" that never answers. /metrics keeps answering within 1 s,
+//! each shows as a failed source, and SIGTERM exits within 5 s.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use testkit::{eventually, sample_value, Exporter, TempDir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clock-exporter");
+
+#[test]
+fn a_fifo_ptp_device_and_a_silent_chrony_never_stall_serving_or_shutdown() {
+    let dir = TempDir::new("hostile-clock");
+    let fifo = dir.join("ptp-fifo");
+    let c = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: mkfifo on a path in our temp dir.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A UDP socket that receives chrony's requests and never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let exp = Exporter::start(
+        BIN,
+        &[
+            &format!("--clock.ptp-device={}", fifo.display()),
+            &format!("--clock.chrony-address={}", silent.local_addr().unwrap()),
+        ],
+    );
+    let ptp = format!(
+        "clock_exporter_source_up{{source=\"ptp:{}\"}}",
+        fifo.display()
+    );
+    let chrony = "clock_exporter_source_up{source=\"chronyd\"}";
+    let down = eventually(Duration::from_secs(30), || {
+        let text = exp.scrape_text();
+        (sample_value(&text, &ptp) == Some(0.0) && sample_value(&text, chrony) == Some(0.0))
+            .then_some(text)
+    });
+    assert!(
+        down.is_some(),
+        "sources not reported down: {}",
+        exp.scrape_text()
+    );
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let r = testkit::try_request("GET", &exp.url("/metrics"), &[]).expect("scrape");
+        assert_eq!(r.status, 200);
+        slowest = slowest.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest scrape {slowest:?}"
+    );
+    let t = Instant::now();
+    let status = exp.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "exit took {:?}",
+        t.elapsed()
+    );
+}
