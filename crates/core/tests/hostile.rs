@@ -363,3 +363,45 @@ fn a_poisonous_statsd_sample_is_rejected_and_later_ones_count() {
     assert_eq!(rejected("invalid_sample_rate"), Some(1.0), "{text}");
     assert_eq!(rejected("invalid_value"), Some(1.0), "{text}");
 }
+
+/// A second exporter pointed at a live exporter's Unix StatsD socket refuses it (source down,
+/// saying why) instead of taking it over, and leaves it in place when it stops: the first keeps
+/// receiving.
+#[test]
+fn a_live_unix_statsd_socket_is_not_taken_over() {
+    let dir = testkit::TempDir::new("unixgram-hostile");
+    let path = dir.join("statsd.sock");
+    let flag = format!("--ingest.statsd-unixgram={}", path.display());
+    let first = Exporter::start(BIN, &[&flag]);
+    let second = Exporter::start(BIN, &[&flag]);
+    let down = testkit::eventually(Duration::from_secs(10), || {
+        let text = second.scrape_text();
+        (testkit::sample_value(
+            &text,
+            "fixture_exporter_source_up{source=\"statsd_unixgram\"}",
+        ) == Some(0.0))
+        .then_some(())
+    });
+    assert!(
+        down.is_some(),
+        "second exporter took the socket: {}",
+        second.logs()
+    );
+    assert!(
+        second.logs().contains("already listening"),
+        "{}",
+        second.logs()
+    );
+    second.terminate();
+    assert!(
+        path.exists(),
+        "the second exporter removed the first one's socket"
+    );
+    let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    sender
+        .send_to(b"fixture_cache_hits_total:3|c", &path)
+        .expect("the first exporter's socket is gone");
+    first.wait_for_value("fixture_cache_hits_total", 3.0, Duration::from_secs(10));
+    first.terminate();
+    assert!(!path.exists(), "the first exporter left its socket behind");
+}

@@ -12,7 +12,7 @@ pub mod parse;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -87,7 +87,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
         let health = ctx.health.source("statsd_unixgram");
         let counters = Counters::new(ctx.metrics.clone(), health.clone());
         match bind_unixgram(&path) {
-            Ok(sock) => {
+            Ok((sock, ours)) => {
                 health.ok(format!("listening on unixgram {}", path.display()));
                 tracing::info!(target: "ingest", event = "statsd_listening", listener = "unixgram", path = %path.display());
                 let listener = Listener {
@@ -104,7 +104,10 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
                 match crate::context::source_thread("statsd-unixgram", move || {
                     listener.run(&shutdown);
                     drop(sock);
-                    let _ = std::fs::remove_file(&path);
+                    // Only the socket this exporter created: another may have taken the path.
+                    if std::fs::symlink_metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == ours) {
+                        let _ = std::fs::remove_file(&path);
+                    }
                 }) {
                     Ok(handle) => handles.push(handle),
                     Err(e) => health.failed("not listening", format!("thread: {e}")),
@@ -128,17 +131,28 @@ fn bind_udp(addr: std::net::SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(sock)
 }
 
-fn bind_unixgram(path: &PathBuf) -> io::Result<UnixDatagram> {
-    // A socket left behind by a previous run would make bind fail; anything else at that
-    // path is not ours to delete.
+/// Binds the Unix datagram socket; returns it with the (device, inode) of the path it
+/// created, so that only that socket is removed at exit.
+fn bind_unixgram(path: &PathBuf) -> io::Result<(UnixDatagram, (u64, u64))> {
+    // A socket left behind by a previous run would make bind fail: removed, but only when
+    // nothing listens on it (a connect is refused). A live one belongs to another process
+    // (another exporter): taking it over would leave that one receiving nothing.
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() {
+            let probe = UnixDatagram::unbound()?;
+            if probe.connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "a live socket is already listening there (another exporter?)",
+                ));
+            }
             std::fs::remove_file(path)?;
         }
     }
     let sock = UnixDatagram::bind(path)?;
     let _ = setsockopt(sock.as_raw_fd(), libc::SO_RCVBUF, RCVBUF_BYTES);
-    Ok(sock)
+    let meta = std::fs::symlink_metadata(path)?;
+    Ok((sock, (meta.dev(), meta.ino())))
 }
 
 fn setsockopt(fd: RawFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
