@@ -75,7 +75,9 @@ pub async fn handler(State(profiler): State<Arc<Profiler>>, Query(p): Query<Para
     // async workers.
     let result = tokio::task::spawn_blocking(move || {
         let _running = running;
-        take_profile(Duration::from_secs(seconds))
+        let r = take_profile(Duration::from_secs(seconds));
+        release_memory();
+        r
     })
     .await
     .unwrap_or_else(|e| Err(format!("profiling task failed: {e}")));
@@ -95,6 +97,17 @@ pub async fn handler(State(profiler): State<Arc<Profiler>>, Query(p): Query<Para
             tracing::error!(target: "http", event = "profile_failed", error = %e);
             (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
         }
+    }
+}
+
+/// Gives back what a profile took: the symbol cache that symbolizing filled (the binary's
+/// debug info, over 100 MiB) and the heap pages malloc keeps after freeing them.
+fn release_memory() {
+    backtrace::clear_symbol_cache();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

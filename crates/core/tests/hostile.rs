@@ -405,3 +405,34 @@ fn a_live_unix_statsd_socket_is_not_taken_over() {
     first.terminate();
     assert!(!path.exists(), "the first exporter left its socket behind");
 }
+
+/// A CPU profile's memory is bounded: the profiler keeps one sample table (pprof-rs holds it in
+/// a static, so it is not returned), profiles after the first add nothing, and the symbol
+/// cache symbolizing fills is cleared (docs/security.md gives the cost).
+#[test]
+fn cpu_profiles_cost_a_bounded_amount_of_memory() {
+    let exp = Exporter::start(BIN, &["--web.enable-profiling"]);
+    let before = rss_bytes(exp.pid());
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        let r = testkit::try_request("GET", &exp.url("/debug/pprof/profile?seconds=1"), &[])
+            .expect("profile");
+        assert_eq!(r.status, 200);
+        std::thread::sleep(Duration::from_millis(300));
+        after.push(rss_bytes(exp.pid()));
+    }
+    eprintln!(
+        "profiling: RSS {} MiB before, after each of three profiles {:?} MiB",
+        before >> 20,
+        after.iter().map(|b| b >> 20).collect::<Vec<_>>()
+    );
+    assert!(
+        after[0] < 160 << 20,
+        "first profile: {} MiB",
+        after[0] >> 20
+    );
+    assert!(
+        after[2] <= after[0] + (8 << 20),
+        "profiles keep adding memory: {after:?}"
+    );
+}
