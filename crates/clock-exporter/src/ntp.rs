@@ -212,12 +212,15 @@ fn parse_reply(p: &[u8], t1: u64, t4: u64) -> Result<Parsed, Error> {
 /// bounded by `timeout`.
 pub async fn query(server: &str, timeout: Duration) -> Result<Sample, Error> {
     let server = normalize_server(server);
-    tokio::time::timeout(timeout, query_inner(&server))
+    // Replies that were not a sample (garbage, another packet) make a timeout a bad reply:
+    // the server answers, wrongly, which is not the same fault as silence.
+    let mut ignored = None;
+    tokio::time::timeout(timeout, query_inner(&server, &mut ignored))
         .await
-        .unwrap_or(Err(Error::Timeout))
+        .unwrap_or_else(|_| Err(ignored.map_or(Error::Timeout, Error::BadReply)))
 }
 
-async fn query_inner(server: &str) -> Result<Sample, Error> {
+async fn query_inner(server: &str, ignored: &mut Option<String>) -> Result<Sample, Error> {
     let target = tokio::net::lookup_host(server)
         .await
         .map_err(|e| Error::Resolve(format!("{server}: {e}")))?
@@ -250,7 +253,10 @@ async fn query_inner(server: &str) -> Result<Sample, Error> {
         let t4 = to_ntp(SystemTime::now());
         match parse_reply(buf.get(..n).unwrap_or(&[]), t1, t4)? {
             Parsed::Sample(s) => return Ok(s),
-            Parsed::Ignore(_) => continue,
+            Parsed::Ignore(why) => {
+                *ignored = Some(why.to_string());
+                continue;
+            }
         }
     }
 }
@@ -398,5 +404,22 @@ mod tests {
             Err(Error::Timeout)
         );
         assert!(t0.elapsed() < Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_answers_garbage_is_a_bad_reply_not_a_timeout() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = server.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((_, peer)) = server.recv_from(&mut buf).await {
+                let _ = server.send_to(b"not an NTP packet", peer).await;
+            }
+        });
+        let r = query(&addr, Duration::from_millis(200)).await;
+        assert!(matches!(r, Err(Error::BadReply(_))), "{r:?}");
+        assert_eq!(r.map(|_| ()).unwrap_err().reason(), "bad_reply");
     }
 }
