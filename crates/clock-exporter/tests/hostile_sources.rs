@@ -13,9 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_clock-exporter");
 fn a_fifo_ptp_device_and_a_silent_chrony_never_stall_serving_or_shutdown() {
     let dir = TempDir::new("hostile-clock");
     let fifo = dir.join("ptp-fifo");
-    let c = std::ffi::CString::new(fifo.display().to_string()).unwrap();
-    // SAFETY: mkfifo on a path in our temp dir.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    testkit::mkfifo(&fifo);
     // A UDP socket that receives chrony's requests and never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let exp = Exporter::start(

@@ -153,9 +153,7 @@ fn a_stale_or_fifo_pid_file_is_not_trusted() {
     drop(exp);
 
     let fifo = dir.join("fifo.pid");
-    let c = std::ffi::CString::new(fifo.display().to_string()).unwrap();
-    // SAFETY: mkfifo on a path in our temp dir.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    testkit::mkfifo(&fifo);
     let exp = Exporter::start(BIN, &[&format!("--engine.pid-file={}", fifo.display())]);
     wait_for(&exp, "fixture_exporter_engine_up", 0.0);
     let health = exp.get("/health", &[]).text();

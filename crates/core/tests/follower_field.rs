@@ -414,9 +414,7 @@ fn catching_up_a_backlog_never_stalls_http() {
 fn a_positions_file_that_is_a_fifo_does_not_keep_the_exporter_from_listening() {
     let dir = TempDir::new("fifo");
     let fifo = dir.join("positions.json");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a plain libc call on a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    testkit::mkfifo(&fifo);
     let log = dir.join("engine.log");
     std::fs::write(&log, "").unwrap();
     let exp = start(&dir, &log, &[], None);

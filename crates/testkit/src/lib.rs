@@ -98,6 +98,21 @@ fn next_port() -> u16 {
 
 /// A TCP listener on a free loopback port outside the ephemeral range; drop it to hand the
 /// port to the process under test.
+/// Creates a FIFO at `path`: a file whose open or read blocks until a peer comes, the shape
+/// of input that must never hang an exporter.
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL");
+    // SAFETY: mkfifo with a valid C string.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(
+        rc,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
 pub fn bind_tcp() -> TcpListener {
     loop {
         if let Ok(l) = TcpListener::bind(("127.0.0.1", next_port())) {
