@@ -85,9 +85,12 @@ def engine_process(d, tier):
 
 
 class Dashboard:
-    def __init__(self, uid, title, description, var_metric, tags, job_regex=None):
+    def __init__(self, uid, title, description, var_metric, tags, job_regex=None, per_cluster=False):
+        """per_cluster: every series is per cluster (the SLOs), so there is no job or instance
+        to choose."""
         self.uid, self.title, self.description = uid, title, description
         self.var_metric, self.tags, self.job_regex = var_metric, tags, job_regex
+        self.per_cluster = per_cluster
         self.panels = []
 
     def row(self, title):
@@ -119,13 +122,16 @@ class Dashboard:
                          .datasource(DS_REF)
                          .enable(True)
                          .icon_color("red")
-                         .expr('ALERTS{alertstate="firing", cluster=~"$cluster", job=~"$job|"}'))
+                         .expr('ALERTS{alertstate="firing", cluster=~"$cluster"}' if self.per_cluster
+                               else 'ALERTS{alertstate="firing", cluster=~"$cluster", job=~"$job|"}'))
              .with_variable(gd.DatasourceVariable("datasource").label("Data source").type("prometheus")))
         scoped = {"cluster": "", "job": f"{{{CLUSTER}}}", "instance": f'{{{CLUSTER}, job=~"$job"}}'}
         for name, label, regex, all_value in (
                 ("cluster", "Cluster", "", ".*"),
                 ("job", "Job", self.job_regex or "", ".+"),
                 ("instance", "Instance", "", ".+")):
+            if self.per_cluster and name != "cluster":
+                continue
             b = b.with_variable(
                 gd.QueryVariable(name).label(label).datasource(DS_REF)
                 .query(f"label_values({self.var_metric}{scoped[name]}, {name})")
@@ -550,12 +556,37 @@ def exporter_health():
     return d
 
 
+def slos():
+    d = Dashboard("db-slos", "Database / SLOs",
+                  "Service level objectives per cluster (alerts/slo.rules.yml): error budget left over 30 days "
+                  "and how fast each window burns it.",
+                  "slo:sli_error:ratio_rate5m", ["slo"], per_cluster=True)
+    budget = "on (slo) group_left max by (slo) (1 - slo:objective:ratio)"
+    d.row("Error budget")
+    d.panel("Error budget left (30 days)",
+            "Share of the 30-day error budget not spent yet, per SLO: 1 minus the 30-day error ratio (the mean "
+            "of the 5m ratios, recorded) divided by the budget (1 - objective). Below 0 the objective is missed.",
+            "percentunit", [(f"1 - (slo:sli_error:ratio_rate30d{{{CLUSTER}}} / {budget})",
+                             "{{slo}} {{cluster}}")], width=24)
+    d.row("Burn rate")
+    for window, alerts in (("5m", "short window of the pages (14.4x)"), ("1h", "pages above 14.4x"),
+                           ("6h", "pages above 6x"), ("1d", "tickets above 3x"), ("3d", "tickets above 1x")):
+        d.panel(f"Burn rate over {window}",
+                f"Error ratio over {window} divided by the budget: 1 spends the budget in exactly 30 days; "
+                f"{alerts}.",
+                "short", [(f"slo:sli_error:ratio_rate{window}{{{CLUSTER}}} / {budget}", "{{slo}} {{cluster}}")])
+    d.panel("Error ratio (5m)",
+            "Share of requests that failed the SLO over 5m: rolled-back or slow transactions, failed OLAP queries.",
+            "percentunit", [(f"slo:sli_error:ratio_rate5m{{{CLUSTER}}}", "{{slo}} {{cluster}}")])
+    return d
+
+
 def main():
     """Writes the dashboards; with --check, fails if a committed file differs instead."""
     check = "--check" in sys.argv[1:]
     out = os.path.dirname(os.path.abspath(__file__))
     stale = []
-    for build in (cluster_overview, tx_detail, ingestion, olap, clock, exporter_health):
+    for build in (cluster_overview, tx_detail, ingestion, olap, clock, exporter_health, slos):
         d = build()
         path = os.path.join(out, d.uid.removeprefix("db-") + ".json")
         text = json.dumps(d.render(), indent=2) + "\n"
