@@ -62,7 +62,11 @@ pub struct EngineProbe {
     config: EngineConfig,
     address: Option<SocketAddr>,
     state: Arc<Mutex<State>>,
+    /// The background look-up's reader.
     reader: Arc<ProcessReader>,
+    /// The scrape's own: a background read stuck in the kernel (holding `reader`'s lock)
+    /// cannot make a scrape wait for it.
+    scrape_reader: Arc<ProcessReader>,
     memory: Gauge,
     cpu: Gauge,
     cpu_total: Total,
@@ -81,6 +85,7 @@ impl EngineProbe {
             config: config.clone(),
             state: Arc::default(),
             reader: Arc::default(),
+            scrape_reader: Arc::default(),
             memory: metrics.gauge(&format!("{prefix}memory_used_bytes"))?,
             cpu: metrics.gauge(&format!("{prefix}cpu_usage_percent"))?,
             cpu_total: metrics.total(&format!("{prefix}cpu_seconds_total"))?,
@@ -173,7 +178,7 @@ impl EngineProbe {
     pub fn on_scrape(&self) {
         let mut state = self.state();
         let stat: Option<ProcStat> = state.found.and_then(|f| {
-            self.reader
+            self.scrape_reader
                 .read(f.pid)
                 .filter(|s| s.start_time_seconds == f.start_time)
         });
@@ -199,12 +204,14 @@ impl EngineProbe {
 
     /// Background CPU reading: the percentage moves only here, every [`REFRESH`].
     fn sample_cpu(&self) {
-        let mut state = self.state();
-        let stat = state.found.and_then(|f| {
+        // The /proc read happens without the state lock, which scrapes take.
+        let found = self.state().found;
+        let stat = found.and_then(|f| {
             self.reader
                 .read(f.pid)
                 .filter(|s| s.start_time_seconds == f.start_time)
         });
+        let mut state = self.state();
         match stat.and_then(|s| state.cpu_percent(Instant::now(), s.cpu_seconds)) {
             Some(pct) => {
                 let _ = self.cpu.set(&[], pct);
