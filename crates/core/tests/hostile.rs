@@ -351,17 +351,22 @@ fn a_poisonous_statsd_sample_is_rejected_and_later_ones_count() {
     ] {
         sock.send_to(line.as_bytes(), exp.statsd).unwrap();
     }
-    let text = exp.wait_for_value("fixture_cache_hits_total", 5.0, Duration::from_secs(10));
-    let rejected = |reason: &str| {
-        testkit::sample_value(
-            &text,
-            &format!(
-                "fixture_exporter_ingest_rejected_total{{source=\"statsd\",reason=\"{reason}\"}}"
-            ),
-        )
+    exp.wait_for_value("fixture_cache_hits_total", 5.0, Duration::from_secs(10));
+    // Rejections are tallied per batch: wait for both, then check the counter stayed at 5.
+    let series = |reason: &str| {
+        format!("fixture_exporter_ingest_rejected_total{{source=\"statsd\",reason=\"{reason}\"}}")
     };
-    assert_eq!(rejected("invalid_sample_rate"), Some(1.0), "{text}");
-    assert_eq!(rejected("invalid_value"), Some(1.0), "{text}");
+    let text = testkit::eventually(Duration::from_secs(10), || {
+        let text = exp.scrape_text();
+        (testkit::sample_value(&text, &series("invalid_sample_rate")) == Some(1.0)
+            && testkit::sample_value(&text, &series("invalid_value")) == Some(1.0))
+        .then_some(text)
+    })
+    .unwrap_or_else(|| panic!("rejections not counted: {}", exp.scrape_text()));
+    assert_eq!(
+        testkit::sample_value(&text, "fixture_cache_hits_total"),
+        Some(5.0)
+    );
 }
 
 /// A second exporter pointed at a live exporter's Unix StatsD socket refuses it (source down,
