@@ -717,6 +717,33 @@ fn runbook_queries_name_real_series_and_paths() {
     );
 }
 
+/// An alert about the sidecars that covers several tiers covers every tier the schemas give
+/// (one `or` leg per tier's self prefix), so a new tier cannot be left out of it silently.
+#[test]
+fn exporter_alerts_cover_every_tier() {
+    let prefixes: Vec<String> = tiers().iter().map(|t| t.tier.self_prefix.clone()).collect();
+    let mut checked = 0;
+    for r in alerts() {
+        let covered: Vec<&String> = prefixes
+            .iter()
+            .filter(|p| r.expr.contains(p.as_str()))
+            .collect();
+        if covered.len() < 2 {
+            continue;
+        }
+        checked += 1;
+        let name = r.alert.as_deref().unwrap_or_default();
+        for p in &prefixes {
+            assert!(
+                r.expr.contains(p.as_str()),
+                "{name} ({}) covers {covered:?} but not {p}",
+                r.file
+            );
+        }
+    }
+    assert!(checked >= 8, "only {checked} multi-tier exporter alerts");
+}
+
 #[test]
 fn every_alert_has_firing_and_silent_unit_tests() {
     let dir = root().join("alerts/tests");
