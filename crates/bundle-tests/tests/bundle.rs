@@ -40,7 +40,8 @@ const EXTERNAL_NAMES: &[&str] = &[
 ];
 
 /// The monitoring stack's own series that alerts/meta.rules.yml watches: Prometheus 2.x,
-/// Alertmanager 0.2x and vmalert 1.79+ expose them under these names.
+/// Alertmanager 0.2x and vmalert 1.79+ expose them under these names (checked against the real
+/// binaries by `monitoring_stack_names_exist_in_the_real_binaries`).
 const MONITORING_STACK_NAMES: &[&str] = &[
     "prometheus_rule_evaluation_failures_total",
     "prometheus_notifications_errors_total",
@@ -1463,4 +1464,126 @@ fn kafka_jmx_rules_produce_the_names_the_bundle_uses() {
             "{n}: not a clean metric name"
         );
     }
+}
+
+/// The monitoring stack's series the meta rules and runbooks name exist in the real Prometheus,
+/// Alertmanager and vmalert Debian ships: each is started on loopback (Prometheus with a rule
+/// file, an Alertmanager, and remote write into VictoriaMetrics, so the queue has sent once)
+/// and every name of MONITORING_STACK_NAMES is looked up in their /metrics.
+#[test]
+fn monitoring_stack_names_exist_in_the_real_binaries() {
+    if !testkit::require_tools(&[
+        "prometheus",
+        "prometheus-alertmanager",
+        "vmalert",
+        "victoria-metrics",
+    ]) {
+        return;
+    }
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = testkit::TempDir::new("stack-names");
+    let port = || testkit::free_tcp_port();
+    let (prom, am, vm, vma) = (port(), port(), port(), port());
+    let spawn = |cmd: &str, args: Vec<String>| {
+        Killed(
+            Command::new(cmd)
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        )
+    };
+    fs::write(
+        dir.join("rules.yml"),
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: vector(1)\n",
+    )
+    .expect("rules");
+    fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             alerting: {{alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{am}']}}]}}]}}\n\
+             remote_write: [{{url: 'http://127.0.0.1:{vm}/api/v1/write'}}]\n\
+             rule_files: [rules.yml]\n\
+             scrape_configs: [{{job_name: prometheus, static_configs: [{{targets: ['127.0.0.1:{prom}']}}]}}]\n"
+        ),
+    )
+    .expect("config");
+    fs::write(
+        dir.join("am.yml"),
+        "route: {receiver: x}\nreceivers: [{name: x}]\n",
+    )
+    .expect("am");
+    let _vm = spawn(
+        "victoria-metrics",
+        vec![
+            format!("-httpListenAddr=127.0.0.1:{vm}"),
+            format!("-storageDataPath={}", dir.join("vm").display()),
+        ],
+    );
+    let _am = spawn(
+        "prometheus-alertmanager",
+        vec![
+            "--config.file=am.yml".into(),
+            format!("--storage.path={}", dir.join("am").display()),
+            format!("--web.listen-address=127.0.0.1:{am}"),
+            "--cluster.listen-address=".into(),
+        ],
+    );
+    let _prom = spawn(
+        "prometheus",
+        vec![
+            "--config.file=prometheus.yml".into(),
+            format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+            format!("--web.listen-address=127.0.0.1:{prom}"),
+        ],
+    );
+    let _vmalert = spawn(
+        "vmalert",
+        vec![
+            format!("-rule={}", dir.join("rules.yml").display()),
+            format!("-datasource.url=http://127.0.0.1:{prom}"),
+            format!("-notifier.url=http://127.0.0.1:{am}"),
+            format!("-httpListenAddr=127.0.0.1:{vma}"),
+            "-evaluationInterval=1s".into(),
+        ],
+    );
+    let scrape = || -> String {
+        [prom, am, vma]
+            .iter()
+            .filter_map(|p| {
+                testkit::try_request("GET", &format!("http://127.0.0.1:{p}/metrics"), &[]).ok()
+            })
+            .map(|r| r.text())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let has = |text: &str, name: &str| {
+        text.lines()
+            .any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+    };
+    let all = testkit::eventually(std::time::Duration::from_secs(40), || {
+        let text = scrape();
+        MONITORING_STACK_NAMES
+            .iter()
+            .all(|n| has(&text, n))
+            .then_some(())
+    });
+    let text = scrape();
+    let missing: Vec<&&str> = MONITORING_STACK_NAMES
+        .iter()
+        .filter(|n| !has(&text, n))
+        .collect();
+    assert!(
+        all.is_some(),
+        "not exposed by the real Prometheus, Alertmanager or vmalert: {missing:?}"
+    );
 }
