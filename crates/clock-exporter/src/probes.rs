@@ -178,19 +178,19 @@ impl ClockProbes {
         // adjtimex and the PHC ioctls are system calls: they run on a blocking thread, so a
         // device that hangs shows as a failed source, and never stalls serving or shutdown.
         tokio::spawn(async move {
-            let mut hung: Option<tokio::task::JoinHandle<()>> = None;
-            let budget = interval.max(std::time::Duration::from_secs(1));
+            let mut reads = exporter_core::probe::Budgeted::new(
+                interval.max(std::time::Duration::from_secs(1)),
+            );
             loop {
-                let mut task = hung.take().unwrap_or_else(|| {
-                    let me = me.clone();
-                    tokio::task::spawn_blocking(move || {
-                        me.refresh_kernel();
-                        me.refresh_ptp();
+                let m = me.clone();
+                let done = reads
+                    .run(move || {
+                        m.refresh_kernel();
+                        m.refresh_ptp();
                     })
-                });
-                if tokio::time::timeout(budget, &mut task).await.is_err() {
-                    me.ptp_hung(budget);
-                    hung = Some(task);
+                    .await;
+                if let Err(e) = done {
+                    me.ptp_hung(&e);
                 }
                 tokio::time::sleep(interval).await;
             }
@@ -273,14 +273,14 @@ impl ClockProbes {
 
     /// The PHC reads have not come back within `budget`: every PTP source is down until they
     /// do.
-    fn ptp_hung(&self, budget: std::time::Duration) {
+    fn ptp_hung(&self, why: &str) {
         let mut st = lock(&self.state);
         for dev in &self.config.ptp_devices {
             st.ptp.remove(dev);
             st.failure(
                 &ptp::source_label(dev),
                 "timeout",
-                format!("reading {dev} has not finished in {budget:?}"),
+                format!("reading {dev} {why}"),
             );
         }
     }

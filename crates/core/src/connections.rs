@@ -178,10 +178,11 @@ pub async fn serve(
             Ok(accepted) => accepted,
             Err(e) if is_out_of_fds(&e) => {
                 // Free a descriptor by closing the idlest connection; if none is idle, wait.
-                if !table.evict_idlest() {
+                let evicted = table.evict_idlest();
+                tracing::warn!(target: "web", event = "accept_failed", error = %e, evicted, "out of file descriptors");
+                if !evicted {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                tracing::warn!(target: "web", event = "accept_failed", error = %e, "out of file descriptors: closed an idle connection");
                 continue;
             }
             Err(e) => {

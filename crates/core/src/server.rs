@@ -22,7 +22,7 @@ use crate::health::Health;
 use crate::ingest::logtail::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::profiling::{self, Profiler};
-use crate::web_config::{BasicAuth, Precheck};
+use crate::web_config::{self, BasicAuth, Precheck};
 
 pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
@@ -149,7 +149,7 @@ async fn require_auth(auth: Arc<BasicAuth>, req: Request, next: Next) -> Respons
     let ok = match auth.precheck(header) {
         Precheck::Cached => true,
         Precheck::Refused => false,
-        Precheck::Verify(header) => BCRYPT.check(auth, header, peer).await,
+        Precheck::Verify(header) => web_config::verify_scheduled(auth, header, peer).await,
     };
     if ok {
         next.run(req).await
@@ -160,99 +160,6 @@ async fn require_auth(auth: Arc<BasicAuth>, req: Request, next: Next) -> Respons
             "Unauthorized\n",
         )
             .into_response()
-    }
-}
-
-/// Who gets the bcrypt threads. A source address that failed a check in the last 5 minutes
-/// is "guessing": its checks run one at a time per source and take at most one of the two
-/// slots between them, and a second one from the same source is refused at once. A source
-/// that has not failed goes straight to the slots, so a first valid login waits for at most
-/// the two checks running (about 0.1 s at cost 10), never behind a crowd of guesses.
-struct BcryptScheduler {
-    slots: tokio::sync::Semaphore,
-    guessing_slot: tokio::sync::Semaphore,
-    /// Source → when it last failed a check.
-    failed: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Instant>>,
-    /// Guessing sources with a check waiting or running.
-    in_flight: std::sync::Mutex<std::collections::HashSet<std::net::IpAddr>>,
-}
-
-static BCRYPT: std::sync::LazyLock<BcryptScheduler> =
-    std::sync::LazyLock::new(|| BcryptScheduler {
-        slots: tokio::sync::Semaphore::new(2),
-        guessing_slot: tokio::sync::Semaphore::new(1),
-        failed: Default::default(),
-        in_flight: Default::default(),
-    });
-
-const GUESSING_FOR: std::time::Duration = std::time::Duration::from_secs(300);
-
-impl BcryptScheduler {
-    fn is_guessing(&self, peer: std::net::IpAddr) -> bool {
-        self.failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&peer)
-            .is_some_and(|at| at.elapsed() < GUESSING_FOR)
-    }
-
-    fn record_failure(&self, peer: std::net::IpAddr) {
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        if failed.len() >= 4096 {
-            failed.retain(|_, at| at.elapsed() < GUESSING_FOR);
-            if failed.len() >= 4096 {
-                failed.clear();
-            }
-        }
-        failed.insert(peer, Instant::now());
-    }
-
-    async fn check(
-        &self,
-        auth: Arc<BasicAuth>,
-        header: String,
-        peer: Option<std::net::IpAddr>,
-    ) -> bool {
-        /// Removes a guessing source from `in_flight` when its check ends or is dropped.
-        struct InFlight<'a>(&'a BcryptScheduler, std::net::IpAddr);
-        impl Drop for InFlight<'_> {
-            fn drop(&mut self) {
-                self.0
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&self.1);
-            }
-        }
-        let guessing = peer.filter(|p| self.is_guessing(*p));
-        let mut _in_flight = None;
-        let mut _gate = None;
-        if let Some(p) = guessing {
-            if !self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(p)
-            {
-                tracing::debug!(target: "web", event = "auth_refused_guessing", peer = %p);
-                return false;
-            }
-            _in_flight = Some(InFlight(self, p));
-            match self.guessing_slot.acquire().await {
-                Ok(g) => _gate = Some(g),
-                Err(_) => return false,
-            }
-        }
-        let Ok(_slot) = self.slots.acquire().await else {
-            return false;
-        };
-        let ok = tokio::task::spawn_blocking(move || auth.verify(&header))
-            .await
-            .unwrap_or(false);
-        if let (false, Some(p)) = (ok, peer) {
-            self.record_failure(p);
-        }
-        ok
     }
 }
 

@@ -309,12 +309,45 @@ pub struct BasicAuth {
     /// (building it on a reload stalled serving for a bcrypt).
     dummy_hash: OnceLock<String>,
     verified: Mutex<HashSet<String>>,
-    failed: Mutex<HashMap<String, Instant>>,
+    /// Headers that failed: refused without bcrypt for a while.
+    failed: Recent<String>,
 }
 
-/// How long a failed header is refused without bcrypt, and how many are remembered.
+/// How long a failure is remembered (a failed header, a guessing source).
 const FAILED_TTL: Duration = Duration::from_secs(300);
-const FAILED_MAX: usize = 4096;
+
+/// Keys seen in the last `FAILED_TTL`, at most 4,096 of them (the oldest forgotten first when
+/// full, all when every one is recent): failed headers, sources that guessed.
+struct Recent<K>(Mutex<HashMap<K, Instant>>);
+
+impl<K: std::hash::Hash + Eq> Recent<K> {
+    const MAX: usize = 4096;
+
+    fn new() -> Self {
+        Recent(Mutex::new(HashMap::new()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Instant>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn contains(&self, key: &K) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|at| at.elapsed() < FAILED_TTL)
+    }
+
+    fn insert(&self, key: K) {
+        let mut map = self.lock();
+        if map.len() >= Self::MAX {
+            map.retain(|_, at| at.elapsed() < FAILED_TTL);
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+        }
+        map.insert(key, Instant::now());
+    }
+}
 
 /// Outcome of the cheap part of a check.
 pub enum Precheck {
@@ -348,7 +381,7 @@ impl BasicAuth {
             cost,
             dummy_hash: OnceLock::new(),
             verified: Mutex::new(HashSet::new()),
-            failed: Mutex::new(HashMap::new()),
+            failed: Recent::new(),
         }
     }
 
@@ -386,13 +419,7 @@ impl BasicAuth {
         {
             return Precheck::Cached;
         }
-        let failed_recently = self
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&header)
-            .is_some_and(|at| at.elapsed() < FAILED_TTL);
-        if failed_recently || decode(&header).is_none() {
+        if self.failed.contains(&header) || decode(&header).is_none() {
             return Precheck::Refused;
         }
         Precheck::Verify(header)
@@ -423,14 +450,7 @@ impl BasicAuth {
             }
             verified.insert(header.to_owned());
         } else {
-            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-            if failed.len() >= FAILED_MAX {
-                failed.retain(|_, at| at.elapsed() < FAILED_TTL);
-                if failed.len() >= FAILED_MAX {
-                    failed.clear();
-                }
-            }
-            failed.insert(header.to_owned(), Instant::now());
+            self.failed.insert(header.to_owned());
         }
         ok
     }
@@ -454,6 +474,87 @@ fn decode(header: &str) -> Option<(String, String)> {
     let text = String::from_utf8(decoded).ok()?;
     let (u, p) = text.split_once(':')?;
     Some((u.to_owned(), p.to_owned()))
+}
+
+/// Who gets the bcrypt threads. A source address that failed a check in the last 5 minutes
+/// is "guessing": its checks run one at a time per source and take at most one of the two
+/// slots between them, and a second one from the same source is refused at once. A source
+/// that has not failed goes straight to the slots, so a first valid login waits for at most
+/// the two checks running (about 0.1 s at cost 10), never behind a crowd of guesses.
+struct BcryptScheduler {
+    slots: tokio::sync::Semaphore,
+    guessing_slot: tokio::sync::Semaphore,
+    /// Sources that failed a check lately.
+    failed: Recent<std::net::IpAddr>,
+    /// Guessing sources with a check waiting or running.
+    in_flight: std::sync::Mutex<std::collections::HashSet<std::net::IpAddr>>,
+}
+
+static BCRYPT: std::sync::LazyLock<BcryptScheduler> =
+    std::sync::LazyLock::new(|| BcryptScheduler {
+        slots: tokio::sync::Semaphore::new(2),
+        guessing_slot: tokio::sync::Semaphore::new(1),
+        failed: Recent::new(),
+        in_flight: Default::default(),
+    });
+
+impl BcryptScheduler {
+    async fn check(
+        &self,
+        auth: Arc<BasicAuth>,
+        header: String,
+        peer: Option<std::net::IpAddr>,
+    ) -> bool {
+        /// Removes a guessing source from `in_flight` when its check ends or is dropped.
+        struct InFlight<'a>(&'a BcryptScheduler, std::net::IpAddr);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&self.1);
+            }
+        }
+        let guessing = peer.filter(|p| self.failed.contains(p));
+        let mut _in_flight = None;
+        let mut _gate = None;
+        if let Some(p) = guessing {
+            if !self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(p)
+            {
+                tracing::debug!(target: "web", event = "auth_refused_guessing", peer = %p);
+                return false;
+            }
+            _in_flight = Some(InFlight(self, p));
+            match self.guessing_slot.acquire().await {
+                Ok(g) => _gate = Some(g),
+                Err(_) => return false,
+            }
+        }
+        let Ok(_slot) = self.slots.acquire().await else {
+            return false;
+        };
+        let ok = tokio::task::spawn_blocking(move || auth.verify(&header))
+            .await
+            .unwrap_or(false);
+        if let (false, Some(p)) = (ok, peer) {
+            self.failed.insert(p);
+        }
+        ok
+    }
+}
+
+/// The bcrypt part of a check, scheduled by source (see [`BcryptScheduler`]).
+pub async fn verify_scheduled(
+    auth: Arc<BasicAuth>,
+    header: String,
+    peer: Option<std::net::IpAddr>,
+) -> bool {
+    BCRYPT.check(auth, header, peer).await
 }
 
 #[cfg(test)]
@@ -502,19 +603,17 @@ mod tests {
     fn unknown_users_cost_a_bcrypt_too() {
         let hash = bcrypt::hash("s3cret", 6).expect("hash");
         let auth = BasicAuth::new([("alice".to_owned(), hash)].into());
-        // "alice0" is alice with password "0" wrong... the user is the part before ':'.
-        let header = |u: &str| {
-            let (user, pass) = u.split_at(u.len() - 1);
+        let header = |user: &str, attempt: u32| {
             format!(
                 "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:nope{pass}"))
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:nope{attempt}"))
             )
         };
         // Distinct wrong passwords: a repeated failure is refused from memory.
         let time = |user: &str| {
             let t = std::time::Instant::now();
-            for i in 0..3 {
-                assert!(!auth.check(Some(&header(&format!("{user}{i}")))));
+            for attempt in 0..3 {
+                assert!(!auth.check(Some(&header(user, attempt))));
             }
             t.elapsed()
         };

@@ -226,11 +226,11 @@ impl EngineProbe {
     /// that hangs (a /proc read of a process stuck in the kernel) is reported as failed after
     /// [`REFRESH`] and waited for, never started twice.
     pub async fn run(self, mut ctx: TaskContext, health: SourceHealth) {
-        let mut hung: Option<tokio::task::JoinHandle<Result<String, String>>> = None;
+        let mut look = super::Budgeted::new(REFRESH);
         loop {
-            let mut task = hung.take().unwrap_or_else(|| {
-                let probe = self.clone();
-                tokio::task::spawn_blocking(move || {
+            let probe = self.clone();
+            let result = look
+                .run(move || {
                     let span = tracing::info_span!(target: "probe", "engine.probe", configured = probe.configured(), ok = tracing::field::Empty);
                     let _in_span = span.enter();
                     let r = probe.refresh();
@@ -238,20 +238,12 @@ impl EngineProbe {
                     span.record("ok", r.is_ok());
                     r
                 })
-            });
-            match tokio::time::timeout(REFRESH, &mut task).await {
-                Ok(result) => {
-                    match result.unwrap_or_else(|e| Err(format!("probe task failed: {e}"))) {
-                        Ok(detail) => health.ok(detail),
-                        Err(e) => health.degraded("engine not reachable", e),
-                    }
-                }
-                Err(_) => {
-                    health.degraded(
-                        "engine probe hung",
-                        format!("looking the engine up has not finished in {REFRESH:?}"),
-                    );
-                    hung = Some(task);
+                .await;
+            match result {
+                Ok(Ok(detail)) => health.ok(detail),
+                Ok(Err(e)) => health.degraded("engine not reachable", e),
+                Err(e) => {
+                    health.degraded("engine probe hung", format!("looking the engine up {e}"))
                 }
             }
             tokio::select! {
