@@ -583,8 +583,13 @@ def slos():
 
 def main():
     """Writes the dashboards; with --check, fails if a committed file differs instead."""
-    check = "--check" in sys.argv[1:]
-    out = os.path.dirname(os.path.abspath(__file__))
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--config", help="the mixin config as JSON (mixin/render.py passes it)")
+    ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    a = ap.parse_args()
+    check, out = a.check, a.out
     stale = []
     for build in (cluster_overview, tx_detail, ingestion, olap, clock, exporter_health, slos):
         d = build()
