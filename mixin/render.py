@@ -4,8 +4,9 @@
 
   python3 mixin/render.py                          # re-render the shipped files in place
   python3 mixin/render.py --check                  # fail when a shipped file differs (CI)
-  python3 mixin/render.py --config my.libsonnet --out DIR
-                                                   # your config: DIR/alerts/*.rules.yml, DIR/dashboards/*.json
+  python3 mixin/render.py --config my.libsonnet --out DIR [--tests]
+                                                   # your config: DIR/alerts/*.rules.yml, DIR/dashboards/*.json;
+                                                   # --tests: DIR/alerts/tests/ for promtool, DIR/config.json
 
 my.libsonnet holds only what you change, e.g. { _config+:: { clusterLabel: 'dc' } }; see
 docs/mixin.md. Needs `jsonnet` (Debian jsonnet, or go-jsonnet) and, for the dashboards, the
@@ -16,6 +17,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +66,106 @@ def render(out, config):
     os.remove(cfg_path)
 
 
+def config_json(config):
+    return json.loads(jsonnet([os.path.join(MIXIN, "config.jsonnet")], config))
+
+
+def write_threshold_tests(out, config):
+    with open(os.path.join(out, "alerts", "tests", "thresholds.test.yml"), "w") as f:
+        f.write(jsonnet(["-S", os.path.join(MIXIN, "tests", "thresholds.jsonnet")], config))
+
+
+class SuiteRewriter:
+    """The shipped promtool suite (alerts/tests), written for another config: job names, the
+    cluster and instance labels, severities and the runbook base follow it. The cases of an alert
+    whose `for` or thresholds the config changes are left out: their expected values no longer
+    hold, and thresholds.test.yml tests those knobs for the config instead."""
+
+    def __init__(self, default, cfg):
+        self.cfg = cfg
+        self.jobs = {default["jobs"][k]: v for k, v in cfg["jobs"].items() if default["jobs"][k] != v}
+        self.labels = {"cluster": cfg["clusterLabel"], "instance": cfg["instanceLabel"]}
+        self.base = (default["runbookBase"], cfg["runbookBase"])
+        self.tier_jobs = {t["job"] for t in default["tiers"]}
+        knobs = lambda c, a: {k: v for k, v in c["alerts"][a].items() if k != "severity"}
+        self.changed = {a for a in cfg["alerts"] if knobs(cfg, a) != knobs(default, a)}
+        if cfg["slos"] != default["slos"] or cfg["sloBurns"] != default["sloBurns"]:
+            self.changed |= {a for a in cfg["alerts"] if "BudgetBurn" in a}
+        self.dropped = 0
+
+    def selector(self, text):
+        """A series selector of the suite, e.g. up{job="tx-engines",instance="tx1:9090"}."""
+        def label(m):
+            name, value = m.group(1), m.group(2)
+            if name == "job":
+                value = self.jobs.get(value, value)
+            name = self.labels.get(name, name)
+            return f'{m.group(0)[0]}{name}="{value}"' if name else m.group(0)[0].strip("{,")
+        return re.sub(r'[{,\s](\w+)="([^"]*)"', label, text)
+
+    def description(self, text):
+        for old, new in self.jobs.items():
+            if old in self.tier_jobs:
+                text = re.sub(r"(?<![\w-])" + re.escape(old) + r"(?![\w-])", lambda _m: new, text)
+            else:
+                text = text.replace(f"The {old} target", f"The {new} target")
+        return text
+
+    def alert(self, name, exp):
+        labels = {}
+        for k, v in (exp.get("exp_labels") or {}).items():
+            if k == "job":
+                v = self.jobs.get(v, v)
+            elif k == "severity":
+                v = self.cfg["alerts"][name]["severity"]
+            k = self.labels.get(k, k)
+            if k:
+                labels[k] = v
+        ann = dict(exp.get("exp_annotations") or {})
+        if "runbook_url" in ann:
+            ann["runbook_url"] = ann["runbook_url"].replace(*self.base)
+        if "description" in ann:
+            ann["description"] = self.description(ann["description"])
+        return {**exp, "exp_labels": labels, "exp_annotations": ann}
+
+    def suite(self, doc):
+        for test in doc.get("tests", []):
+            for s in test.get("input_series", []):
+                s["series"] = self.selector(s["series"])
+            kept = []
+            for case in test.get("alert_rule_test", []):
+                if case["alertname"] in self.changed:
+                    self.dropped += 1
+                    continue
+                case["exp_alerts"] = [self.alert(case["alertname"], e) for e in case.get("exp_alerts") or []]
+                kept.append(case)
+            test["alert_rule_test"] = kept
+        return doc
+
+
+def write_suite(out, config):
+    """alerts/tests for `config`: the shipped suite rewritten, and the threshold tests."""
+    import yaml  # PyYAML: only the rewritten suite needs it
+    default, cfg = config_json(None), config_json(config)
+    rewriter = SuiteRewriter(default, cfg)
+    dst = os.path.join(out, "alerts", "tests")
+    os.makedirs(dst, exist_ok=True)
+    for path in sorted(glob.glob(os.path.join(ROOT, "alerts", "tests", "*.test.yml"))):
+        if os.path.basename(path) == "thresholds.test.yml":
+            continue
+        with open(path) as f:
+            doc = rewriter.suite(yaml.safe_load(f))
+        with open(os.path.join(dst, os.path.basename(path)), "w") as f:
+            f.write("# Rewritten by mixin/render.py --tests from alerts/tests/%s for %s.\n"
+                    % (os.path.basename(path), config))
+            yaml.safe_dump(doc, f, sort_keys=False, width=200)
+    write_threshold_tests(out, config)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    print(f"suite: {len(rewriter.changed)} alerts with other for/thresholds "
+          f"({rewriter.dropped} hand-written cases left to thresholds.test.yml)")
+
+
 def shipped_names(sub, suffix):
     return sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, sub, "*" + suffix)))
 
@@ -73,11 +175,14 @@ def main():
     ap.add_argument("--config", help="a jsonnet file of overrides: { _config+:: { ... } }")
     ap.add_argument("--out", help="where to write alerts/ and dashboards/ (default: the repository)")
     ap.add_argument("--check", action="store_true", help="compare with the shipped files instead of writing")
+    ap.add_argument("--tests", action="store_true", help="with --out: also the promtool suite for this config")
     a = ap.parse_args()
     if a.config and not a.out:
         ap.error("--config needs --out: the shipped files are the default rendering")
     if a.out:
         render(a.out, a.config)
+        if a.tests:
+            write_suite(a.out, a.config)
         print("rendered", a.out)
         return
     tiers = tiers_json()
@@ -90,8 +195,10 @@ def main():
                 f.write(tiers)
             stale = []
         render(tmp, None)
-        for sub, suffix in (("alerts", ".rules.yml"), ("dashboards", ".json")):
-            rendered = sorted(os.listdir(os.path.join(tmp, sub)))
+        os.makedirs(os.path.join(tmp, "alerts", "tests"))
+        write_threshold_tests(tmp, None)
+        for sub, suffix in (("alerts", ".rules.yml"), ("alerts/tests", "thresholds.test.yml"), ("dashboards", ".json")):
+            rendered = sorted(n for n in os.listdir(os.path.join(tmp, sub)) if n.endswith(suffix))
             for name in sorted(set(rendered) | set(shipped_names(sub, suffix))):
                 src, dst = os.path.join(tmp, sub, name), os.path.join(ROOT, sub, name)
                 new = open(src).read() if os.path.exists(src) else None

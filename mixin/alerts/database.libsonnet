@@ -265,4 +265,3 @@ local lib = import '../lib/render.libsonnet';
     },
   },
 }
-

@@ -140,4 +140,3 @@ local lib = import '../lib/render.libsonnet';
     },
   },
 }
-

@@ -59,4 +59,3 @@ local lib = import '../lib/render.libsonnet';
     },
   },
 }
-

@@ -16,7 +16,7 @@ local lib = import '../lib/render.libsonnet';
             component: 'monitoring',
             expr: 'vector(1)',
             summary: 'Always firing, to prove the alerting pipeline works',
-            description: 'This alert always fires (value {{ $value }}); an external dead man\'s switch must page when it stops arriving.',
+            description: "This alert always fires (value {{ $value }}); an external dead man's switch must page when it stops arriving.",
           },
           // Every scrape job that is not a database sidecar (ExporterTargetDown has those): Kafka's
           // JMX exporter and kafka_exporter, node_exporter, and the monitoring stack's own jobs.
@@ -109,4 +109,3 @@ local lib = import '../lib/render.libsonnet';
     },
   },
 }
-

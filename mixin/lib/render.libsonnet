@@ -44,7 +44,7 @@
       [k]: $.num(knobs[k])
       for k in std.objectFields(knobs)
       if std.isNumber(knobs[k])
-    } + std.foldl(function(acc, k) acc + {
+    } + std.foldl(function(acc, k) acc {
       [k + '_duration']: $.duration(knobs[k]),
       [k + '_percent']: $.percent(knobs[k]),
       [k + '_count']: $.count(knobs[k]),

@@ -109,8 +109,38 @@ fn root() -> PathBuf {
         .expect("workspace root")
 }
 
+/// Where the rendered bundle (alerts/, alerts/tests/, dashboards/) is checked: the repository,
+/// or a rendering with another config (BUNDLE_DIR, set by `nondefault_rendering_passes_every_check`,
+/// with the resolved config in BUNDLE_DIR/config.json).
+fn bundle_dir() -> PathBuf {
+    std::env::var_os("BUNDLE_DIR").map_or_else(root, PathBuf::from)
+}
+
+/// A string of the rendering's config: BUNDLE_DIR/config.json, else the shipped default.
+fn config_str(key: &str, default: &str) -> String {
+    match std::env::var_os("BUNDLE_DIR") {
+        Some(dir) => json(&Path::new(&dir).join("config.json"))[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} in config.json"))
+            .to_owned(),
+        None => default.to_owned(),
+    }
+}
+
+/// The label that tells clusters apart, and the one that names a target.
+fn cluster_label() -> String {
+    config_str("clusterLabel", "cluster")
+}
+
+fn instance_label() -> String {
+    config_str("instanceLabel", "instance")
+}
+
 /// The mixin config's `runbookBase` (mixin/config.libsonnet).
 fn runbook_base() -> String {
+    if std::env::var_os("BUNDLE_DIR").is_some() {
+        return config_str("runbookBase", "");
+    }
     let config = read(&root().join("mixin/config.libsonnet"));
     config
         .lines()
@@ -190,7 +220,7 @@ struct Rule {
 }
 
 fn rule_files() -> Vec<PathBuf> {
-    files(&root().join("alerts"), ".rules.yml")
+    files(&bundle_dir().join("alerts"), ".rules.yml")
 }
 
 fn rules() -> Vec<Rule> {
@@ -450,7 +480,7 @@ fn promtool_test_rules() {
     let Some(promtool) = tool("promtool") else {
         return;
     };
-    let dir = root().join("alerts/tests");
+    let dir = bundle_dir().join("alerts/tests");
     let tests = files(&dir, ".test.yml");
     assert!(
         tests.len() >= 5,
@@ -716,7 +746,7 @@ fn exporter_alerts_cover_every_tier() {
 
 #[test]
 fn every_alert_has_firing_and_silent_unit_tests() {
-    let dir = root().join("alerts/tests");
+    let dir = bundle_dir().join("alerts/tests");
     let mut firing = BTreeSet::new();
     let mut silent = BTreeSet::new();
     for f in files(&dir, ".test.yml") {
@@ -754,6 +784,21 @@ fn every_alert_has_firing_and_silent_unit_tests() {
             );
         }
         for t in doc["tests"].as_vec().expect("tests") {
+            // The rendered threshold tests (thresholds.test.yml) query ALERTS{alertname="X", ...}.
+            for case in t["promql_expr_test"].as_vec().into_iter().flatten() {
+                let expr = case["expr"].as_str().unwrap_or_default();
+                let Some(name) = expr
+                    .strip_prefix("ALERTS{alertname=\"")
+                    .and_then(|r| r.split('"').next())
+                else {
+                    continue;
+                };
+                if case["exp_samples"].as_vec().is_some_and(|v| !v.is_empty()) {
+                    firing.insert(name.to_string());
+                } else {
+                    silent.insert(name.to_string());
+                }
+            }
             for case in t["alert_rule_test"].as_vec().into_iter().flatten() {
                 let name = case["alertname"].as_str().expect("alertname").to_string();
                 let n = case["exp_alerts"].as_vec().map_or(0, Vec::len);
@@ -788,7 +833,7 @@ struct Panel {
 }
 
 fn dashboard_files() -> Vec<PathBuf> {
-    files(&root().join("dashboards"), ".json")
+    files(&bundle_dir().join("dashboards"), ".json")
 }
 
 fn panels_of(v: &serde_json::Value, dashboard: &str, out: &mut Vec<Panel>) {
@@ -989,7 +1034,7 @@ fn dashboards_follow_the_conventions() {
         for t in p.node["targets"].as_array().into_iter().flatten() {
             let expr = t["expr"].as_str().unwrap_or_default();
             assert!(
-                expr.contains(r#"cluster=~"$cluster""#),
+                expr.contains(&format!(r#"{}=~"$cluster""#, cluster_label())),
                 "{}: panel {}: query ignores the cluster variable: {expr}",
                 p.dashboard,
                 p.node["title"]
@@ -1004,7 +1049,8 @@ fn dashboards_follow_the_conventions() {
         for c in by_instance.captures_iter(&expr) {
             let labels: Vec<&str> = c[1].split(',').map(str::trim).collect();
             assert!(
-                !labels.contains(&"instance") || labels.contains(&"cluster"),
+                !labels.contains(&instance_label().as_str())
+                    || labels.contains(&cluster_label().as_str()),
                 "{at}: aggregates by instance without cluster: {expr}"
             );
         }
@@ -1279,6 +1325,85 @@ fn bundle_matches_the_mixin() {
     let mut cmd = Command::new("python3");
     cmd.arg(root().join("mixin/render.py")).arg("--check");
     run(cmd);
+    // The mixin's sources are formatted as jsonnetfmt writes them (Debian's jsonnet ships it).
+    if tool("jsonnetfmt").is_some() {
+        let mut sources = Vec::new();
+        for dir in [
+            "mixin",
+            "mixin/lib",
+            "mixin/alerts",
+            "mixin/rules",
+            "mixin/tests",
+        ] {
+            sources.extend(files(&root().join(dir), "sonnet"));
+        }
+        assert!(sources.len() >= 10, "{sources:?}");
+        let mut cmd = Command::new("jsonnetfmt");
+        cmd.arg("--test").args(&sources);
+        run(cmd);
+    }
+}
+
+/// The checks that read the rendered bundle, run again on a rendering with another config.
+const CHECKS_OF_A_RENDERING: &[&str] = &[
+    "promtool_check_rules",
+    "promtool_test_rules",
+    "alerts_follow_the_conventions",
+    "exporter_alerts_cover_every_tier",
+    "every_alert_has_firing_and_silent_unit_tests",
+    "dashboards_follow_the_conventions",
+    "metric_names_exist_in_the_schemas",
+    "dashboard_exprs_parse_as_promql",
+    "vmalert_loads_the_rules_unchanged",
+];
+
+/// The knobs work: the bundle rendered with mixin/tests/nondefault.libsonnet (other job names,
+/// `dc` for the cluster label, `pod` for the instance label, other thresholds, `for`,
+/// severities, runbook base and dashboard settings) passes the promtool suite rewritten for it,
+/// the threshold tests rendered for it, and the bundle checks above, run by this same test
+/// binary on the rendering.
+#[test]
+fn nondefault_rendering_passes_every_check() {
+    if std::env::var_os("BUNDLE_DIR").is_some()
+        || tool("jsonnet").is_none()
+        || tool("promtool").is_none()
+        || tool("python3").is_none()
+        || !testkit::require_python(&["grafana_foundation_sdk", "yaml"])
+    {
+        return;
+    }
+    let tmp = testkit::TempDir::new("nondefault");
+    let out = tmp.path().join("bundle");
+    let mut cmd = Command::new("python3");
+    cmd.arg(root().join("mixin/render.py"))
+        .arg("--config")
+        .arg(root().join("mixin/tests/nondefault.libsonnet"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--tests");
+    let said = run(cmd);
+    assert!(said.contains("rendered"), "{said}");
+    let rules = read(&out.join("alerts/exporters.rules.yml"));
+    for want in [
+        "db/tx-engine-metrics",
+        "by (dc, job, pod)",
+        "wiki.example.org/sre/db-runbooks/",
+    ] {
+        assert!(rules.contains(want), "the rendering lacks {want}");
+    }
+    assert!(
+        !rules.contains("tx-engines") && !rules.contains("cluster,"),
+        "a default name is left in the rendering"
+    );
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = Command::new(exe);
+    cmd.env("BUNDLE_DIR", &out)
+        .arg("--exact")
+        .args(CHECKS_OF_A_RENDERING)
+        .arg("--test-threads=2");
+    let out = run(cmd);
+    let passed = format!("{} passed; 0 failed", CHECKS_OF_A_RENDERING.len());
+    assert!(out.contains(&passed), "{out}");
 }
 
 /// Labels the shipped log pipeline (deploy/alloy/config.alloy) puts on every stream: the
