@@ -626,6 +626,39 @@ def slos():
     return d
 
 
+# The tiers with a hand-made dashboard; every other tier of the schemas gets tier_dashboard().
+HAND_MADE = {"tx": "tx_detail", "ingestion": "ingestion", "olap": "olap", "clock": "clock"}
+
+
+def tier_dashboard(t):
+    """A tier without a hand-made dashboard: its sidecars, then one panel per metric its engine
+    sends (from its schema), then the engine process. A new tier is shown without an edit here."""
+    name, selfp = t["name"], t["self_prefix"]
+    d = Dashboard(f"db-{name}", f"Database / {name} engines",
+                  f"The {name} tier from its schema: its sidecars, every metric its engines send, the engine process.",
+                  f"{selfp}build_info", [name])
+    d.row("Sidecars")
+    d.panel("Engine up", "1 when the sidecar finds its engine process (and its address answers).",
+            "short", [(f"{selfp}engine_up{{{SEL}}}", "{{instance}}")])
+    d.panel("Samples accepted", "StatsD samples and event-log effects applied per second, by source.",
+            "ops", [(rate(f"{selfp}ingest_samples_accepted_total", by="cluster, instance, source"), "{{instance}} {{source}}")])
+    d.row("Engine metrics")
+    for m in t["metrics"]:
+        labels = " ".join("{{" + label + "}}" for label in m.get("labels", []))
+        legend = "{{instance}}" + (" " + labels if labels else "")
+        by = ", ".join([BY_INSTANCE] + m.get("labels", []))
+        unit = {"seconds": "s", "bytes": "bytes", "ratio": "percentunit"}.get(m.get("unit", ""), "short")
+        if m["type"] == "counter":
+            d.panel(m["name"], m["help"] + " (per second).", "Bps" if unit == "bytes" else "ops",
+                    [(rate(m["name"], by=by), legend)])
+        elif m["type"] == "histogram":
+            d.panel(m["name"], m["help"] + " (quantiles).", unit, latency(m["name"]), exemplar=True)
+        else:
+            d.panel(m["name"], m["help"] + ".", unit, [(f"{m['name']}{{{SEL}}}", legend)])
+    engine_process(d, name)
+    return d
+
+
 def main():
     """Writes the dashboards of one config (mixin/render.py runs this, and checks the result)."""
     import argparse
@@ -635,7 +668,9 @@ def main():
     a = ap.parse_args()
     with open(a.config) as f:
         configure(json.load(f))
-    for build in (cluster_overview, tx_detail, ingestion, olap, clock, exporter_health, slos):
+    builders = [cluster_overview, tx_detail, ingestion, olap, clock, exporter_health, slos]
+    builders += [lambda t=t: tier_dashboard(t) for t in TIER_INFOS if t["name"] not in HAND_MADE]
+    for build in builders:
         d = build()
         path = os.path.join(a.out, d.uid.removeprefix("db-") + ".json")
         with open(path, "w") as f:

@@ -34,6 +34,10 @@
     // Every runbook_url is this base followed by <AlertName>.md.
     runbookBase: 'https://github.com/example/db-observability/blob/main/docs/runbooks/',
 
+    // The EC2 `Tier` tag of each tier's instances in deploy/prometheus/prometheus-ec2.yml
+    // (default: the tier's name).
+    ec2TierTags: { tx: 'transaction' },
+
     // The ingestion engines' Kafka consumer groups (KafkaIngestionConsumerLag, the Kafka panels).
     ingestionConsumerGroups: 'ingestion-group-.+',
 

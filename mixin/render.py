@@ -26,7 +26,7 @@ import tomllib
 
 MIXIN = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(MIXIN)
-TIER_KEYS = ("name", "binary", "job", "metric_prefix", "self_prefix")
+TIER_KEYS = ("name", "binary", "job", "metric_prefix", "self_prefix", "port")
 
 
 def tiers_json():
@@ -34,11 +34,15 @@ def tiers_json():
     tiers = []
     for path in glob.glob(os.path.join(ROOT, "crates", "*", "schema.toml")):
         with open(path, "rb") as f:
-            tier = tomllib.load(f)["tier"]
+            schema = tomllib.load(f)
+        tier = schema["tier"]
+        # The engine's metrics, for the dashboard of a tier that has no hand-made one.
+        tier["metrics"] = [{k: m[k] for k in ("name", "type", "help", "unit", "labels") if k in m}
+                           for m in schema.get("metrics", []) if m.get("source", "engine") == "engine"]
         tier["port"] = int(tier["web_listen_address"].rsplit(":", 1)[1])
         tiers.append(tier)
     tiers.sort(key=lambda t: t["port"])
-    doc = {"tiers": [{k: t[k] for k in TIER_KEYS} for t in tiers]}
+    doc = {"tiers": [dict({k: t[k] for k in TIER_KEYS}, metrics=t["metrics"]) for t in tiers]}
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -166,6 +170,80 @@ def write_suite(out, config):
           f"({rewriter.dropped} hand-written cases left to thresholds.test.yml)")
 
 
+# The scrape jobs of the database tiers in the example Prometheus configs of deploy/: one job per
+# tier of the schemas, in the block between these markers, so a new tier is scraped without a
+# hand edit. Everything outside the block is the file's own.
+BEGIN = "  # BEGIN tier jobs: rendered by mixin/render.py from the tiers' schemas; edit the template there\n"
+END = "  # END tier jobs\n"
+HOST_COMMENT = '      # "10.0.1.21:9090" -> host label "10.0.1.21" for joining with node_exporter\n'
+HOST_RELABEL = """      - source_labels: [__address__]
+        regex: '([^:]+):\\d+'
+        target_label: host
+"""
+
+
+def file_sd_job(tier, first):
+    return (f"  - job_name: {tier['job']}\n    file_sd_configs:\n      - files: [file_sd/{tier['job']}.json]\n"
+            f"    relabel_configs:\n" + (HOST_COMMENT if first else "") + HOST_RELABEL)
+
+
+def shard_job(tier, first):
+    head = f"  - job_name: {tier['job']}\n    file_sd_configs:\n      - files: [file_sd/{tier['job']}.json]\n"
+    if not first:
+        return head + "    relabel_configs: *shard\n"
+    return head + """    relabel_configs: &shard
+      - source_labels: [__address__]
+        modulus: 2
+        target_label: __tmp_hash
+        action: hashmod
+      - source_labels: [__tmp_hash]
+        regex: '0'
+        action: keep
+""" + HOST_COMMENT + HOST_RELABEL
+
+
+def ec2_job(tier, first, tags):
+    head = (f"  - job_name: {tier['job']}\n    ec2_sd_configs:\n      - region: us-east-1\n"
+            f"        port: {tier['port']}\n        filters:\n          - name: tag:Tier\n"
+            f"            values: [{tags.get(tier['name'], tier['name'])}]\n")
+    if not first:
+        return head + "    relabel_configs: *ec2_relabel\n"
+    return head + """    relabel_configs: &ec2_relabel
+      # Keep the instance label stable and readable: private IP and port.
+      - source_labels: [__meta_ec2_private_ip]
+        regex: '(.+)'
+        target_label: host
+      - source_labels: [__meta_ec2_instance_id]
+        target_label: instance_id
+      - source_labels: [__meta_ec2_availability_zone]
+        target_label: zone
+      - source_labels: [__meta_ec2_instance_state]
+        regex: running
+        action: keep
+"""
+
+
+def scrape_configs(cfg):
+    """{path: its text with the tier jobs block rendered}, for the deploy configs."""
+    tiers = json.loads(tiers_json())["tiers"]
+    styles = {
+        "deploy/prometheus/prometheus.yml": file_sd_job,
+        "deploy/prometheus/prometheus-ec2.yml": lambda t, first: ec2_job(t, first, cfg["ec2TierTags"]),
+        "deploy/scale-out/prometheus-shard.yml": shard_job,
+    }
+    out = {}
+    for rel, job in styles.items():
+        with open(os.path.join(ROOT, rel)) as f:
+            text = f.read()
+        if BEGIN not in text or END not in text:
+            sys.exit(f"render: {rel} has no tier jobs block ({BEGIN.strip()} ... {END.strip()})")
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        jobs = "\n".join(job(t, i == 0) for i, t in enumerate(tiers))
+        out[rel] = head + BEGIN + jobs + END + tail
+    return out
+
+
 def shipped_names(sub, suffix):
     return sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, sub, "*" + suffix)))
 
@@ -213,6 +291,16 @@ def main():
                     with open(dst, "w") as f:
                         f.write(new)
                     print("wrote", f"{sub}/{name}")
+    for rel, text in scrape_configs(config_json(None)).items():
+        with open(os.path.join(ROOT, rel)) as f:
+            if f.read() == text:
+                continue
+        if a.check:
+            stale.append(rel)
+        else:
+            with open(os.path.join(ROOT, rel), "w") as f:
+                f.write(text)
+            print("wrote", rel)
     if stale:
         sys.exit("render: out of date with mixin/ (run python3 mixin/render.py): " + ", ".join(stale))
 

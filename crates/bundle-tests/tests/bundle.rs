@@ -1406,6 +1406,144 @@ fn nondefault_rendering_passes_every_check() {
     assert!(out.contains(&passed), "{out}");
 }
 
+/// A fifth tier, added in a scratch copy the way docs/architecture.md says (its crate's
+/// schema.toml, then `python3 mixin/render.py`), gets its exporter alerts, its scrape job in
+/// each example Prometheus config and its dashboard with no hand edit outside the tier: the
+/// fixture tier's schema plays the new tier.
+#[test]
+fn a_new_tier_gets_alerts_scrape_jobs_and_a_dashboard() {
+    if tool("jsonnet").is_none()
+        || tool("promtool").is_none()
+        || tool("python3").is_none()
+        || !testkit::require_python(&["grafana_foundation_sdk"])
+    {
+        return;
+    }
+    let tmp = testkit::TempDir::new("fifth-tier");
+    let scratch = tmp.path();
+    for dir in [
+        "mixin",
+        "alerts",
+        "dashboards",
+        "deploy/prometheus",
+        "deploy/scale-out",
+    ] {
+        copy_tree(&root().join(dir), &scratch.join(dir));
+    }
+    for schema in tiers() {
+        let crate_dir = scratch.join(format!("crates/{}", schema.tier.binary));
+        fs::create_dir_all(&crate_dir).expect("crate dir");
+        fs::copy(
+            root().join(format!("crates/{}/schema.toml", schema.tier.binary)),
+            crate_dir.join("schema.toml"),
+        )
+        .expect("copy schema");
+    }
+    let before = tree_digest(scratch);
+    // The new tier: its crate's schema.toml is the one hand-written file the bundle needs.
+    let fifth = scratch.join("crates/fixture-exporter");
+    fs::create_dir_all(&fifth).expect("crate dir");
+    fs::copy(
+        root().join("crates/core/fixture/schema.toml"),
+        fifth.join("schema.toml"),
+    )
+    .expect("copy");
+    let mut cmd = Command::new("python3");
+    cmd.arg(scratch.join("mixin/render.py"));
+    run(cmd);
+    let after = tree_digest(scratch);
+    let mut touched: Vec<&String> = after
+        .iter()
+        .filter(|(path, digest)| before.get(*path) != Some(*digest))
+        .map(|(path, _)| path)
+        .collect();
+    touched.sort();
+    eprintln!("a fifth tier touched {} files: {touched:?}", touched.len());
+
+    let rules = read(&scratch.join("alerts/exporters.rules.yml"));
+    for want in [
+        "fixture_exporter_engine_up == 0",
+        "up{job=\"fixture\"}",
+        "fixture_exporter_ingest_rejected_total",
+    ] {
+        assert!(rules.contains(want), "exporters.rules.yml lacks {want}");
+    }
+    for config in [
+        "deploy/prometheus/prometheus.yml",
+        "deploy/prometheus/prometheus-ec2.yml",
+        "deploy/scale-out/prometheus-shard.yml",
+    ] {
+        let doc = yaml(&scratch.join(config));
+        let job = doc["scrape_configs"]
+            .as_vec()
+            .expect("scrape_configs")
+            .iter()
+            .find(|j| j["job_name"].as_str() == Some("fixture"))
+            .unwrap_or_else(|| panic!("{config}: no fixture job"))
+            .clone();
+        let port_or_file = job["ec2_sd_configs"][0]["port"].as_i64() == Some(9190)
+            || job["file_sd_configs"][0]["files"][0].as_str() == Some("file_sd/fixture.json");
+        assert!(port_or_file, "{config}: {job:?}");
+    }
+    let dashboard = json(&scratch.join("dashboards/fixture.json"));
+    let mut panels = Vec::new();
+    panels_of(&dashboard, "fixture", &mut panels);
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    assert!(read(&scratch.join("dashboards/exporter-health.json")).contains("fixture_exporter_"));
+    let mut cmd = Command::new("promtool");
+    cmd.arg("check")
+        .arg("rules")
+        .args(files(&scratch.join("alerts"), ".rules.yml"));
+    run(cmd);
+    // Nothing outside the new crate and the rendered files changed.
+    for path in &touched {
+        assert!(
+            path.starts_with("crates/fixture-exporter/")
+                || path.starts_with("mixin/tiers.json")
+                || path.starts_with("alerts/")
+                || path.starts_with("dashboards/")
+                || path.starts_with("deploy/"),
+            "{path} changed"
+        );
+    }
+}
+
+/// Copies a directory tree (files only, no links).
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read_dir") {
+        let p = e.expect("entry").path();
+        let dest = to.join(p.file_name().expect("name"));
+        if p.is_dir() {
+            copy_tree(&p, &dest);
+        } else {
+            fs::copy(&p, &dest).expect("copy");
+        }
+    }
+}
+
+/// Every file under `dir`, relative, with its contents.
+fn tree_digest(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in fs::read_dir(dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                let rel = p
+                    .strip_prefix(base)
+                    .expect("under base")
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, fs::read(&p).expect("read"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
 /// Labels the shipped log pipeline (deploy/alloy/config.alloy) puts on every stream: the
 /// path targets' labels, `stage.labels` and `stage.static_labels`.
 fn alloy_labels() -> BTreeSet<String> {
