@@ -244,6 +244,17 @@ def scrape_configs(cfg):
     return out
 
 
+def dashboards_libsonnet():
+    """mixin/dashboards.libsonnet: grafanaDashboards for jsonnet users, the shipped dashboards."""
+    names = shipped_names("dashboards", ".json")
+    lines = ["// Rendered by mixin/render.py: the shipped dashboards (the default config), for",
+             "// grafanaDashboards. dashboards/generate.py builds them; a config of your own reaches",
+             "// them through `python3 mixin/render.py --config ... --out ...` (docs/mixin.md).",
+             "{"]
+    lines += [f"  '{n}': import '../dashboards/{n}'," for n in names]
+    return "\n".join(lines + ["}", ""])
+
+
 def shipped_names(sub, suffix):
     return sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, sub, "*" + suffix)))
 
@@ -291,7 +302,9 @@ def main():
                     with open(dst, "w") as f:
                         f.write(new)
                     print("wrote", f"{sub}/{name}")
-    for rel, text in scrape_configs(config_json(None)).items():
+    generated = dict(scrape_configs(config_json(None)))
+    generated["mixin/dashboards.libsonnet"] = dashboards_libsonnet()
+    for rel, text in generated.items():
         with open(os.path.join(ROOT, rel)) as f:
             if f.read() == text:
                 continue

@@ -61,10 +61,60 @@ function(overrides={})
       { expr: 'ALERTS{alertname="%s", alertstate="firing"}' % case.alert, eval_time: '%dm' % (f + 2), exp_samples: [{ labels: firing(case), value: 1 }] },
     ],
   };
+  // The SLOs: a constant error ratio above the fastest page's burn rate pages, one between the
+  // pages' and the tickets' rates tickets and does not page, one below the slowest ticket's rate
+  // raises nothing, each with the config's objective, burn rates and severities.
+  local factors(speed) = [b.factor for b in c.sloBurns[speed]];
+  local sloSeries(slo, where, burn) =
+    local l = { job: c.jobs.tx, [c.instanceLabel]: 'slo:9000' } + (if c.clusterLabel != '' then { [c.clusterLabel]: where } else {});
+    local l2 = if slo.component == 'olap' then l { job: c.jobs.olap } else l;
+    local ratio = (1 - slo.objective) * burn;
+    local perMinute = 6000;
+    local n = 40;
+    if std.objectHas(slo, 'histogram') then [
+      { series: slo.histogram + '_bucket' + selector(l2 { le: lib.num(slo.latencyThreshold) }), values: '0+%sx%d' % [lib.num(perMinute * (1 - ratio)), n] },
+      { series: slo.histogram + '_count' + selector(l2), values: '0+%dx%d' % [perMinute, n] },
+    ] else [
+      { series: slo.errors + selector(l2), values: '0+%sx%d' % [lib.num(perMinute * ratio), n] },
+      { series: slo.total + selector(l2), values: '0+%dx%d' % [perMinute, n] },
+    ];
+  local burnAlert(slo, speed) = slo.alertName + (if speed == 'fast' then 'BudgetBurnFast' else 'BudgetBurnSlow');
+  local sloAlerts(slo, speed, where) =
+    local name = burnAlert(slo, speed);
+    'ALERTS' + selector({ alertname: name, alertstate: 'firing', slo: slo.name, component: slo.component, severity: c.alerts[name].severity }
+                        + (if c.clusterLabel != '' then { [c.clusterLabel]: where } else {}));
+  local sloTest(slo) = {
+    local fastBurn = std.foldl(std.max, factors('fast'), 0) * 1.2,
+    local slowBurn = (std.foldl(std.min, factors('fast'), 1e9) + std.foldl(std.max, factors('slow'), 0)) / 2,
+    local neutral = std.foldl(std.min, factors('slow'), 1e9) * 0.8,
+    local at = minutes(c.alerts[burnAlert(slo, 'slow')]['for']) + 3,
+    local query(speed) = 'ALERTS{alertname="%s", alertstate="firing"}' % burnAlert(slo, speed),
+    name: '%s: a burn of %sx pages, %sx tickets only, %sx raises nothing (objective %s over %s)' % [
+      slo.name,
+      lib.num(fastBurn),
+      lib.num(slowBurn),
+      lib.num(neutral),
+      lib.num(slo.objective),
+      c.sloWindow,
+    ],
+    interval: '1m',
+    input_series: sloSeries(slo, 'fast', fastBurn) + sloSeries(slo, 'slow', slowBurn) + sloSeries(slo, 'neutral', neutral),
+    promql_expr_test: [
+      { expr: query('fast'), eval_time: '1m', exp_samples: [] },
+      { expr: query('slow'), eval_time: '1m', exp_samples: [] },
+      { expr: query('fast'), eval_time: '%dm' % at, exp_samples: [{ labels: sloAlerts(slo, 'fast', 'fast'), value: 1 }] },
+      { expr: query('slow'), eval_time: '%dm' % at, exp_samples: [
+        { labels: sloAlerts(slo, 'slow', 'fast'), value: 1 },
+        { labels: sloAlerts(slo, 'slow', 'slow'), value: 1 },
+      ] },
+    ],
+  };
+  // A config without a cluster label has one cluster: the three cases then share it.
+  local sloTests = if c.clusterLabel == '' then [] else [sloTest(slo) for slo in c.slos];
   '# Rendered by mixin/render.py --tests from mixin/tests/thresholds.jsonnet and the config.\n'
   + std.manifestYamlDoc({
-    rule_files: ['../recording.rules.yml', '../database.rules.yml', '../exporters.rules.yml', '../kafka.rules.yml'],
+    rule_files: ['../recording.rules.yml', '../database.rules.yml', '../exporters.rules.yml', '../kafka.rules.yml', '../slo.rules.yml'],
     evaluation_interval: '1m',
-    group_eval_order: ['db-recording', 'tx-engines', 'clock-sync', 'ingestion-engines', 'olap-shards', 'cluster-health', 'exporters', 'kafka'],
-    tests: [test(case) for case in cases],
+    group_eval_order: ['db-recording', 'tx-engines', 'clock-sync', 'ingestion-engines', 'olap-shards', 'cluster-health', 'exporters', 'kafka', 'slo-recording', 'slo-alerts'],
+    tests: [test(case) for case in cases] + sloTests,
   }, indent_array_in_object=true, quote_keys=false) + '\n'
