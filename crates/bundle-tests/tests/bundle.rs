@@ -1428,7 +1428,7 @@ fn a_new_tier_gets_alerts_scrape_jobs_and_a_dashboard() {
         "deploy/prometheus",
         "deploy/scale-out",
     ] {
-        copy_tree(&root().join(dir), &scratch.join(dir));
+        copy_dir(&root().join(dir), &scratch.join(dir));
     }
     for schema in tiers() {
         let crate_dir = scratch.join(format!("crates/{}", schema.tier.binary));
@@ -1505,20 +1505,6 @@ fn a_new_tier_gets_alerts_scrape_jobs_and_a_dashboard() {
                 || path.starts_with("deploy/"),
             "{path} changed"
         );
-    }
-}
-
-/// Copies a directory tree (files only, no links).
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for e in fs::read_dir(from).expect("read_dir") {
-        let p = e.expect("entry").path();
-        let dest = to.join(p.file_name().expect("name"));
-        if p.is_dir() {
-            copy_tree(&p, &dest);
-        } else {
-            fs::copy(&p, &dest).expect("copy");
-        }
     }
 }
 

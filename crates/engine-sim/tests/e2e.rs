@@ -354,6 +354,24 @@ impl Drop for Proc {
     }
 }
 
+/// A real Prometheus on 127.0.0.1:`port` with `config`, its data and log under `dir`.
+fn spawn_prometheus(name: &str, config: &Path, port: u16, dir: &Path) -> Proc {
+    Proc::spawn(
+        name,
+        Path::new("prometheus"),
+        &[
+            format!("--config.file={}", config.display()),
+            format!(
+                "--storage.tsdb.path={}",
+                dir.join(format!("{name}-data")).display()
+            ),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--log.level=warn".into(),
+        ],
+        dir,
+    )
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -1093,17 +1111,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     let prom_config_path = dir.join("prometheus.yml");
     std::fs::write(&prom_config_path, prom_config).unwrap();
     ports.release(&[prom_port], &[]);
-    let prom = Proc::spawn(
-        "prometheus",
-        Path::new("prometheus"),
-        &[
-            format!("--config.file={}", prom_config_path.display()),
-            format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-            "--log.level=warn".into(),
-        ],
-        &dir,
-    );
+    let prom = spawn_prometheus("prometheus", &prom_config_path, prom_port, &dir);
     let prom_url = format!("http://127.0.0.1:{prom_port}");
     let am_url = format!("http://127.0.0.1:{am_port}");
     assert!(
@@ -1136,20 +1144,7 @@ fn scenarios_fire_their_alerts_through_prometheus_and_alertmanager() {
     )
     .unwrap();
     ports.release(&[lone_port], &[]);
-    let lone_prom = Proc::spawn(
-        "prometheus-no-targets",
-        Path::new("prometheus"),
-        &[
-            format!("--config.file={}", lone_config.display()),
-            format!(
-                "--storage.tsdb.path={}",
-                dir.join("prom-no-targets-data").display()
-            ),
-            format!("--web.listen-address=127.0.0.1:{lone_port}"),
-            "--log.level=warn".into(),
-        ],
-        &dir,
-    );
+    let lone_prom = spawn_prometheus("prometheus-no-targets", &lone_config, lone_port, &dir);
     let mut absent_jobs: BTreeSet<String> = BTreeSet::new();
 
     // Watch until every expected alert reached Alertmanager, or the deadline.
@@ -1617,17 +1612,7 @@ fn nondefault_mixin_rendering_fires_with_other_job_names() {
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, nondefault_scrape_config(&jobs, &rules)).unwrap();
     ports.release(&[prom_port], &[]);
-    let _prom = Proc::spawn(
-        "mixin-prometheus",
-        Path::new("prometheus"),
-        &[
-            format!("--config.file={}", config.display()),
-            format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-            "--log.level=warn".into(),
-        ],
-        &dir,
-    );
+    let _prom = spawn_prometheus("mixin-prometheus", &config, prom_port, &dir);
     let url = format!("http://127.0.0.1:{prom_port}");
     // Prometheus evaluates rules from its start but takes up to 5 s to pick up static targets
     // (its scrape manager reloads every 5 s), longer than these fast rules' `for: 5s`: watch
