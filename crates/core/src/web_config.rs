@@ -2,13 +2,13 @@
 //! same file works for node_exporter and for us.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use serde::Deserialize;
@@ -240,9 +240,7 @@ fn tls_config(t: &TlsServerConfig, base: &Path) -> Result<Arc<rustls::ServerConf
             .collect();
     let certs = read_certs(&base.join(&t.cert_file))?;
     let key_path = base.join(&t.key_file);
-    let key = rustls_pemfile::private_key(&mut reader(&key_path)?)
-        .map_err(|e| format!("{}: {e}", key_path.display()))?
-        .ok_or_else(|| format!("{}: no private key found", key_path.display()))?;
+    let key = read_key(&key_path)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| e.to_string())?;
@@ -280,15 +278,16 @@ fn tls_config(t: &TlsServerConfig, base: &Path) -> Result<Arc<rustls::ServerConf
     Ok(Arc::new(config))
 }
 
-fn reader(path: &Path) -> Result<BufReader<File>, String> {
-    File::open(path)
-        .map(BufReader::new)
-        .map_err(|e| format!("{}: {e}", path.display()))
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::NoItemsFound => format!("{}: no private key found", path.display()),
+        e => format!("{}: {e}", path.display()),
+    })
 }
 
-fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut reader(path)?)
-        .collect::<Result<_, _>>()
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: no certificate found", path.display()));
@@ -597,6 +596,29 @@ mod tests {
             BasicAuth::new([("alice".to_owned(), bcrypt::hash("other", 4).expect("hash"))].into());
         changed.inherit(&auth);
         assert!(matches!(changed.precheck(Some(&good)), Precheck::Verify(_)));
+    }
+
+    #[test]
+    fn pem_files_are_read_or_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("web-config-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, c.cert.pem()).expect("write");
+        std::fs::write(&key, c.key_pair.serialize_pem()).expect("write");
+        assert_eq!(read_certs(&cert).expect("certs").len(), 1);
+        assert!(read_key(&key).is_ok());
+        // Swapped files, a missing file and a broken PEM section are refused, naming the file.
+        let no_key = read_key(&cert).expect_err("a certificate is not a key");
+        assert!(no_key.ends_with("no private key found"), "{no_key}");
+        let no_cert = read_certs(&key).expect_err("a key is not a certificate");
+        assert!(no_cert.ends_with("no certificate found"), "{no_cert}");
+        assert!(read_certs(&dir.join("absent.pem")).is_err());
+        let broken = dir.join("broken.pem");
+        std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nnot base64!\n").expect("write");
+        let err = read_certs(&broken).expect_err("broken PEM");
+        assert!(err.starts_with(&broken.display().to_string()), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
