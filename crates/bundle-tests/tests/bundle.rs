@@ -1254,9 +1254,8 @@ fn prometheus_configs_scrape_every_tier_on_its_port() {
         }
     }
     // The packaged configuration listens where Prometheus scrapes, and the unit reads it.
-    for (job, port) in &ports {
-        let tier = job.split('-').next().expect("tier");
-        let bin = format!("{tier}-exporter");
+    for schema in tiers() {
+        let (bin, port) = (&schema.tier.binary, schema.tier.port().to_string());
         let config = read(&root.join(format!("deploy/debian/{bin}.toml")));
         assert!(
             config.contains(&format!("listen_address = \"0.0.0.0:{port}\"")),

@@ -199,7 +199,9 @@ fn write_json(out: &mut String, pairs: &[(&str, FieldValue)]) {
     out.push('}');
 }
 
-fn push_json_str(out: &mut String, s: &str) {
+/// `s` as a JSON string literal, appended to `out` (quotes, backslashes and control characters
+/// escaped). engine-sim writes its event lines with it too.
+pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

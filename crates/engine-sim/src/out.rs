@@ -128,6 +128,9 @@ impl Event {
     }
 }
 
+/// `s` as a JSON string literal, escaped as the exporter's own JSON logs escape it
+/// (`exporter_core::logging::push_json_str`; engine-sim stays free of core, a test keeps the
+/// two equal).
 pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -136,6 +139,8 @@ pub fn json_string(s: &str) -> String {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
             c if (c as u32) < 0x20 => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
@@ -227,6 +232,22 @@ impl EventLog {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn json_string_escapes_as_the_exporters_logs_do() {
+        for s in [
+            "plain",
+            "quote \" and \\ back",
+            "new\nline\r\ttab",
+            "\u{1}\u{1f}ctl",
+            "ünïcode ✓",
+            "",
+        ] {
+            let mut core = String::new();
+            exporter_core::logging::push_json_str(&mut core, s);
+            assert_eq!(json_string(s), core, "{s:?}");
+        }
+    }
     use super::*;
     use std::time::Duration;
 
