@@ -152,6 +152,16 @@ pub fn undocumented_flags_in_repo(
     }
 }
 
+/// The test every tier with settings of its own runs: each of `flags` and its config key is in
+/// the checkout's docs/configuration.md. `manifest_dir` is the calling crate's.
+pub fn assert_flags_documented(manifest_dir: &str, flags: &[crate::config::Flag]) {
+    let missing = undocumented_flags_in_repo(manifest_dir, flags);
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks {missing:?}"
+    );
+}
+
 /// Flags (and their config keys) that a configuration doc does not mention.
 pub fn undocumented_flags(doc: &str, flags: &[crate::config::Flag]) -> Vec<String> {
     let mut missing = Vec::new();
