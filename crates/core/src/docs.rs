@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::process::PROCESS_METRICS;
+use crate::probe::process::PROCESS_METRICS;
 use crate::schema::{duration_scale, Effect, MetricType, Schema, Source};
 
 /// Renders the metric reference for all tiers.

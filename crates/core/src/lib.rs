@@ -11,7 +11,6 @@ pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
-pub mod process;
 pub mod profiling;
 pub mod reload;
 pub mod schema;

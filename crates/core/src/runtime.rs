@@ -13,8 +13,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::schema::{Schema, SchemaError};
 use crate::{
-    connections, ingest, logging, probe, process, profiling, reload, server, telemetry, web_config,
-    REVISION,
+    connections, ingest, logging, probe, profiling, reload, server, telemetry, web_config, REVISION,
 };
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -200,7 +199,7 @@ async fn serve(
         Metrics::new(&schema, reload::limits(&config)).map_err(|e| format!("schema: {e}"))?;
     metrics
         .registry_mut()
-        .register_collector(Box::new(process::ProcessCollector));
+        .register_collector(Box::new(probe::process::ProcessCollector));
     let _ = metrics.own().build_info.set(
         &[
             env!("CARGO_PKG_VERSION"),

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::process::{ProcStat, ProcessReader};
 use crate::config::{parse_listen_addr, EngineConfig};
 use crate::context::TaskContext;
 use crate::health::SourceHealth;
 use crate::metrics::{Gauge, Metrics, Total};
-use crate::process::{ProcStat, ProcessReader};
 use crate::schema::SchemaError;
 
 /// How often the process is looked up again and the address checked.
@@ -150,7 +150,7 @@ impl EngineProbe {
                 self.config
                     .process_name
                     .as_deref()
-                    .is_none_or(|name| crate::process::is_named(*pid, name))
+                    .is_none_or(|name| super::process::is_named(*pid, name))
             })
         } else if let Some(name) = &self.config.process_name {
             self.reader.find_by_name(name)
