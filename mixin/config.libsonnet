@@ -164,6 +164,10 @@
       local joined(labels) = std.join(', ', [l for l in labels if l != '']),
       c: cl,
       c_: if cl == '' then '' else cl + ', ',
+      // The cluster in alert texts; nothing when there is no cluster label.
+      inCluster: if cl == '' then '' else '{{ with $labels.%s }} in cluster {{ . }}{{ end }}' % cl,
+      ofCluster: if cl == '' then '' else ' of cluster {{ $labels.%s }}' % cl,
+      InCluster: if cl == '' then '' else 'In cluster {{ $labels.%s }}, ' % cl,
       i: cfg.instanceLabel,
       ci: joined([cl, cfg.instanceLabel]),
       cji: joined([cl, 'job', cfg.instanceLabel]),

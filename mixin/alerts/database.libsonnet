@@ -116,7 +116,7 @@ local lib = import '../lib/render.libsonnet';
               (sum by (%(c)s) (rate(clock_master_heartbeats_sent_total[5m])) > 0)
             |||,
             summary: 'No clock master of the cluster sends heartbeats',
-            description: 'No clock master of cluster {{ $labels.%(c)s }} has sent a heartbeat for 5m: the primary is down or silent and no standby took over; the TX engines lose clock sync.',
+            description: 'No clock master%(ofCluster)s has sent a heartbeat for 5m: the primary is down or silent and no standby took over; the TX engines lose clock sync.',
           },
         ]),
         lib.group($._config, 'ingestion-engines', [

@@ -36,7 +36,7 @@ local lib = import '../lib/render.libsonnet';
               for t in c.tiers
             ]) + '\n',
             summary: 'No scrape target discovered for a database tier',
-            description: 'Prometheus has no target for job {{ $labels.job }}{{ with $labels.%(c)s }} in cluster {{ . }}{{ end }}; check service discovery and the scrape configuration.',
+            description: 'Prometheus has no target for job {{ $labels.job }}%(inCluster)s; check service discovery and the scrape configuration.',
           },
           {
             alert: 'ExporterEngineDown',

@@ -60,7 +60,7 @@ local lib = import '../lib/render.libsonnet';
       labels: { slo: slo.name },
       expr: std.join('  or\n', [leg(b) for b in burns]),
       summary: slo.alertName + ' SLO error budget burning ' + (if speed == 'fast' then 'fast' else 'steadily'),
-      description: 'In cluster {{ $labels.%%(c)s }}, {{ $value | humanizePercentage }} %s over the long window (objective: %s of %s, a budget of %s): at this rate the %s budget is gone %s.' % [
+      description: '%%(InCluster)s{{ $value | humanizePercentage }} %s over the long window (objective: %s of %s, a budget of %s): at this rate the %s budget is gone %s.' % [
         lib.literal(errorsWere),
         lib.literal(lib.percent(slo.objective)),
         lib.literal(what),

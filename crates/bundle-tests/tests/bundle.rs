@@ -1372,16 +1372,10 @@ fn nondefault_rendering_passes_every_check() {
         return;
     }
     let tmp = testkit::TempDir::new("nondefault");
-    let out = tmp.path().join("bundle");
-    let mut cmd = Command::new("python3");
-    cmd.arg(root().join("mixin/render.py"))
-        .arg("--config")
-        .arg(root().join("mixin/tests/nondefault.libsonnet"))
-        .arg("--out")
-        .arg(&out)
-        .arg("--tests");
-    let said = run(cmd);
-    assert!(said.contains("rendered"), "{said}");
+    let out = render_with(
+        &tmp.path().join("bundle"),
+        "mixin/tests/nondefault.libsonnet",
+    );
     let rules = read(&out.join("alerts/exporters.rules.yml"));
     for want in [
         "db/tx-engine-metrics",
@@ -1394,14 +1388,80 @@ fn nondefault_rendering_passes_every_check() {
         !rules.contains("tx-engines") && !rules.contains("cluster,"),
         "a default name is left in the rendering"
     );
+    run_checks_on(&out, CHECKS_OF_A_RENDERING);
+}
+
+/// The bundle of a config without a cluster label loads in promtool and vmalert, passes the
+/// threshold tests rendered for it, and its dashboards' queries parse and name real metrics.
+#[test]
+fn rendering_without_a_cluster_label_loads_and_passes() {
+    if std::env::var_os("BUNDLE_DIR").is_some()
+        || tool("jsonnet").is_none()
+        || tool("promtool").is_none()
+        || tool("python3").is_none()
+        || !testkit::require_python(&["grafana_foundation_sdk", "yaml"])
+    {
+        return;
+    }
+    let tmp = testkit::TempDir::new("no-cluster-label");
+    let out = render_with(
+        &tmp.path().join("bundle"),
+        "mixin/tests/no-cluster-label.libsonnet",
+    );
+    let rules: String = files(&out.join("alerts"), ".rules.yml")
+        .iter()
+        .map(|f| read(f))
+        .collect();
+    for left in [
+        "(cluster",
+        "cluster=",
+        "$labels.cluster",
+        "$labels. ",
+        "$labels.}",
+        "(, ",
+    ] {
+        assert!(!rules.contains(left), "the rendering still has {left:?}");
+    }
+    let tests = out.join("alerts/tests");
+    let mut cmd = Command::new("promtool");
+    cmd.current_dir(&tests)
+        .args(["test", "rules", "thresholds.test.yml"]);
+    run(cmd);
+    run_checks_on(
+        &out,
+        &[
+            "promtool_check_rules",
+            "metric_names_exist_in_the_schemas",
+            "dashboard_exprs_parse_as_promql",
+            "vmalert_loads_the_rules_unchanged",
+        ],
+    );
+}
+
+/// `mixin/render.py --tests` with the config at `config` (relative to the checkout) into `out`.
+fn render_with(out: &Path, config: &str) -> PathBuf {
+    let mut cmd = Command::new("python3");
+    cmd.arg(root().join("mixin/render.py"))
+        .arg("--config")
+        .arg(root().join(config))
+        .arg("--out")
+        .arg(out)
+        .arg("--tests");
+    let said = run(cmd);
+    assert!(said.contains("rendered"), "{said}");
+    out.to_path_buf()
+}
+
+/// Runs `checks` of this test binary again on the rendering in `dir` (BUNDLE_DIR).
+fn run_checks_on(dir: &Path, checks: &[&str]) {
     let exe = std::env::current_exe().expect("test binary");
     let mut cmd = Command::new(exe);
-    cmd.env("BUNDLE_DIR", &out)
+    cmd.env("BUNDLE_DIR", dir)
         .arg("--exact")
-        .args(CHECKS_OF_A_RENDERING)
+        .args(checks)
         .arg("--test-threads=2");
     let out = run(cmd);
-    let passed = format!("{} passed; 0 failed", CHECKS_OF_A_RENDERING.len());
+    let passed = format!("{} passed; 0 failed", checks.len());
     assert!(out.contains(&passed), "{out}");
 }
 
