@@ -58,6 +58,10 @@ def jsonnet(args, config):
 
 def render(out, config):
     """Writes the rule files and dashboards of `config` under out/alerts and out/dashboards."""
+    if config:
+        problems = config_problems(config_json(None), config_json(config))
+        if problems:
+            sys.exit(f"render: {config} is refused:\n  " + "\n  ".join(problems))
     os.makedirs(os.path.join(out, "alerts"), exist_ok=True)
     os.makedirs(os.path.join(out, "dashboards"), exist_ok=True)
     jsonnet(["-S", "-m", os.path.join(out, "alerts"), os.path.join(MIXIN, "render.jsonnet")], config)
@@ -72,6 +76,45 @@ def render(out, config):
 
 def config_json(config):
     return json.loads(jsonnet([os.path.join(MIXIN, "config.jsonnet")], config))
+
+
+SEVERITIES = ("critical", "warning", "info", "none")
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def config_problems(default, cfg):
+    """What a config sets that the mixin does not read, or sets to a value it cannot use: a
+    misspelt knob is refused, never silently ignored."""
+    problems = []
+
+    def unknown(where, got, known, listed=True):
+        seen = ", ".join(sorted(set(known) - {"human", "names"}))
+        hint = f" (known: {seen})" if listed else " (mixin/config.libsonnet lists them)"
+        problems.extend(f"{where}{k}: no such knob{hint}" for k in sorted(set(got) - set(known)))
+
+    unknown("", cfg, default)
+    unknown("jobs.", cfg.get("jobs", {}), default["jobs"])
+    unknown("dashboards.", cfg.get("dashboards", {}), default["dashboards"])
+    unknown("alerts.", cfg.get("alerts", {}), default["alerts"], listed=False)
+    for name, knobs in cfg.get("alerts", {}).items():
+        if name not in default["alerts"]:
+            continue
+        unknown(f"alerts.{name}.", knobs, default["alerts"][name])
+        if knobs.get("severity") not in SEVERITIES:
+            problems.append(f"alerts.{name}.severity: {knobs.get('severity')!r} is not one of {', '.join(SEVERITIES)}")
+        if knobs.get("for") is not None and not DURATION.match(str(knobs["for"])):
+            problems.append(f"alerts.{name}.for: {knobs['for']!r} is not a Prometheus duration")
+        for k, v in knobs.items():
+            if k not in ("for", "severity") and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                problems.append(f"alerts.{name}.{k}: {v!r} is not a number")
+    slo_keys = set().union(*(slo.keys() for slo in default["slos"]))
+    for i, slo in enumerate(cfg.get("slos", [])):
+        unknown(f"slos[{i}].", slo, slo_keys)
+        if not 0 < slo.get("objective", 0) < 1:
+            problems.append(f"slos[{i}].objective: {slo.get('objective')!r} is not between 0 and 1")
+    if not str(cfg.get("runbookBase", "")).endswith("/"):
+        problems.append("runbookBase: must end with / (the alert name and .md follow it)")
+    return problems
 
 
 def write_threshold_tests(out, config):

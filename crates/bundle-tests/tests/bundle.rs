@@ -1438,6 +1438,48 @@ fn rendering_without_a_cluster_label_loads_and_passes() {
     );
 }
 
+/// A config that names a knob the mixin does not have, or gives one a value it cannot use, is
+/// refused with every problem named, and nothing is rendered: no knob is silently ignored.
+#[test]
+fn a_misspelt_knob_is_refused() {
+    if tool("jsonnet").is_none() || tool("python3").is_none() {
+        return;
+    }
+    let tmp = testkit::TempDir::new("misspelt");
+    let config = tmp.path().join("my.libsonnet");
+    fs::write(
+        &config,
+        "{ _config+:: { clusterLable: 'dc', jobs+: { txx: 'a' }, alerts+: {\n\
+         HighReplicationLagg+: { threshold: 3 },\n\
+         HighReplicationLag+: { treshold: 3, severity: 'page', 'for': '5 minutes' } },\n\
+         runbookBase: 'https://wiki.example.org/runbooks' } }\n",
+    )
+    .expect("write");
+    let out = tmp.path().join("out");
+    let said = Command::new("python3")
+        .arg(root().join("mixin/render.py"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("python3");
+    assert!(!said.status.success(), "a misspelt config was rendered");
+    let err = String::from_utf8_lossy(&said.stderr);
+    for want in [
+        "clusterLable: no such knob",
+        "jobs.txx: no such knob",
+        "alerts.HighReplicationLagg: no such knob",
+        "alerts.HighReplicationLag.treshold: no such knob",
+        "alerts.HighReplicationLag.severity: 'page'",
+        "alerts.HighReplicationLag.for: '5 minutes'",
+        "runbookBase: must end with /",
+    ] {
+        assert!(err.contains(want), "no {want:?} in:\n{err}");
+    }
+    assert!(!out.join("alerts").exists(), "something was rendered");
+}
+
 /// `mixin/render.py --tests` with the config at `config` (relative to the checkout) into `out`.
 fn render_with(out: &Path, config: &str) -> PathBuf {
     let mut cmd = Command::new("python3");
