@@ -1324,6 +1324,38 @@ fn bundle_matches_the_mixin() {
     let mut cmd = Command::new("python3");
     cmd.arg(root().join("mixin/render.py")).arg("--check");
     run(cmd);
+    // What a jsonnet user imports (prometheusAlerts + prometheusRules, kube-prometheus' way)
+    // is what the rule files hold: the same groups, rules and expressions.
+    let mut cmd = Command::new("jsonnet");
+    cmd.arg("-J").arg(root().join("mixin")).arg("-e").arg(
+        "local m = import 'mixin.libsonnet'; m.prometheusAlerts.groups + m.prometheusRules.groups",
+    );
+    let imported: serde_json::Value = serde_json::from_str(&run(cmd)).expect("jsonnet JSON");
+    let mut from_import: Vec<(String, String, String)> = Vec::new();
+    for g in imported.as_array().expect("groups") {
+        for r in g["rules"].as_array().expect("rules") {
+            let name = r["alert"]
+                .as_str()
+                .or(r["record"].as_str())
+                .unwrap_or_default();
+            from_import.push((
+                g["name"].as_str().unwrap_or_default().to_owned(),
+                name.to_owned(),
+                r["expr"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    let mut from_files: Vec<(String, String, String)> = rules()
+        .into_iter()
+        .map(|r| (r.group, r.alert.or(r.record).unwrap_or_default(), r.expr))
+        .collect();
+    from_import.sort();
+    from_files.sort();
+    assert_eq!(from_import.len(), from_files.len());
+    assert!(
+        from_import == from_files,
+        "the imported mixin differs from alerts/"
+    );
     // The mixin's sources are formatted as jsonnetfmt writes them (Debian's jsonnet ships it).
     if tool("jsonnetfmt").is_some() {
         let mut sources = Vec::new();
