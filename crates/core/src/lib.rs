@@ -18,6 +18,7 @@ pub mod server;
 pub mod telemetry;
 pub mod web_config;
 
+mod build;
 mod context;
 mod runtime;
 
@@ -31,24 +32,7 @@ pub use crate::metrics::{
 };
 pub use crate::runtime::{run, Tier};
 pub use crate::schema::Schema;
-
-/// Revision the binary was built from (set by build.rs from git, `-dirty` with uncommitted
-/// changes, else "unknown").
-pub const REVISION: &str = env!("EXPORTER_REVISION");
-/// Git branch of the build, else "unknown".
-pub const BRANCH: &str = env!("EXPORTER_BRANCH");
-/// `rustc --version` of the compiler that built it.
-pub const RUSTC_VERSION: &str = env!("EXPORTER_RUSTC_VERSION");
-/// The target triple it was built for.
-pub const TARGET: &str = env!("EXPORTER_TARGET");
-
-/// `--version` text, laid out as node_exporter's.
-pub fn version_text(binary: &str) -> String {
-    format!(
-        "{binary}, version {} (branch: {BRANCH}, revision: {REVISION})\n  rustc version:    {RUSTC_VERSION}\n  platform:         {TARGET}\n",
-        env!("CARGO_PKG_VERSION")
-    )
-}
+pub use build::{version_text, BRANCH, REVISION, RUSTC_VERSION, TARGET};
 
 /// Path helper used by tests and docs: the repository root seen from a crate directory.
 pub fn workspace_root(manifest_dir: &str) -> &Path {

@@ -13,7 +13,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::schema::{Schema, SchemaError};
 use crate::{
-    connections, ingest, logging, probe, profiling, reload, server, telemetry, web_config, REVISION,
+    connections, ingest, logging, probe, profiling, reload, server, telemetry, web_config,
 };
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -203,10 +203,10 @@ async fn serve(
     let _ = metrics.own().build_info.set(
         &[
             env!("CARGO_PKG_VERSION"),
-            REVISION,
-            crate::BRANCH,
-            crate::RUSTC_VERSION,
-            crate::TARGET,
+            crate::build::REVISION,
+            crate::build::BRANCH,
+            crate::build::RUSTC_VERSION,
+            crate::build::TARGET,
             &schema.tier.name,
         ],
         1.0,

@@ -372,7 +372,9 @@ where
             }
         })?;
     if matches.get_flag("version") {
-        return Err(ConfigError::Display(crate::version_text(&tier.binary)));
+        return Err(ConfigError::Display(crate::build::version_text(
+            &tier.binary,
+        )));
     }
     let config_file = matches.get_one::<String>("config.file").map(PathBuf::from);
     let config = layer(
