@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod profiling;
+pub mod rejection;
 pub mod reload;
 pub mod schema;
 pub mod server;

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::reason::{rejection_series, CHANNELS};
+use crate::rejection::{rejection_series, CHANNELS};
 
 /// Most labels a metric may declare; ingest keeps label values in arrays of this size.
 pub const MAX_LABELS: usize = 8;
