@@ -51,7 +51,17 @@ impl Format {
 }
 
 /// Renders the registry in the requested format.
-pub fn render(registry: &Registry, format: Format) -> Result<String, std::fmt::Error> {
+/// Something a scrape renders under, so that what it serves and what it records stay one
+/// (the event-log follower's ledger persists the positions a scrape served, and holds the
+/// follower still meanwhile). The server knows no source; a source hands one in.
+pub trait RenderGuard: Send + Sync {
+    fn serve(&self, render: &mut dyn FnMut() -> Rendered) -> Rendered;
+}
+
+/// A rendered `/metrics` body.
+pub type Rendered = Result<String, std::fmt::Error>;
+
+pub fn render(registry: &Registry, format: Format) -> Rendered {
     let mut openmetrics = String::with_capacity(16 * 1024);
     encode(&mut openmetrics, registry)?;
     Ok(match format {

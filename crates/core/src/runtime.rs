@@ -294,7 +294,9 @@ async fn serve(
         metrics: metrics.clone(),
         health,
         scrape_hooks,
-        ledger: ingest.ledger,
+        render_guard: ingest
+            .ledger
+            .map(|l| l as Arc<dyn crate::exposition::RenderGuard>),
         scrape_slots: (config.web.max_requests > 0)
             .then(|| Arc::new(tokio::sync::Semaphore::new(config.web.max_requests))),
         binary: schema.tier.binary.clone(),

@@ -19,7 +19,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::exposition::{self, Format};
 use crate::health::Health;
-use crate::ingest::logtail::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::profiling::{self, Profiler};
 use crate::web_config::{self, BasicAuth, Precheck};
@@ -42,9 +41,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub health: Health,
     pub scrape_hooks: Vec<ScrapeHook>,
-    /// The event-log follower's ledger: a scrape renders under it and persists the
-    /// positions it served.
-    pub ledger: Option<Arc<Ledger>>,
+    /// What a scrape renders under (the event-log follower's ledger, which persists the
+    /// positions it served); None: render directly.
+    pub render_guard: Option<Arc<dyn exposition::RenderGuard>>,
     /// Scrapes served at once (`web.max_requests`); None: no limit.
     pub scrape_slots: Option<Arc<tokio::sync::Semaphore>>,
     pub binary: String,
@@ -190,10 +189,10 @@ async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respon
             hook();
         }
     }
-    let render = || exposition::render(app.metrics.registry(), format);
+    let mut render = || exposition::render(app.metrics.registry(), format);
     let rendered =
-        tracing::info_span!(target: "http", "scrape.render").in_scope(|| match &app.ledger {
-            Some(ledger) => ledger.serve(render),
+        tracing::info_span!(target: "http", "scrape.render").in_scope(|| match &app.render_guard {
+            Some(guard) => guard.serve(&mut render),
             None => render(),
         });
     let took = started.elapsed().as_secs_f64();
@@ -295,7 +294,7 @@ mod tests {
             metrics: Arc::new(Metrics::new(&schema, Default::default()).expect("registry")),
             health: health.clone(),
             scrape_hooks: Vec::new(),
-            ledger: None,
+            render_guard: None,
             scrape_slots: None,
             binary: "tx-exporter".into(),
             tier: "tx".into(),

@@ -188,3 +188,12 @@ impl Ledger {
         self.lock().served.values().cloned().collect()
     }
 }
+
+impl crate::exposition::RenderGuard for Ledger {
+    fn serve(
+        &self,
+        render: &mut dyn FnMut() -> crate::exposition::Rendered,
+    ) -> crate::exposition::Rendered {
+        Ledger::serve(self, render)
+    }
+}
