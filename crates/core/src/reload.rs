@@ -87,8 +87,14 @@ impl Reloader {
 
     /// Loads and checks everything first; applies only when all of it is good.
     fn reload(&mut self) -> Result<(), String> {
-        let loaded = config::load(&self.tier, &self.sections, self.args.iter().cloned())
-            .map_err(|e| e.to_string())?;
+        let loaded = match config::load(&self.tier, &self.sections, self.args.iter().cloned()) {
+            Ok(config::Invocation::Run(loaded)) => *loaded,
+            // The command line is the one the exporter started with, which ran.
+            Ok(config::Invocation::Print(_)) => {
+                return Err("the command line asks for --help".into())
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let new = loaded.config;
         let fixed = restart_only_changes(&self.running, &new);
         if !fixed.is_empty() {

@@ -91,8 +91,8 @@ pub fn run(tier: Tier) -> ExitCode {
     };
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let loaded = match config::load(&schema.tier, &tier.sections, args.iter().cloned()) {
-        Ok(l) => l,
-        Err(config::ConfigError::Display(text)) => {
+        Ok(config::Invocation::Run(loaded)) => *loaded,
+        Ok(config::Invocation::Print(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
         }

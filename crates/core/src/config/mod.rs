@@ -320,10 +320,9 @@ pub fn parse_listen_addr(addr: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{addr:?} is not an IP:PORT address"))
 }
 
+/// A configuration that cannot be used, and why (printed as `<binary>: error: ...`, exit 2).
 #[derive(Debug)]
 pub enum ConfigError {
-    /// `--help` or `--version` output: print and exit 0.
-    Display(String),
     Invalid(String),
 }
 
@@ -336,7 +335,7 @@ impl ConfigError {
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConfigError::Display(s) | ConfigError::Invalid(s) => f.write_str(s),
+            ConfigError::Invalid(s) => f.write_str(s),
         }
     }
 }
@@ -349,32 +348,43 @@ pub struct Loaded {
     pub config_file: Option<PathBuf>,
 }
 
+/// What the command line asks for: run with a configuration, or print `--help`/`--version`
+/// and exit 0 (asking for help is not an error).
+#[derive(Debug)]
+pub enum Invocation {
+    Run(Box<Loaded>),
+    Print(String),
+}
+
 /// Parses the command line and layers all configuration sources.
-pub fn load<I, T>(tier: &TierInfo, sections: &[SectionSpec], args: I) -> Result<Loaded, ConfigError>
+pub fn load<I, T>(
+    tier: &TierInfo,
+    sections: &[SectionSpec],
+    args: I,
+) -> Result<Invocation, ConfigError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = command(tier, sections)
-        .try_get_matches_from(args)
-        .map_err(|e| {
-            use clap::error::ErrorKind;
-            match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    ConfigError::Display(e.to_string())
-                }
-                // clap's message starts with its own "error: "; the caller adds one.
-                _ => {
-                    let text = e.to_string();
-                    let text = text.strip_prefix("error: ").unwrap_or(&text);
-                    ConfigError::Invalid(text.trim_end().to_owned())
-                }
-            }
-        })?;
+    let matches = match command(tier, sections).try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            return Ok(Invocation::Print(e.to_string()))
+        }
+        Err(e) => {
+            // clap's message starts with its own "error: "; the caller adds one.
+            let text = e.to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            return Err(ConfigError::Invalid(text.trim_end().to_owned()));
+        }
+    };
     if matches.get_flag("version") {
-        return Err(ConfigError::Display(crate::build::version_text(
-            &tier.binary,
-        )));
+        return Ok(Invocation::Print(crate::build::version_text(&tier.binary)));
     }
     let config_file = matches.get_one::<String>("config.file").map(PathBuf::from);
     let config = layer(
@@ -384,11 +394,11 @@ where
         std::env::vars().collect(),
         &matches,
     )?;
-    Ok(Loaded {
+    Ok(Invocation::Run(Box::new(Loaded {
         config,
         check_only: matches.get_flag("check-config"),
         config_file,
-    })
+    })))
 }
 
 fn layer(
