@@ -53,6 +53,30 @@ pub struct Reloader {
     pub follower: Option<Sender<Reconfigure>>,
 }
 
+/// Why a reload was refused; the previous configuration keeps running. The text is what
+/// `POST /-/reload` answers and the log says.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("the command line asks for --help")]
+    AsksForHelp,
+    #[error("{} changed, which needs a restart", .0.join(", "))]
+    RestartOnly(Vec<String>),
+    #[error("events: {0}")]
+    Events(String),
+    #[error("{0}")]
+    WebConfig(String),
+    #[error("web config: turning TLS on or off needs a restart")]
+    TlsToggled,
+    #[error("web config: the new configuration has no basic_auth_users; turning authentication off needs a restart")]
+    AuthDropped,
+    #[error("ingest.log_path: {0}")]
+    LogPath(String),
+    #[error("ingest.log_path: no event log was followed at start-up; starting to follow one needs a restart")]
+    FollowerNotStarted,
+}
+
 impl Reloader {
     /// Serves reload requests one at a time until every sender is gone.
     pub async fn run(mut self, mut requests: mpsc::Receiver<ReloadRequest>) {
@@ -86,49 +110,40 @@ impl Reloader {
     }
 
     /// Loads and checks everything first; applies only when all of it is good.
-    fn reload(&mut self) -> Result<(), String> {
-        let loaded = match config::load(&self.tier, &self.sections, self.args.iter().cloned()) {
-            Ok(config::Invocation::Run(loaded)) => *loaded,
+    fn reload(&mut self) -> Result<(), ReloadError> {
+        let loaded = match config::load(&self.tier, &self.sections, self.args.iter().cloned())? {
+            config::Invocation::Run(loaded) => *loaded,
             // The command line is the one the exporter started with, which ran.
-            Ok(config::Invocation::Print(_)) => {
-                return Err("the command line asks for --help".into())
-            }
-            Err(e) => return Err(e.to_string()),
+            config::Invocation::Print(_) => return Err(ReloadError::AsksForHelp),
         };
         let new = loaded.config;
         let fixed = restart_only_changes(&self.running, &new);
         if !fixed.is_empty() {
-            return Err(format!(
-                "{} changed, which needs a restart",
-                fixed.join(", ")
-            ));
+            return Err(ReloadError::RestartOnly(fixed));
         }
         let mut schema = self.base_schema.clone();
         schema
             .add_event_rules(new.events.clone())
-            .map_err(|e| format!("events: {e}"))?;
-        let mapper =
-            EventMapper::new(&self.metrics, &schema).map_err(|e| format!("events: {e}"))?;
+            .map_err(|e| ReloadError::Events(e.to_string()))?;
+        let mapper = EventMapper::new(&self.metrics, &schema)
+            .map_err(|e| ReloadError::Events(e.to_string()))?;
         let security = match &new.web.config_file {
-            Some(path) => Some(web_config::load(path)?),
+            Some(path) => Some(web_config::load(path).map_err(ReloadError::WebConfig)?),
             None => None,
         };
         let tls = security.as_ref().and_then(|s| s.tls.clone());
         if tls.is_some() != self.tls.is_some() {
-            return Err("web config: turning TLS on or off needs a restart".into());
+            return Err(ReloadError::TlsToggled);
         }
         // A truncated web config file, a config.toml without its [web] table: a reload must
         // never drop authentication silently. Turning it off is a restart, which is logged.
         let new_auth = security.as_ref().is_some_and(|s| s.auth.is_some());
         if self.web.auth.load().is_some() && !new_auth {
-            return Err(
-                "web config: the new configuration has no basic_auth_users; turning authentication off needs a restart"
-                    .into(),
-            );
+            return Err(ReloadError::AuthDropped);
         }
-        logtail::check_globs(&new.ingest.log_path).map_err(|e| format!("ingest.log_path: {e}"))?;
+        logtail::check_globs(&new.ingest.log_path).map_err(ReloadError::LogPath)?;
         if self.follower.is_none() && !new.ingest.log_path.is_empty() {
-            return Err("ingest.log_path: no event log was followed at start-up; starting to follow one needs a restart".into());
+            return Err(ReloadError::FollowerNotStarted);
         }
 
         // Everything checked: apply.

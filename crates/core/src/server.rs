@@ -27,7 +27,8 @@ pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
 /// A reload request (from `POST /-/reload` or SIGHUP) to the reloader; the reply, when
 /// someone waits for it, says whether it was applied.
-pub type ReloadRequest = Option<tokio::sync::oneshot::Sender<Result<(), String>>>;
+pub type ReloadRequest =
+    Option<tokio::sync::oneshot::Sender<Result<(), crate::reload::ReloadError>>>;
 
 /// The parts of the web config a reload swaps while connections are served.
 #[derive(Default)]

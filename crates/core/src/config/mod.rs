@@ -321,22 +321,15 @@ pub fn parse_listen_addr(addr: &str) -> Result<SocketAddr, String> {
 }
 
 /// A configuration that cannot be used, and why (printed as `<binary>: error: ...`, exit 2).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{0}")]
     Invalid(String),
 }
 
 impl ConfigError {
     fn invalid(key: &str, why: impl std::fmt::Display) -> ConfigError {
         ConfigError::Invalid(format!("{key}: {why}"))
-    }
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConfigError::Invalid(s) => f.write_str(s),
-        }
     }
 }
 
