@@ -112,8 +112,9 @@ impl ProbeMetrics {
             by_name.insert(name.to_owned(), metric.clone());
         }
         if by_name.is_empty() {
-            return Err(SchemaError(
-                "the schema declares no clock probe metric".into(),
+            return Err(SchemaError::metric(
+                "clock probes",
+                "the schema declares no clock probe metric",
             ));
         }
         Ok(ProbeMetrics {

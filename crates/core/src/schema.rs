@@ -328,30 +328,69 @@ pub struct Schema {
     index: HashMap<String, usize>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct SchemaError(pub String);
+/// Why a schema, an event rule or a handle resolved against them cannot be used: start-up
+/// stops (or a reload is refused) with this message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchemaError {
+    /// A schema file that cannot be read, is not TOML, or not of the schema's shape.
+    #[error("{what}: {why}")]
+    File { what: String, why: String },
+    /// A metric declared twice.
+    #[error("metric {0} is declared twice")]
+    Duplicate(String),
+    /// A metric definition, or a handle resolved against one, that cannot be used.
+    #[error("{metric}: {why}")]
+    Metric { metric: String, why: String },
+    /// An event rule that does not fit the metrics it updates.
+    #[error("event {event}: {why}")]
+    EventRule { event: String, why: String },
+    /// An event rule without an event name.
+    #[error("an event rule has an empty event name")]
+    EmptyEvent,
+}
 
-impl fmt::Display for SchemaError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl SchemaError {
+    pub fn file(what: impl fmt::Display, why: impl fmt::Display) -> SchemaError {
+        SchemaError::File {
+            what: what.to_string(),
+            why: why.to_string(),
+        }
+    }
+
+    pub fn metric(metric: impl fmt::Display, why: impl fmt::Display) -> SchemaError {
+        SchemaError::Metric {
+            metric: metric.to_string(),
+            why: why.to_string(),
+        }
+    }
+
+    pub fn event(event: impl fmt::Display, why: impl fmt::Display) -> SchemaError {
+        SchemaError::EventRule {
+            event: event.to_string(),
+            why: why.to_string(),
+        }
     }
 }
 
-impl std::error::Error for SchemaError {}
+/// Refuses metric `$name` with the reason formatted from the rest.
+macro_rules! bad_metric {
+    ($name:expr, $($arg:tt)*) => { return Err(SchemaError::metric($name, format!($($arg)*))) };
+}
 
-macro_rules! bail {
-    ($($arg:tt)*) => { return Err(SchemaError(format!($($arg)*))) };
+/// Refuses an event rule for `$event` with the reason formatted from the rest.
+macro_rules! bad_rule {
+    ($event:expr, $($arg:tt)*) => { return Err(SchemaError::event($event, format!($($arg)*))) };
 }
 
 impl Schema {
     /// Parses a tier's schema.toml and merges in the shared self-metrics.
     pub fn parse(tier_toml: &str) -> Result<Schema, SchemaError> {
         let file: TierFile =
-            toml::from_str(tier_toml).map_err(|e| SchemaError(format!("tier schema: {e}")))?;
+            toml::from_str(tier_toml).map_err(|e| SchemaError::file("tier schema", e))?;
         let own: Fragment =
-            toml::from_str(SELF_SCHEMA).map_err(|e| SchemaError(format!("self schema: {e}")))?;
-        let engine: Fragment = toml::from_str(ENGINE_SCHEMA)
-            .map_err(|e| SchemaError(format!("engine schema: {e}")))?;
+            toml::from_str(SELF_SCHEMA).map_err(|e| SchemaError::file("self schema", e))?;
+        let engine: Fragment =
+            toml::from_str(ENGINE_SCHEMA).map_err(|e| SchemaError::file("engine schema", e))?;
         let mut metrics = file.metrics;
         for mut def in engine.metrics {
             def.name = format!("{}{}", file.tier.metric_prefix, def.name);
@@ -379,7 +418,7 @@ impl Schema {
         };
         for (i, def) in schema.metrics.iter().enumerate() {
             if schema.index.insert(def.name.clone(), i).is_some() {
-                bail!("metric {} is declared twice", def.name);
+                return Err(SchemaError::Duplicate(def.name.clone()));
             }
         }
         for def in &schema.metrics {
@@ -393,20 +432,16 @@ impl Schema {
     /// Tests, generators and bundle checks take the tier list from here.
     pub fn discover(root: &std::path::Path) -> Result<Vec<Schema>, SchemaError> {
         let dir = root.join("crates");
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| SchemaError(format!("{}: {e}", dir.display())))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| SchemaError::file(dir.display(), e))?;
         let mut schemas = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path().join("schema.toml");
             if !path.is_file() {
                 continue;
             }
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| SchemaError(format!("{}: {e}", path.display())))?;
-            schemas.push(
-                Schema::parse(&text)
-                    .map_err(|e| SchemaError(format!("{}: {e}", path.display())))?,
-            );
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| SchemaError::file(path.display(), e))?;
+            schemas.push(Schema::parse(&text).map_err(|e| SchemaError::file(path.display(), e))?);
         }
         schemas.sort_by_key(|s| s.tier.port());
         Ok(schemas)
@@ -425,7 +460,7 @@ impl Schema {
     pub fn add_event_rules(&mut self, rules: Vec<EventRule>) -> Result<(), SchemaError> {
         for rule in rules {
             if rule.event.is_empty() {
-                bail!("an event rule has an empty event name");
+                return Err(SchemaError::EmptyEvent);
             }
             for effect in &rule.effects {
                 self.check_effect(&rule.event, effect)?;
@@ -441,49 +476,50 @@ impl Schema {
     fn check_metric(&self, def: &MetricDef) -> Result<(), SchemaError> {
         let name = &def.name;
         if !valid_name(name) {
-            bail!("{name}: not a valid Prometheus metric name");
+            bad_metric!(name, "not a valid Prometheus metric name");
         }
         let tier = &self.tier;
         if !name.starts_with(&tier.metric_prefix) && !name.starts_with(&tier.self_prefix) {
-            bail!(
-                "{name}: must start with {} or {}",
+            bad_metric!(
+                name,
+                "must start with {} or {}",
                 tier.metric_prefix,
                 tier.self_prefix
             );
         }
         match def.kind {
             MetricType::Counter if !name.ends_with("_total") => {
-                bail!("{name}: a counter's name must end in _total")
+                bad_metric!(name, "a counter's name must end in _total")
             }
             MetricType::Gauge | MetricType::Histogram if name.ends_with("_total") => {
-                bail!("{name}: only counters may end in _total")
+                bad_metric!(name, "only counters may end in _total")
             }
             _ => {}
         }
         if name.contains("nanoseconds") || name.contains("milliseconds") {
-            bail!("{name}: use base units (_seconds)");
+            bad_metric!(name, "use base units (_seconds)");
         }
         if let Some(unit) = &def.unit {
             let stem = name.strip_suffix("_total").unwrap_or(name);
             if !stem.ends_with(&format!("_{unit}")) {
-                bail!("{name}: name must end in its unit _{unit}");
+                bad_metric!(name, "name must end in its unit _{unit}");
             }
         }
         if def.help.trim().is_empty() || def.help.contains(['\n', '\\', '"']) {
-            bail!("{name}: help must be one line without backslashes or quotes");
+            bad_metric!(name, "help must be one line without backslashes or quotes");
         }
         if !def.channels.is_empty() && def.source != Source::Engine {
-            bail!("{name}: channels apply to engine metrics only");
+            bad_metric!(name, "channels apply to engine metrics only");
         }
         if !def.goes_stale && (def.kind != MetricType::Gauge || def.source != Source::Engine) {
-            bail!("{name}: goes_stale applies to engine gauges only");
+            bad_metric!(name, "goes_stale applies to engine gauges only");
         }
         if def.labels.len() > MAX_LABELS {
-            bail!("{name}: at most {MAX_LABELS} labels");
+            bad_metric!(name, "at most {MAX_LABELS} labels");
         }
         for label in &def.labels {
             if !valid_label(label) || label == "le" || label == "quantile" {
-                bail!("{name}: invalid label name {label:?}");
+                bad_metric!(name, "invalid label name {label:?}");
             }
         }
         if def
@@ -491,16 +527,22 @@ impl Schema {
             .iter()
             .any(|values| values.len() != def.labels.len() || def.kind != MetricType::Counter)
         {
-            bail!("{name}: initial series need one value per label, on counters only");
+            bad_metric!(
+                name,
+                "initial series need one value per label, on counters only"
+            );
         }
         let buckets_ok = def.buckets.windows(2).all(|w| w[0] < w[1])
             && def.buckets.iter().all(|b| b.is_finite());
         match def.kind {
             MetricType::Histogram if def.buckets.is_empty() || !buckets_ok => {
-                bail!("{name}: a histogram needs finite, strictly increasing buckets")
+                bad_metric!(
+                    name,
+                    "a histogram needs finite, strictly increasing buckets"
+                )
             }
             MetricType::Counter | MetricType::Gauge if !def.buckets.is_empty() => {
-                bail!("{name}: only histograms have buckets")
+                bad_metric!(name, "only histograms have buckets")
             }
             _ => {}
         }
@@ -508,7 +550,7 @@ impl Schema {
             (Some(d), Source::Derived) => {
                 let inputs = [self.metric(&d.numerator), self.metric(&d.denominator)];
                 let [Some(num), Some(den)] = inputs else {
-                    bail!("{name}: derived from unknown metrics");
+                    bad_metric!(name, "derived from unknown metrics");
                 };
                 if def.kind != MetricType::Gauge
                     || num.kind != den.kind
@@ -517,11 +559,21 @@ impl Schema {
                     || !den.labels.is_empty()
                     || d.window_seconds == 0
                 {
-                    bail!("{name}: a derived gauge needs two unlabelled counters or gauges and a window");
+                    bad_metric!(
+                        name,
+                        "a derived gauge needs two unlabelled counters or gauges and a window"
+                    );
                 }
             }
-            (None, Source::Derived) => bail!("{name}: source = \"derived\" needs a [derived] rule"),
-            (Some(_), _) => bail!("{name}: only source = \"derived\" metrics have a derived rule"),
+            (None, Source::Derived) => {
+                bad_metric!(name, "source = \"derived\" needs a [derived] rule")
+            }
+            (Some(_), _) => {
+                bad_metric!(
+                    name,
+                    "only source = \"derived\" metrics have a derived rule"
+                )
+            }
             (None, _) => {}
         }
         Ok(())
@@ -548,26 +600,33 @@ impl Schema {
     fn check_effect(&self, event: &str, effect: &Effect) -> Result<(), SchemaError> {
         let name = effect.metric();
         let Some(def) = self.metric(name) else {
-            bail!("event {event}: unknown metric {name}");
+            bad_rule!(event, "unknown metric {name}");
         };
         if !def.channels.is_empty() && !def.channels.contains(&Channel::Events) {
-            bail!("event {event}: {name} is fed by StatsD only (its schema channels)");
+            bad_rule!(event, "{name} is fed by StatsD only (its schema channels)");
         }
         if def.kind != effect.required_kind() {
-            bail!(
-                "event {event}: {name} is a {}, which this op cannot update",
+            bad_rule!(
+                event,
+                "{name} is a {}, which this op cannot update",
                 def.kind.as_str()
             );
         }
         if def.source != Source::Engine {
-            bail!("event {event}: {name} is measured by the sidecar, events cannot set it");
+            bad_rule!(
+                event,
+                "{name} is measured by the sidecar, events cannot set it"
+            );
         }
         let mut declared: Vec<&String> = def.labels.iter().collect();
         let mut mapped: Vec<&String> = effect.labels().keys().collect();
         declared.sort();
         mapped.sort();
         if declared != mapped {
-            bail!("event {event}: {name} needs labels {declared:?}, the rule maps {mapped:?}");
+            bad_rule!(
+                event,
+                "{name} needs labels {declared:?}, the rule maps {mapped:?}"
+            );
         }
         Ok(())
     }
@@ -747,7 +806,7 @@ seed = "tx_engine_commits"
         for (body, expected) in cases {
             let text = format!("{}\n[[metrics]]\n{body}\nhelp = \"h\"\n", mini());
             let err = Schema::parse(&text).expect_err(body);
-            assert!(err.0.contains(expected), "{body}: {err}");
+            assert!(err.to_string().contains(expected), "{body}: {err}");
         }
     }
 

@@ -279,10 +279,10 @@ impl Metric {
 /// declares with another type.
 pub(crate) fn wrong(name: &str, wanted: &str, found: Option<&Metric>) -> SchemaError {
     match found {
-        Some(m) => SchemaError(format!(
-            "{name} is a {}, the code needs a {wanted}",
-            m.def().kind.as_str()
-        )),
-        None => SchemaError(format!("{name}: no such {wanted} in the schema")),
+        Some(m) => SchemaError::metric(
+            name,
+            format!("is a {}, the code needs a {wanted}", m.def().kind.as_str()),
+        ),
+        None => SchemaError::metric(name, format!("no such {wanted} in the schema")),
     }
 }

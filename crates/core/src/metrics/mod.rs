@@ -243,9 +243,9 @@ mod tests {
         assert!(m.gauge("tx_engine_depth").is_ok());
         assert!(m.histogram("tx_engine_latency_seconds").is_ok());
         let e = m.gauge("tx_engine_commits_total").err().expect("a counter");
-        assert!(e.0.contains("is a counter"), "{e}");
+        assert!(e.to_string().contains("is a counter"), "{e}");
         let e = m.counter("tx_engine_commitz_total").err().expect("missing");
-        assert!(e.0.contains("no such counter"), "{e}");
+        assert!(e.to_string().contains("no such counter"), "{e}");
     }
 
     #[test]

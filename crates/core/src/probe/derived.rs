@@ -66,7 +66,7 @@ fn resolve(metrics: &Metrics, schema: &Schema) -> Result<Vec<DerivedGauge>, Sche
             metrics
                 .get(name)
                 .cloned()
-                .ok_or_else(|| SchemaError(format!("{}: no input {name}", def.name)))
+                .ok_or_else(|| SchemaError::metric(&def.name, format!("no input {name}")))
         };
         let numerator = input(&rule.numerator)?;
         let denominator = input(&rule.denominator)?;

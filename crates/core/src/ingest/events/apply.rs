@@ -61,11 +61,10 @@ impl EventMapper {
             let mut effects = Vec::with_capacity(rule.effects.len());
             for effect in &rule.effects {
                 let metric = metrics.get(effect.metric()).cloned().ok_or_else(|| {
-                    SchemaError(format!(
-                        "event {}: {} is not registered",
-                        rule.event,
-                        effect.metric()
-                    ))
+                    SchemaError::event(
+                        &rule.event,
+                        format!("{} is not registered", effect.metric()),
+                    )
                 })?;
                 effects.push(Resolved::new(metric, effect));
             }

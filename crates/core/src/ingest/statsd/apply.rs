@@ -63,7 +63,7 @@ impl Mapper {
                     let metric = metrics
                         .get(&def.name)
                         .cloned()
-                        .ok_or_else(|| SchemaError(format!("{} is not registered", def.name)))?;
+                        .ok_or_else(|| SchemaError::metric(&def.name, "not registered"))?;
                     if def.labels.is_empty() {
                         Target::Unlabelled(metric)
                     } else {
