@@ -1,2 +1,5 @@
-//! Tests-only crate: see `tests/bundle.rs`. It checks the monitoring bundle (alerts/, dashboards/,
-//! deploy/, docs/runbooks/) with the real Prometheus tools and against the exporter schemas.
+//! Support for the bundle tests (`tests/bundle.rs`), which check the monitoring bundle
+//! (alerts/, dashboards/, deploy/, docs/runbooks/) with the real Prometheus tools and against
+//! the exporter schemas.
+
+pub mod promql;
