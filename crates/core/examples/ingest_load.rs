@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use exporter_core::ingest::events::EventMapper;
-use exporter_core::ingest::statsd::Mapper;
+use exporter_core::ingest::statsd::StatsdMapper;
 use exporter_core::ingest::tally::Tally;
 use exporter_core::{Limits, Metrics, Schema};
 
@@ -157,7 +157,7 @@ fn count(path: &str, n: u64) {
     let schema = Schema::parse(SCHEMA).unwrap();
     let metrics = Metrics::new(&schema, Limits::default()).unwrap();
     if path == "statsd" || path == "statsd-plain" {
-        let mapper = Mapper::new(&metrics, &schema).unwrap();
+        let mapper = StatsdMapper::new(&metrics, &schema).unwrap();
         // statsd-plain: the benchmark's datagram, ten `tx_engine_cache_hits:1|c` lines.
         let d = if path == "statsd" {
             datagram(20)
@@ -182,7 +182,7 @@ fn count(path: &str, n: u64) {
 }
 
 fn inproc_statsd(schema: &Schema, metrics: &Metrics) {
-    let mapper = Mapper::new(metrics, schema).unwrap();
+    let mapper = StatsdMapper::new(metrics, schema).unwrap();
     let d = datagram(20);
     let mut tally = Tally::default();
     let start = Instant::now();

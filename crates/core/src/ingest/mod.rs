@@ -20,7 +20,7 @@ use crate::schema::SchemaError;
 
 /// What the running sources hand back: their tasks, and the event-log ledger a scrape must
 /// serve through.
-pub struct Running {
+pub struct RunningSources {
     pub handles: Vec<JoinHandle<()>>,
     pub ledger: Option<Arc<logtail::ledger::Ledger>>,
     /// Where a reload sends the follower its new globs and rules; None without a follower.
@@ -29,8 +29,8 @@ pub struct Running {
 
 /// Starts every configured ingest source; each handle finishes after `ctx.shutdown`
 /// (the follower persists its positions first).
-pub fn spawn(ctx: &TaskContext) -> Result<Running, SchemaError> {
-    let statsd_mapper = statsd::Mapper::new(&ctx.metrics, &ctx.schema)?;
+pub fn spawn(ctx: &TaskContext) -> Result<RunningSources, SchemaError> {
+    let statsd_mapper = statsd::StatsdMapper::new(&ctx.metrics, &ctx.schema)?;
     let event_mapper = events::EventMapper::new(&ctx.metrics, &ctx.schema)?;
     let mut handles = statsd::spawn(ctx, Arc::new(statsd_mapper));
     let (mut ledger, mut follower) = (None, None);
@@ -39,7 +39,7 @@ pub fn spawn(ctx: &TaskContext) -> Result<Running, SchemaError> {
         ledger = Some(running.ledger);
         follower = Some(running.reconfigure);
     }
-    Ok(Running {
+    Ok(RunningSources {
         handles,
         ledger,
         follower,

@@ -4,10 +4,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cells::{FloatCounter, FloatGauge, Hist, HistogramCtor, TotalCell, ValueGauge};
 use super::error::UpdateError;
 use super::exemplar::Exemplar;
 use super::series::Inner;
+use super::value_types::{FloatCounter, FloatGauge, Hist, HistogramCtor, TotalCell, ValueGauge};
 use crate::schema::{MetricDef, SchemaError};
 
 pub(super) type CounterCtor = fn() -> FloatCounter;

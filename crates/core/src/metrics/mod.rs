@@ -12,15 +12,14 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::schema::{MetricDef, MetricType, Schema, SchemaError, Source, TierInfo};
 
-mod cells;
 pub(crate) mod error;
 mod exemplar;
 mod handles;
 mod limits;
-mod own;
+mod self_metrics;
 mod series;
+mod value_types;
 
-use self::cells::{FloatCounter, Hist, HistogramCtor, TotalCell, ValueGauge};
 pub use self::error::UpdateError;
 pub use self::exemplar::Exemplar;
 use self::handles::wrong;
@@ -28,9 +27,10 @@ pub use self::handles::{BoundCounter, BoundGauge, Counter, Gauge, Histogram, Met
 use self::handles::{CounterCtor, GaugeCtor};
 pub use self::limits::Limits;
 use self::limits::LiveLimits;
-pub use self::own::SelfMetrics;
+pub use self::self_metrics::SelfMetrics;
 pub use self::series::LabelSet;
 use self::series::{Cell, Inner};
+use self::value_types::{FloatCounter, Hist, HistogramCtor, TotalCell, ValueGauge};
 
 /// The tier's registry: prometheus-client's registry plus a handle per schema metric.
 pub struct Metrics {

@@ -3,8 +3,8 @@
 //! files is `logtail`'s job.
 
 pub mod apply;
+mod fast_path;
 pub mod fields;
-mod flat;
 pub mod parse;
 
 pub use apply::EventMapper;

@@ -67,7 +67,7 @@ pub fn parse_event<'f, 'a>(
     fields.clear();
     // Flat ASCII lines without escapes (what engines write) take the fast path; serde_json,
     // which also checks UTF-8, has the last word on everything else.
-    let borrowed = super::flat::read(line, fields).is_some();
+    let borrowed = super::fast_path::read(line, fields).is_some();
     if !borrowed {
         fields.clear();
         let mut de = serde_json::Deserializer::from_slice(line);
@@ -274,7 +274,7 @@ mod tests {
     fn the_fast_path_reads_seed_lines_and_leaves_the_rest() {
         let mut fields = Fields::new();
         let line = r#"{"timestamp":"2026-11-21T10:00:00Z","event":"transaction_committed","duration_ms":12,"ok":true,"x":null,"f":-1.5e2,"z":-0}"#;
-        assert!(super::super::flat::read(line.as_bytes(), &mut fields).is_some());
+        assert!(super::super::fast_path::read(line.as_bytes(), &mut fields).is_some());
         assert_eq!(
             fields
                 .iter()
@@ -303,7 +303,7 @@ mod tests {
             "{\"event\":\"a\"}\0",
         ] {
             assert!(
-                super::super::flat::read(other.as_bytes(), &mut Fields::new()).is_none(),
+                super::super::fast_path::read(other.as_bytes(), &mut Fields::new()).is_none(),
                 "{other}"
             );
         }
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_line_longer_than_the_fast_path_takes_is_read_by_serde_json() {
-        use super::super::flat::FAST_MAX;
+        use super::super::fast_path::FAST_MAX;
         // `{"event":"a","pad":"xx…x"}`, `len` bytes long.
         let line = |len: usize| {
             let head = r#"{"event":"a","pad":""#;
@@ -320,7 +320,7 @@ mod tests {
         for len in [FAST_MAX - 1, FAST_MAX, FAST_MAX + 1, 4 * FAST_MAX] {
             let text = line(len);
             assert_eq!(text.len(), len);
-            let fast = super::super::flat::read(text.as_bytes(), &mut Fields::new()).is_some();
+            let fast = super::super::fast_path::read(text.as_bytes(), &mut Fields::new()).is_some();
             assert_eq!(fast, len <= FAST_MAX, "{len}");
             let mut fields = Fields::new();
             let event = parse_event(text.as_bytes(), &mut fields).expect("valid");
@@ -338,7 +338,7 @@ mod tests {
         #[test]
         fn the_fast_path_agrees_with_serde(s in r#"[ ]?\{[ ]?("[a-z_]{0,4}"[ ]?:[ ]?(-?(0|[1-9][0-9]{0,20})(\.[0-9]{1,3})?([eE][+-]?[0-9]{1,3})?|-?0[0-9]|1\.|"[a-z0-9é\t\\/:. -]{0,4}"|"[a-z0-9é\t\x7f\\/:. -]{6,40}"|null|true|fals|\[\]|\{\})[ ]?,?){0,6}\}[ ]?x?"#) {
             let mut fields = Fields::new();
-            if super::super::flat::read(s.as_bytes(), &mut fields).is_some() {
+            if super::super::fast_path::read(s.as_bytes(), &mut fields).is_some() {
                 let ours: Vec<(String, Value<'_>)> =
                     fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
                 let theirs = via_serde(&s);

@@ -105,7 +105,7 @@ pub struct Reconfigure {
 }
 
 /// A running follower: its task, the ledger a scrape serves through, and where reloads go.
-pub struct Running {
+pub struct RunningFollower {
     pub handle: JoinHandle<()>,
     pub ledger: Arc<Ledger>,
     pub reconfigure: std::sync::mpsc::Sender<Reconfigure>,
@@ -129,7 +129,7 @@ pub fn limits(ingest: &crate::config::IngestConfig) -> FileLimits {
 }
 
 /// Starts the follower; its ledger ties the positions file to what scrapes served.
-pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
+pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<RunningFollower> {
     let ingest = &ctx.config.ingest;
     if ingest.log_path.is_empty() {
         return None;
@@ -190,7 +190,7 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<EventMapper>) -> Option<Running> {
             return None;
         }
     };
-    Some(Running {
+    Some(RunningFollower {
         handle,
         ledger,
         reconfigure,

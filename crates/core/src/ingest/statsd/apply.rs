@@ -26,7 +26,7 @@ enum Target {
 
 /// Name → target table built once from the schema. A name costs one multiply of its
 /// length and first and last eight bytes (see `name_hash`), a probe and an inline comparison.
-pub struct Mapper {
+pub struct StatsdMapper {
     names: HashTable<(Box<[u8]>, Target)>,
 }
 
@@ -51,8 +51,8 @@ fn name_hash(name: &[u8]) -> u64 {
     mixed ^ mixed >> 32
 }
 
-impl Mapper {
-    pub fn new(metrics: &Metrics, schema: &Schema) -> Result<Mapper, SchemaError> {
+impl StatsdMapper {
+    pub fn new(metrics: &Metrics, schema: &Schema) -> Result<StatsdMapper, SchemaError> {
         let mut names = HashTable::new();
         for def in &schema.metrics {
             let target = match def.source {
@@ -78,7 +78,7 @@ impl Mapper {
                 names.insert_unique(hash, (key, target.clone()), |(k, _)| name_hash(k));
             }
         }
-        Ok(Mapper { names })
+        Ok(StatsdMapper { names })
     }
 
     fn target(&self, name: &[u8]) -> Option<&Target> {
@@ -227,7 +227,7 @@ mod tests {
             .expect("a known reason")
     }
 
-    fn setup(limit: usize) -> (Mapper, Metrics) {
+    fn setup(limit: usize) -> (StatsdMapper, Metrics) {
         let schema = Schema::parse(&crate::schema::test_schema_toml(
             "tx",
             crate::schema::TEST_METRICS,
@@ -242,10 +242,13 @@ mod tests {
             },
         )
         .expect("registry");
-        (Mapper::new(&metrics, &schema).expect("mapper"), metrics)
+        (
+            StatsdMapper::new(&metrics, &schema).expect("mapper"),
+            metrics,
+        )
     }
 
-    fn send(m: &Mapper, _metrics: &Metrics, d: &str) -> Tally<StatsdReason> {
+    fn send(m: &StatsdMapper, _metrics: &Metrics, d: &str) -> Tally<StatsdReason> {
         let mut t = Tally::default();
         m.apply_datagram(d.as_bytes(), &mut t);
         t
@@ -354,7 +357,7 @@ mod tests {
         );
         let schema = Schema::parse(&crate::schema::test_schema_toml("tx", &toml)).expect("schema");
         let metrics = Metrics::new(&schema, Limits::default()).expect("registry");
-        let m = Mapper::new(&metrics, &schema).expect("mapper");
+        let m = StatsdMapper::new(&metrics, &schema).expect("mapper");
         for line in [
             "tx_engine_commits:1|c",
             "tx_engine_commits_total:1|c",
@@ -402,7 +405,7 @@ mod tests {
         Rejected(&'static str),
     }
 
-    fn outcome(m: &Mapper, line: &[u8]) -> Outcome {
+    fn outcome(m: &StatsdMapper, line: &[u8]) -> Outcome {
         let mut t = Tally::default();
         m.apply_datagram(line, &mut t);
         let rejected: Vec<&'static str> = StatsdReason::ALL

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-pub use apply::Mapper;
+pub use apply::StatsdMapper;
 
 use self::coalesce::Coalesce;
 use super::reason::StatsdReason;
@@ -39,7 +39,7 @@ const MAX_DATAGRAM: usize = 65_536;
 const RCVBUF_BYTES: libc::c_int = 8 << 20;
 
 /// Starts the configured listeners.
-pub fn spawn(ctx: &TaskContext, mapper: Arc<Mapper>) -> Vec<JoinHandle<()>> {
+pub fn spawn(ctx: &TaskContext, mapper: Arc<StatsdMapper>) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
     match ctx.config.statsd_udp_addr() {
         Ok(Some(addr)) => {
@@ -326,7 +326,7 @@ struct Listener {
     name: &'static str,
     fd: RawFd,
     counters: Counters<StatsdReason>,
-    mapper: Arc<Mapper>,
+    mapper: Arc<StatsdMapper>,
     /// What only a UDP listener keeps; None: receive at once, nothing to count.
     udp: Option<UdpQueue>,
 }
