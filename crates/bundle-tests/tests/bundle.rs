@@ -1246,12 +1246,7 @@ const CHECKS_OF_A_RENDERING: &[&str] = &[
 /// binary on the rendering.
 #[test]
 fn nondefault_rendering_passes_every_check() {
-    if std::env::var_os("BUNDLE_DIR").is_some()
-        || tool("jsonnet").is_none()
-        || tool("promtool").is_none()
-        || tool("python3").is_none()
-        || !testkit::require_python(&["grafana_foundation_sdk", "yaml"])
-    {
+    if !can_render_other_configs() {
         return;
     }
     let tmp = testkit::TempDir::new("nondefault");
@@ -1278,12 +1273,7 @@ fn nondefault_rendering_passes_every_check() {
 /// threshold tests rendered for it, and its dashboards' queries parse and name real metrics.
 #[test]
 fn rendering_without_a_cluster_label_loads_and_passes() {
-    if std::env::var_os("BUNDLE_DIR").is_some()
-        || tool("jsonnet").is_none()
-        || tool("promtool").is_none()
-        || tool("python3").is_none()
-        || !testkit::require_python(&["grafana_foundation_sdk", "yaml"])
-    {
+    if !can_render_other_configs() {
         return;
     }
     let tmp = testkit::TempDir::new("no-cluster-label");
@@ -1361,6 +1351,16 @@ fn a_misspelt_knob_is_refused() {
         assert!(err.contains(want), "no {want:?} in:\n{err}");
     }
     assert!(!out.join("alerts").exists(), "something was rendered");
+}
+
+/// Whether this run renders other configs: not inside a run on a rendering (BUNDLE_DIR), and
+/// with jsonnet, promtool and the Python packages render.py needs.
+fn can_render_other_configs() -> bool {
+    std::env::var_os("BUNDLE_DIR").is_none()
+        && tool("jsonnet").is_some()
+        && tool("promtool").is_some()
+        && tool("python3").is_some()
+        && testkit::require_python(&["grafana_foundation_sdk", "yaml"])
 }
 
 /// `mixin/render.py --tests` with the config at `config` (relative to the checkout) into `out`.
