@@ -924,6 +924,50 @@ fn dashboards_follow_the_conventions() {
     }
 }
 
+/// Every `le` a rule selects on a histogram's buckets (the latency SLO's threshold) is one of
+/// that histogram's bucket boundaries in its schema: any other value selects no series, and
+/// the SLO would read as all requests slow.
+#[test]
+fn rules_select_histogram_buckets_that_exist() {
+    let buckets: BTreeMap<String, Vec<f64>> = tiers()
+        .into_iter()
+        .flat_map(|t| t.metrics)
+        .filter(|m| !m.buckets.is_empty())
+        .map(|m| (format!("{}_bucket", m.name), m.buckets))
+        .collect();
+    let selector = regex::Regex::new(r#"([a-z_:]+_bucket)\{le="([^"]+)"\}"#).expect("regex");
+    let mut checked = 0;
+    for r in rules() {
+        for c in selector.captures_iter(&r.expr) {
+            let at = format!(
+                "{} ({})",
+                r.alert
+                    .as_deref()
+                    .or(r.record.as_deref())
+                    .unwrap_or_default(),
+                r.file
+            );
+            let bounds = buckets
+                .get(&c[1])
+                .unwrap_or_else(|| panic!("{at}: {} is no histogram of the schemas", &c[1]));
+            let le: f64 = c[2]
+                .parse()
+                .unwrap_or_else(|_| panic!("{at}: le={:?}", &c[2]));
+            assert!(
+                bounds.contains(&le),
+                "{at}: le=\"{}\" is not a bucket boundary of {} ({bounds:?})",
+                &c[2],
+                &c[1]
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 7,
+        "only {checked} bucket selectors (the tx-latency SLO reads 7 windows)"
+    );
+}
+
 #[test]
 fn metric_names_exist_in_the_schemas() {
     let all_rules = rules();
@@ -1229,6 +1273,7 @@ fn bundle_matches_the_mixin() {
 /// The checks that read the rendered bundle, run again on a rendering with another config.
 const CHECKS_OF_A_RENDERING: &[&str] = &[
     "promtool_check_rules",
+    "rules_select_histogram_buckets_that_exist",
     "promtool_test_rules",
     "alerts_follow_the_conventions",
     "exporter_alerts_cover_every_tier",
