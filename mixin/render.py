@@ -56,18 +56,15 @@ def jsonnet(args, config):
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def render(out, config):
-    """Writes the rule files and dashboards of `config` under out/alerts and out/dashboards."""
-    if config:
-        problems = config_problems(config_json(None), config_json(config))
-        if problems:
-            sys.exit(f"render: {config} is refused:\n  " + "\n  ".join(problems))
+def render(out, config, cfg):
+    """Writes the rule files and dashboards of `config` (resolved: `cfg`) under out/alerts and
+    out/dashboards."""
     os.makedirs(os.path.join(out, "alerts"), exist_ok=True)
     os.makedirs(os.path.join(out, "dashboards"), exist_ok=True)
     jsonnet(["-S", "-m", os.path.join(out, "alerts"), os.path.join(MIXIN, "render.jsonnet")], config)
     cfg_path = os.path.join(out, "dashboards", ".config.json")
     with open(cfg_path, "w") as f:
-        f.write(jsonnet([os.path.join(MIXIN, "config.jsonnet")], config))
+        json.dump(cfg, f)
     subprocess.run([sys.executable, os.path.join(ROOT, "dashboards", "generate.py"),
                     "--config", cfg_path, "--out", os.path.join(out, "dashboards")], check=True,
                    stdout=subprocess.DEVNULL)
@@ -190,10 +187,10 @@ class SuiteRewriter:
         return doc
 
 
-def write_suite(out, config):
-    """alerts/tests for `config`: the shipped suite rewritten, and the threshold tests."""
+def write_suite(out, config, default, cfg):
+    """alerts/tests for `config` (resolved: `cfg`): the shipped suite rewritten, and the
+    threshold tests."""
     import yaml  # PyYAML: only the rewritten suite needs it
-    default, cfg = config_json(None), config_json(config)
     rewriter = SuiteRewriter(default, cfg)
     dst = os.path.join(out, "alerts", "tests")
     os.makedirs(dst, exist_ok=True)
@@ -311,10 +308,15 @@ def main():
     a = ap.parse_args()
     if a.config and not a.out:
         ap.error("--config needs --out: the shipped files are the default rendering")
+    default = config_json(None)
     if a.out:
-        render(a.out, a.config)
+        cfg = config_json(a.config) if a.config else default
+        problems = config_problems(default, cfg)
+        if problems:
+            sys.exit(f"render: {a.config} is refused:\n  " + "\n  ".join(problems))
+        render(a.out, a.config, cfg)
         if a.tests:
-            write_suite(a.out, a.config)
+            write_suite(a.out, a.config, default, cfg)
         print("rendered", a.out)
         return
     tiers = tiers_json()
@@ -326,7 +328,7 @@ def main():
             with open(os.path.join(MIXIN, "tiers.json"), "w") as f:
                 f.write(tiers)
             stale = []
-        render(tmp, None)
+        render(tmp, None, default)
         os.makedirs(os.path.join(tmp, "alerts", "tests"))
         write_threshold_tests(tmp, None)
         for sub, suffix in (("alerts", ".rules.yml"), ("alerts/tests", "thresholds.test.yml"), ("dashboards", ".json")):
@@ -345,7 +347,7 @@ def main():
                     with open(dst, "w") as f:
                         f.write(new)
                     print("wrote", f"{sub}/{name}")
-    generated = dict(scrape_configs(config_json(None)))
+    generated = dict(scrape_configs(default))
     generated["mixin/dashboards.libsonnet"] = dashboards_libsonnet()
     for rel, text in generated.items():
         with open(os.path.join(ROOT, rel)) as f:
