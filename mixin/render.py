@@ -308,8 +308,8 @@ def main():
     a = ap.parse_args()
     if a.config and not a.out:
         ap.error("--config needs --out: the shipped files are the default rendering")
-    default = config_json(None)
     if a.out:
+        default = config_json(None)
         cfg = config_json(a.config) if a.config else default
         problems = config_problems(default, cfg)
         if problems:
@@ -328,6 +328,8 @@ def main():
             with open(os.path.join(MIXIN, "tiers.json"), "w") as f:
                 f.write(tiers)
             stale = []
+        # Resolved after tiers.json is written: a new tier's jobs are in the config.
+        default = config_json(None)
         render(tmp, None, default)
         os.makedirs(os.path.join(tmp, "alerts", "tests"))
         write_threshold_tests(tmp, None)
