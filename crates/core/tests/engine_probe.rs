@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
 use std::net::TcpListener;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use testkit::{eventually, sample_value, Exporter, TempDir};
@@ -28,23 +28,7 @@ fn wait_for(exporter: &Exporter, series: &str, want: f64) {
 }
 
 fn spawn_engine(dir: &TempDir, name: &str) -> Child {
-    // A copy of sleep under a unique name stands in for the engine.
-    let exe = dir.join(name);
-    if !exe.exists() {
-        std::fs::copy("/bin/sleep", &exe).expect("copy sleep");
-    }
-    // Another test thread forking while the copy was open for writing leaves the file busy for
-    // a moment (ETXTBSY): retry briefly.
-    for _ in 0..50 {
-        match Command::new(&exe).arg("300").spawn() {
-            Ok(child) => return child,
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("start engine: {e}"),
-        }
-    }
-    panic!("start engine: {} stayed busy", exe.display())
+    testkit::spawn_fake_engine(dir, name)
 }
 
 #[test]

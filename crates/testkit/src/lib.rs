@@ -100,6 +100,26 @@ fn next_port() -> u16 {
 /// port to the process under test.
 /// Creates a FIFO at `path`: a file whose open or read blocks until a peer comes, the shape
 /// of input that must never hang an exporter.
+/// A stand-in engine: a copy of `sleep` named `name` in `dir`, sleeping 300 s.
+pub fn spawn_fake_engine(dir: &TempDir, name: &str) -> std::process::Child {
+    let exe = dir.join(name);
+    if !exe.exists() {
+        std::fs::copy("/bin/sleep", &exe).expect("copy sleep");
+    }
+    // Another test thread forking while the copy was open for writing leaves the file busy for
+    // a moment (ETXTBSY): retry briefly.
+    for _ in 0..50 {
+        match Command::new(&exe).arg("300").spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("start engine: {e}"),
+        }
+    }
+    panic!("start engine: {} stayed busy", exe.display())
+}
+
 pub fn mkfifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL");
     // SAFETY: mkfifo with a valid C string.
@@ -214,6 +234,34 @@ impl Exporter {
         env: &[(&str, &str)],
         nofile: Option<u64>,
     ) -> Exporter {
+        Self::start_customized(bin, args, env, |cmd| {
+            let Some(n) = nofile else { return };
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        })
+    }
+
+    /// As [`Exporter::start_with_env`], with `customize` applied to the command before it is
+    /// spawned (a `pre_exec`, for example).
+    pub fn start_customized(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut Command),
+    ) -> Exporter {
         let given = |flag: &str| {
             args.iter()
                 .rev()
@@ -233,23 +281,7 @@ impl Exporter {
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr_path).unwrap());
-        if let Some(n) = nofile {
-            use std::os::unix::process::CommandExt;
-            let limit = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
+        customize(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
