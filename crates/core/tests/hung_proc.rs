@@ -5,76 +5,18 @@
 //! within 1 s, shows the engine as not up, and lets SIGTERM exit within 5 s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::ffi::CString;
-use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use testkit::namespace::{mount_in, mount_namespaces_work, start_in_mount_namespace};
 use testkit::{eventually, sample_value, Exporter, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fixture-exporter");
 const ENGINE: &str = "hungengine";
 
-/// Mount namespaces are a machine permission, not a tool: a loud skip when refused.
-fn mount_namespaces_work() -> bool {
-    let ok = Command::new("unshare")
-        .args(["-m", "true"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED: this machine refuses mount namespaces (unshare -m) ***\n"
-        );
-    }
-    ok
-}
-
 fn spawn_engine(dir: &TempDir) -> Child {
     testkit::spawn_fake_engine(dir, ENGINE)
-}
-
-/// Starts the exporter in a mount namespace of its own, private so nothing mounted there
-/// reaches this machine's; with `bind = Some((fifo, target))` the FIFO is mounted over target
-/// before the exporter runs.
-fn exporter_in_namespace(args: &[&str], bind: Option<(&Path, &Path)>) -> Exporter {
-    let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let bind = bind.map(|(fifo, target)| (c(fifo), c(target)));
-    let root = CString::new("/").unwrap();
-    Exporter::start_customized(BIN, args, &[], move |cmd| {
-        // SAFETY: unshare and mount are async-signal-safe system calls on C strings made
-        // before the fork; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fail = || Err(std::io::Error::last_os_error());
-                if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                    return fail();
-                }
-                let private = libc::MS_REC | libc::MS_PRIVATE;
-                let none = std::ptr::null();
-                if libc::mount(none, root.as_ptr(), none, private, std::ptr::null()) != 0 {
-                    return fail();
-                }
-                if let Some((fifo, target)) = &bind {
-                    let flags = libc::MS_BIND;
-                    if libc::mount(
-                        fifo.as_ptr(),
-                        target.as_ptr(),
-                        none,
-                        flags,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return fail();
-                    }
-                }
-                Ok(())
-            });
-        }
-    })
 }
 
 /// Ten scrapes, 200 ms apart: the slowest, and the last body.
@@ -115,7 +57,8 @@ fn a_hung_cmdline_read_leaves_scrapes_and_shutdown_alone() {
     let fifo = dir.join("never");
     testkit::mkfifo(&fifo);
     let target = format!("/proc/{}/cmdline", engine.id());
-    let exp = exporter_in_namespace(
+    let exp = start_in_mount_namespace(
+        BIN,
         &[&format!("--engine.process-name={ENGINE}")],
         Some((&fifo, Path::new(&target))),
     );
@@ -150,7 +93,7 @@ fn a_hung_stat_read_at_scrape_time_leaves_scrapes_and_shutdown_alone() {
     }
     let dir = TempDir::new("hung-stat");
     let mut engine = spawn_engine(&dir);
-    let exp = exporter_in_namespace(&[&format!("--engine.process-name={ENGINE}")], None);
+    let exp = start_in_mount_namespace(BIN, &[&format!("--engine.process-name={ENGINE}")], None);
     // /health, not /metrics: the scrape's reader must not have opened the file yet.
     let pid = engine.id();
     let found = eventually(Duration::from_secs(20), || {
@@ -162,13 +105,13 @@ fn a_hung_stat_read_at_scrape_time_leaves_scrapes_and_shutdown_alone() {
     assert!(found.is_some(), "{}", exp.get("/health", &[]).text());
     let fifo = dir.join("never");
     testkit::mkfifo(&fifo);
-    let mounted = Command::new("nsenter")
-        .args(["-t", &exp.pid().to_string(), "-m", "mount", "--bind"])
-        .arg(&fifo)
-        .arg(format!("/proc/{pid}/stat"))
-        .status()
-        .expect("nsenter");
-    assert!(mounted.success(), "nsenter mount: {mounted}");
+    let stat = format!("/proc/{pid}/stat");
+    let target = std::ffi::OsStr::new(&stat);
+    mount_in(
+        exp.pid(),
+        &["--bind".as_ref(), fifo.as_os_str(), target],
+        None,
+    );
     let (slowest, body) = scrape_ten(&exp);
     eprintln!("hung stat: slowest of 10 scrapes {slowest:?}");
     assert!(

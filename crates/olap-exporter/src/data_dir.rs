@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use std::future::Future;
 
+use exporter_core::probe::Budgeted;
 use exporter_core::schema::SchemaError;
 use exporter_core::{Gauge, Metrics, TaskContext};
 
@@ -20,6 +21,11 @@ use crate::settings::OlapSettings;
 const MIN_INTERVAL: Duration = Duration::from_secs(15);
 /// Pause after a walk, as a multiple of how long the walk took.
 const BACKOFF_FACTOR: u32 = 10;
+/// How long statvfs may take, and a round waits for the walk, before the filesystem counts as
+/// not answering (a hung NFS or FUSE mount): the call is waited for, never started twice.
+const FS_BUDGET: Duration = Duration::from_secs(5);
+/// A walk still running after this long shows the used bytes as unknown.
+const WALK_LIMIT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FsStats {
@@ -108,50 +114,69 @@ async fn run(mut ctx: TaskContext, m: DataDirMetrics) {
         return;
     };
     let health = ctx.health.source("data_dir");
+    let mut fs_read = Budgeted::new(FS_BUDGET);
+    let mut walker = Budgeted::new(FS_BUDGET);
+    // Since when the walk in progress runs, if one does.
+    let mut walking: Option<Instant> = None;
     let mut next_walk = Instant::now();
     loop {
-        let path = dir.clone();
-        let walk = Instant::now() >= next_walk;
-        let result = tokio::task::spawn_blocking(move || {
-            let span = tracing::info_span!(target: "probe", "data_dir.probe", walk, ok = tracing::field::Empty);
-            let _in_span = span.enter();
-            let started = Instant::now();
-            let fs = fs_stats(&path);
-            let used = walk.then(|| allocated_bytes(&path));
-            span.record("ok", fs.is_ok() && !matches!(used, Some(Err(_))));
-            (fs, used, started.elapsed())
-        })
-        .await;
-        let Ok((fs, used, took)) = result else {
-            health.failed("data directory probe crashed", "blocking task failed");
-            return;
-        };
         let mut problems = Vec::new();
-        match fs {
-            Ok(fs) => {
+        let path = dir.clone();
+        match fs_read.run(move || fs_stats(&path)).await {
+            Ok(Ok(fs)) => {
                 let _ = m.fs_size.set(&[], fs.size_bytes);
                 let _ = m.fs_free.set(&[], fs.free_bytes);
                 let _ = m.fs_avail.set(&[], fs.avail_bytes);
             }
-            Err(e) => {
+            failed => {
+                let e = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e,
+                    Ok(Ok(_)) => String::new(),
+                };
                 problems.push(format!("statvfs {}: {e}", dir.display()));
                 for g in [&m.fs_size, &m.fs_free, &m.fs_avail] {
                     let _ = g.set_unknown(&[]);
                 }
             }
         }
-        match used {
-            Some(Ok(bytes)) => {
-                let _ = m.used.set(&[], bytes as f64);
-                let _ = m.walk_seconds.set(&[], took.as_secs_f64());
-                next_walk = Instant::now() + (took * BACKOFF_FACTOR).max(MIN_INTERVAL);
+        if walking.is_some() || Instant::now() >= next_walk {
+            let since = *walking.get_or_insert_with(Instant::now);
+            let path = dir.clone();
+            let walked = walker
+                .run(move || {
+                    let span = tracing::info_span!(target: "probe", "data_dir.walk", ok = tracing::field::Empty);
+                    let _in_span = span.enter();
+                    let started = Instant::now();
+                    let used = allocated_bytes(&path);
+                    span.record("ok", used.is_ok());
+                    (used, started.elapsed())
+                })
+                .await;
+            match walked {
+                Ok((Ok(bytes), took)) => {
+                    walking = None;
+                    let _ = m.used.set(&[], bytes as f64);
+                    let _ = m.walk_seconds.set(&[], took.as_secs_f64());
+                    next_walk = Instant::now() + (took * BACKOFF_FACTOR).max(MIN_INTERVAL);
+                }
+                Ok((Err(e), _)) => {
+                    walking = None;
+                    problems.push(format!("walking {}: {e}", dir.display()));
+                    let _ = m.used.set_unknown(&[]);
+                    next_walk = Instant::now() + MIN_INTERVAL;
+                }
+                Err(e) if since.elapsed() >= WALK_LIMIT => {
+                    problems.push(format!(
+                        "walking {}: {e} (running for {:?})",
+                        dir.display(),
+                        since.elapsed()
+                    ));
+                    let _ = m.used.set_unknown(&[]);
+                }
+                // Still walking a large tree: the last figure stands.
+                Err(_) => {}
             }
-            Some(Err(e)) => {
-                problems.push(format!("walking {}: {e}", dir.display()));
-                let _ = m.used.set_unknown(&[]);
-                next_walk = Instant::now() + MIN_INTERVAL;
-            }
-            None => {}
         }
         if problems.is_empty() {
             health.ok(format!("measuring {}", dir.display()));

@@ -83,3 +83,74 @@ fn missing_data_dir_is_reported_not_invented() {
     assert!(sample_value(&text, "olap_data_dir_used_bytes").is_some_and(f64::is_nan));
     assert!(sample_value(&text, "olap_data_filesystem_size_bytes").is_some_and(f64::is_nan));
 }
+
+/// The data directory's filesystem stops answering (a hung NFS or FUSE mount; here a FUSE
+/// connection nobody answers, mounted over it in the exporter's own mount namespace): its
+/// figures turn unknown and the source down, instead of the last ones standing as if healthy;
+/// scrapes stay under 1 s and SIGTERM exits within 5 s.
+#[test]
+fn a_hung_data_dir_filesystem_shows_unknown_not_stale() {
+    use testkit::namespace::{mount_namespaces_work, mount_silent_fuse, start_in_mount_namespace};
+    if !mount_namespaces_work() {
+        return;
+    }
+    let tmp = TempDir::new("olap-hung");
+    let data = tmp.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("part.bin"), vec![7u8; 100_000]).unwrap();
+    let arg = format!("--olap.data-dir={}", data.display());
+    let exp = start_in_mount_namespace(BIN, &[&arg], None);
+    let up = "olap_exporter_source_up{source=\"data_dir\"}";
+    let measured = eventually(Duration::from_secs(10), || {
+        let text = exp.scrape_text();
+        (sample_value(&text, up) == Some(1.0))
+            .then(|| sample_value(&text, "olap_data_filesystem_size_bytes"))
+            .flatten()
+    });
+    assert!(
+        measured.is_some_and(f64::is_finite),
+        "{}",
+        exp.scrape_text()
+    );
+
+    let _fuse = mount_silent_fuse(exp.pid(), &data);
+    // One pause between rounds (15 s) and the statvfs budget (5 s).
+    let down = eventually(Duration::from_secs(40), || {
+        let text = exp.scrape_text();
+        (sample_value(&text, up) == Some(0.0)).then_some(text)
+    });
+    let text = down.unwrap_or_else(|| panic!("source not down: {}", exp.scrape_text()));
+    for name in [
+        "olap_data_filesystem_size_bytes",
+        "olap_data_filesystem_free_bytes",
+        "olap_data_filesystem_avail_bytes",
+    ] {
+        let v = sample_value(&text, name);
+        assert!(
+            v.is_none_or(f64::is_nan),
+            "{name} {v:?}: unknown, not the last figure"
+        );
+    }
+    let health = exp.get("/health", &[]).text();
+    assert!(health.contains("has not finished"), "{health}");
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        assert_eq!(exp.get("/metrics", &[]).status, 200);
+        slowest = slowest.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("hung data dir: slowest of 10 scrapes {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest scrape {slowest:?}"
+    );
+    let t = std::time::Instant::now();
+    let status = exp.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "exit took {:?}",
+        t.elapsed()
+    );
+}
