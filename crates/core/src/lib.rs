@@ -2,6 +2,7 @@
 //! tier-only probes); everything else lives here:
 //! sources (StatsD, event logs, probes) → schema-checked updates → registry → `/metrics`.
 
+pub mod budget;
 pub mod config;
 pub mod connections;
 pub mod docs;

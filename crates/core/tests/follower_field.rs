@@ -425,3 +425,69 @@ fn a_positions_file_that_is_a_fifo_does_not_keep_the_exporter_from_listening() {
     settles_at(&exp, 100.0, Duration::from_secs(20));
     assert!(std::fs::metadata(&fifo).unwrap().is_file());
 }
+
+/// The positions file's disk stops answering (a FUSE connection nobody answers, mounted over
+/// its directory in the exporter's own mount namespace): each scrape is still served within
+/// the write budget (2 s) and says the write failed, the count stops where the disk did, and
+/// SIGTERM exits within 5 s. Before the budget, the first scrape after the hang never
+/// returned, nor did any after it.
+#[test]
+fn a_positions_disk_that_stops_answering_does_not_stall_scrapes() {
+    use testkit::namespace::{mount_namespaces_work, mount_silent_fuse, start_in_mount_namespace};
+    if !mount_namespaces_work() {
+        return;
+    }
+    let dir = TempDir::new("positions-hung");
+    let log = dir.join("engine.log");
+    std::fs::write(&log, "").unwrap();
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let glob = flag("ingest.log-path", log.display());
+    let positions = flag(
+        "ingest.positions-file",
+        state.join("positions.json").display(),
+    );
+    let exp = start_in_mount_namespace(BIN, &[&glob, &positions, "--log.level=warn"], None);
+    exp.wait_for_follower();
+    append(&log, &lines(0, 500));
+    exp.wait_for_value(COMMITTED, 500.0, Duration::from_secs(20));
+
+    let _fuse = mount_silent_fuse(exp.pid(), &state);
+    append(&log, &lines(500, 300));
+    let mut slowest = Duration::ZERO;
+    let mut text = String::new();
+    for _ in 0..8 {
+        let t = Instant::now();
+        let r = testkit::try_request("GET", &exp.url("/metrics"), &[("Accept", "text/plain")])
+            .unwrap_or_else(|e| panic!("scrape failed: {e}; {}", exp.logs()));
+        assert_eq!(r.status, 200);
+        slowest = slowest.max(t.elapsed());
+        text = r.text();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("positions disk hung: slowest of 8 scrapes {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(3),
+        "slowest scrape {slowest:?}"
+    );
+    let up = "fixture_exporter_source_up{source=\"event_log\"}";
+    assert_eq!(sample_value(&text, up), Some(0.0), "{text}");
+    let failed = "fixture_exporter_log_follower_errors_total{reason=\"positions_write\"}";
+    assert!(
+        sample_value(&text, failed).is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    // What was served when the disk stopped is all that is counted: following paused.
+    let at_failure = sample_value(&text, COMMITTED).unwrap();
+    assert!((500.0..=800.0).contains(&at_failure), "{at_failure}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(committed(&exp), at_failure, "the count ran past the disk");
+    let t = Instant::now();
+    let status = exp.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "exit took {:?}",
+        t.elapsed()
+    );
+}

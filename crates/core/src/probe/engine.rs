@@ -6,10 +6,11 @@
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::process::{ProcStat, ProcessReader};
+use crate::budget::Worker;
 use crate::config::{parse_listen_addr, EngineConfig};
 use crate::context::TaskContext;
 use crate::health::SourceHealth;
@@ -67,9 +68,9 @@ pub struct EngineProbe {
     state: Arc<Mutex<State>>,
     /// The background look-up's reader.
     reader: Arc<ProcessReader>,
-    /// The scrape's own, on a thread of its own: neither a background read nor its own read
-    /// stuck in the kernel can make a scrape wait.
-    scrape_reader: Arc<ScrapeReader>,
+    /// The scrape's own, on a thread of its own with [`SCRAPE_READ_BUDGET`]: neither a
+    /// background read nor its own read stuck in the kernel can make a scrape wait longer.
+    scrape_reader: Arc<Worker<u32, Option<ProcStat>>>,
     memory: Gauge,
     cpu: Gauge,
     cpu_total: Total,
@@ -88,7 +89,12 @@ impl EngineProbe {
             config: config.clone(),
             state: Arc::default(),
             reader: Arc::default(),
-            scrape_reader: Arc::default(),
+            scrape_reader: Arc::new({
+                let reader = ProcessReader::new();
+                Worker::new("engine-scrape-read", SCRAPE_READ_BUDGET, move |pid| {
+                    reader.read(pid)
+                })
+            }),
             memory: metrics.gauge(&format!("{prefix}memory_used_bytes"))?,
             cpu: metrics.gauge(&format!("{prefix}cpu_usage_percent"))?,
             cpu_total: metrics.total(&format!("{prefix}cpu_seconds_total"))?,
@@ -181,10 +187,10 @@ impl EngineProbe {
     pub fn on_scrape(&self) {
         let found = self.state().found;
         // Read without the state lock: the background loop takes it too.
-        let stat = found.and_then(|f| match self.scrape_reader.read(f.pid) {
+        let stat = found.and_then(|f| match self.scrape_reader.call(f.pid) {
             Ok(stat) => stat.filter(|s| s.start_time_seconds == f.start_time),
-            Err(hung) => {
-                tracing::warn!(target: "probe", event = "engine_read_hung", pid = f.pid, "{hung}");
+            Err(e) => {
+                tracing::warn!(target: "probe", event = "engine_read_hung", pid = f.pid, "the engine's /proc entry {e}");
                 None
             }
         });
@@ -259,86 +265,6 @@ impl EngineProbe {
                 _ = tokio::time::sleep(REFRESH) => {}
             }
         }
-    }
-}
-
-/// Reads a process's /proc entry for the scrape on a thread of its own, waiting at most
-/// [`SCRAPE_READ_BUDGET`]. A read stuck in the kernel is waited for, never started again,
-/// while every scrape goes on without it.
-#[derive(Default)]
-struct ScrapeReader(Mutex<Option<ReadThread>>);
-
-struct ReadThread {
-    pids: mpsc::Sender<u32>,
-    stats: mpsc::Receiver<Option<ProcStat>>,
-    /// A read that did not answer within the budget is still running.
-    pending: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ReadFailed {
-    #[error("the engine's /proc entry has not answered within {SCRAPE_READ_BUDGET:?}")]
-    Hung,
-    #[error("no thread to read /proc: {0}")]
-    NoThread(String),
-}
-
-impl ScrapeReader {
-    fn read(&self, pid: u32) -> Result<Option<ProcStat>, ReadFailed> {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(ReadThread::spawn().map_err(|e| ReadFailed::NoThread(e.to_string()))?);
-        }
-        let Some(thread) = slot.as_mut() else {
-            return Err(ReadFailed::NoThread("not started".into()));
-        };
-        if thread.pending {
-            match thread.stats.try_recv() {
-                Ok(_stale) => thread.pending = false,
-                Err(mpsc::TryRecvError::Empty) => return Err(ReadFailed::Hung),
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    *slot = None;
-                    return Err(ReadFailed::NoThread("it stopped".into()));
-                }
-            }
-        }
-        let answer = match thread.pids.send(pid) {
-            Ok(()) => thread.stats.recv_timeout(SCRAPE_READ_BUDGET),
-            Err(_) => Err(mpsc::RecvTimeoutError::Disconnected),
-        };
-        match answer {
-            Ok(stat) => Ok(stat),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                thread.pending = true;
-                Err(ReadFailed::Hung)
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                *slot = None;
-                Err(ReadFailed::NoThread("it stopped".into()))
-            }
-        }
-    }
-}
-
-impl ReadThread {
-    fn spawn() -> std::io::Result<ReadThread> {
-        let (pids, pid_rx) = mpsc::channel::<u32>();
-        let (stat_tx, stats) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("engine-scrape-read".into())
-            .spawn(move || {
-                let reader = ProcessReader::new();
-                for pid in pid_rx {
-                    if stat_tx.send(reader.read(pid)).is_err() {
-                        return;
-                    }
-                }
-            })?;
-        Ok(ReadThread {
-            pids,
-            stats,
-            pending: false,
-        })
     }
 }
 

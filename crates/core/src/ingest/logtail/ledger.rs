@@ -8,7 +8,9 @@
 //! positions of that moment as served, writes them, and renders the registry under the same
 //! lock. A write that fails is served as a failure in that very render (`source_up` 0 and a
 //! counted error) and stops the follower until a write succeeds, so what is served never
-//! runs further ahead of the disk than the lines applied before the failure.
+//! runs further ahead of the disk than the lines applied before the failure. A write that
+//! has not finished within [`WRITE_BUDGET`] (a disk that stopped answering) is such a failure:
+//! the scrape is served, and the write is waited for, not started again, on its own thread.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -17,11 +19,16 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::positions::{self, FileId, Position};
+use crate::budget::Worker;
 use crate::health::SourceHealth;
 use crate::metrics::BoundCounter;
 
+/// How long a scrape waits for the positions write (a write and an fsync of a few KiB).
+pub const WRITE_BUDGET: Duration = Duration::from_secs(2);
+
 pub struct Ledger {
     file: Option<PathBuf>,
+    writer: Worker<(PathBuf, Vec<Position>), Result<(), String>>,
     state: Mutex<LedgerState>,
     report: Option<WriteReport>,
     /// Scrapes waiting for the lock: the follower lets them in between two slices (a
@@ -92,6 +99,11 @@ impl Ledger {
     pub fn new(file: Option<PathBuf>, stored: &[Position], report: Option<WriteReport>) -> Ledger {
         Ledger {
             file,
+            writer: Worker::new(
+                "positions-write",
+                WRITE_BUDGET,
+                |(path, list): (PathBuf, Vec<Position>)| positions::save(&path, &list),
+            ),
             state: Mutex::new(LedgerState {
                 applied: HashMap::new(),
                 served: stored.iter().map(|p| (p.id(), p.clone())).collect(),
@@ -155,7 +167,11 @@ impl Ledger {
             return;
         }
         let list: Vec<Position> = state.served.values().cloned().collect();
-        match positions::save(path, &list) {
+        let written = self
+            .writer
+            .call((path.clone(), list))
+            .unwrap_or_else(|e| Err(format!("positions file {}: the write {e}", path.display())));
+        match written {
             Ok(()) => {
                 state.unsaved = false;
                 if state.write_error.take().is_some() {
