@@ -188,34 +188,37 @@ struct Reload {
     base_schema: Schema,
 }
 
+/// Why the exporter could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error("schema: {0}")]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("shutdown signal: {0}")]
+    ShutdownSignal(std::io::Error),
+    #[error("server: {0}")]
+    Server(std::io::Error),
+}
+
+/// Wires the registry, the sources and the HTTP server, serves until SIGTERM/SIGINT, then
+/// gives the sources time to persist their state.
 async fn serve(
     tier: Tier,
     schema: Schema,
     config: Config,
     security: Option<web_config::WebSecurity>,
     reload: Reload,
-) -> Result<(), String> {
-    let mut metrics =
-        Metrics::new(&schema, reload::limits(&config)).map_err(|e| format!("schema: {e}"))?;
-    metrics
-        .registry_mut()
-        .register_collector(Box::new(probe::process::ProcessCollector));
-    let _ = metrics.own().build_info.set(
-        &[
-            env!("CARGO_PKG_VERSION"),
-            crate::build::REVISION,
-            crate::build::BRANCH,
-            crate::build::RUSTC_VERSION,
-            crate::build::TARGET,
-            &schema.tier.name,
-        ],
-        1.0,
-    );
-    let metrics = Arc::new(metrics);
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(registry(&schema, &config)?);
     let config = Arc::new(config);
     let health = Health::exposed(metrics.own().source_up.clone());
-    let (stop, shutdown) =
-        context::shutdown_signal().map_err(|e| format!("shutdown signal: {e}"))?;
+    let (stop, shutdown) = context::shutdown_signal().map_err(ServeError::ShutdownSignal)?;
     let schema = Arc::new(schema);
     let ctx = TaskContext {
         schema: schema.clone(),
@@ -224,57 +227,11 @@ async fn serve(
         health: health.clone(),
         shutdown,
     };
+    let addr = config.listen_addr()?;
+    let listener = bind(addr)?;
+    let sources = start_sources(tier.tasks, tier.scrape_hooks, &ctx)?;
 
-    let addr = config.listen_addr().map_err(|e| e.to_string())?;
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("listener: {e}"))?;
-
-    // Resolve every handle before starting anything: a schema/code mismatch stops here.
-    let schema_error = |e: SchemaError| format!("schema: {e}");
-    let mut tier_tasks = Vec::new();
-    for (name, task) in tier.tasks {
-        tier_tasks.push((name, task(ctx.clone()).map_err(schema_error)?));
-    }
-    let derived = probe::derived::start(ctx.clone()).map_err(schema_error)?;
-    let engine = probe::engine::EngineProbe::new(&config.engine, &metrics).map_err(schema_error)?;
-    let mut scrape_hooks: Vec<server::ScrapeHook> = vec![Box::new({
-        let engine = engine.clone();
-        move || engine.on_scrape()
-    })];
-    for make in tier.scrape_hooks {
-        scrape_hooks.push(make(&config, &metrics).map_err(schema_error)?);
-    }
-
-    let mut handles = Vec::new();
-    for (name, task) in tier_tasks {
-        tracing::debug!(target: "main", event = "task_started", task = name);
-        handles.push(tokio::spawn(task));
-    }
-    let ingest = ingest::spawn(&ctx).map_err(schema_error)?;
-    handles.extend(ingest.handles);
-    handles.push(tokio::spawn(expire_series(ctx.clone())));
-    if let Some(derived) = derived {
-        handles.push(tokio::spawn(derived));
-    }
-    handles.push(tokio::spawn(
-        engine.run(ctx.clone(), ctx.health.source("engine")),
-    ));
-
-    let (tls, web) = match security {
-        Some(s) => (
-            s.tls
-                .map(axum_server::tls_rustls::RustlsConfig::from_config),
-            server::LiveWeb {
-                auth: arc_swap::ArcSwapOption::from_pointee(s.auth),
-                headers: arc_swap::ArcSwap::from_pointee(s.headers),
-            },
-        ),
-        None => (None, server::LiveWeb::default()),
-    };
-    let web = Arc::new(web);
+    let (tls, web) = web_security(security);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<server::ReloadRequest>(4);
     tokio::spawn(
         reload::Reloader {
@@ -286,15 +243,15 @@ async fn serve(
             metrics: metrics.clone(),
             web: web.clone(),
             tls: tls.clone(),
-            follower: ingest.follower,
+            follower: sources.follower,
         }
         .run(reload_rx),
     );
     let state = Arc::new(server::AppState {
         metrics: metrics.clone(),
         health,
-        scrape_hooks,
-        render_guard: ingest
+        scrape_hooks: sources.scrape_hooks,
+        render_guard: sources
             .ledger
             .map(|l| l as Arc<dyn crate::exposition::RenderGuard>),
         scrape_slots: (config.web.max_requests > 0)
@@ -318,9 +275,26 @@ async fn serve(
         "serving {} on {addr}", config.web.telemetry_path
     );
 
+    let served = serve_until_signal(listener, tls, app, &config, stop, reload_tx).await;
+    // Give sources the chance to persist state (log positions) before exiting.
+    for h in sources.handles {
+        let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+    }
+    served.map_err(ServeError::Server)
+}
+
+/// Serves until SIGTERM/SIGINT (SIGHUP reloads), then lets the requests in flight finish.
+async fn serve_until_signal(
+    listener: std::net::TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    app: axum::Router,
+    config: &Config,
+    stop: context::ShutdownTrigger,
+    reload: tokio::sync::mpsc::Sender<server::ReloadRequest>,
+) -> std::io::Result<()> {
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        wait_for_signal(reload_tx).await;
+        wait_for_signal(reload).await;
         tracing::info!(target: "main", event = "shutdown", "signal received, stopping");
         stop.trigger();
         let _ = stopping_tx.send(());
@@ -329,15 +303,109 @@ async fn serve(
         max_connections: config.web.max_connections,
         read_timeout: Duration::from_secs(config.web.header_read_timeout_seconds),
     };
-    let served = connections::serve(listener, tls, app, policy, async {
+    connections::serve(listener, tls, app, policy, async {
         let _ = stopping.await;
     })
-    .await;
-    // Give sources the chance to persist state (log positions) before exiting.
-    for h in handles {
-        let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+    .await
+}
+
+/// TLS (fixed until a restart) and the authentication and headers a reload may change.
+fn web_security(
+    security: Option<web_config::WebSecurity>,
+) -> (
+    Option<axum_server::tls_rustls::RustlsConfig>,
+    Arc<server::LiveWeb>,
+) {
+    let (tls, web) = match security {
+        Some(s) => (
+            s.tls
+                .map(axum_server::tls_rustls::RustlsConfig::from_config),
+            server::LiveWeb {
+                auth: arc_swap::ArcSwapOption::from_pointee(s.auth),
+                headers: arc_swap::ArcSwap::from_pointee(s.headers),
+            },
+        ),
+        None => (None, server::LiveWeb::default()),
+    };
+    (tls, Arc::new(web))
+}
+
+/// The registry of the schema, with the exporter's own process metrics and build info.
+fn registry(schema: &Schema, config: &Config) -> Result<Metrics, ServeError> {
+    let mut metrics = Metrics::new(schema, reload::limits(config))?;
+    metrics
+        .registry_mut()
+        .register_collector(Box::new(probe::process::ProcessCollector));
+    let _ = metrics.own().build_info.set(
+        &[
+            env!("CARGO_PKG_VERSION"),
+            crate::build::REVISION,
+            crate::build::BRANCH,
+            crate::build::RUSTC_VERSION,
+            crate::build::TARGET,
+            &schema.tier.name,
+        ],
+        1.0,
+    );
+    Ok(metrics)
+}
+
+fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let listen = |source| ServeError::Listen { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(listen)?;
+    listener.set_nonblocking(true).map_err(listen)?;
+    Ok(listener)
+}
+
+/// What the running sources hand to the server and the reloader.
+struct Sources {
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    scrape_hooks: Vec<server::ScrapeHook>,
+    ledger: Option<Arc<ingest::logtail::ledger::Ledger>>,
+    follower: Option<std::sync::mpsc::Sender<ingest::logtail::Reconfigure>>,
+}
+
+/// Starts the tier's tasks, the shared probes and the ingest sources. Every handle is
+/// resolved before anything starts: a schema/code mismatch stops here.
+fn start_sources(
+    tasks: Vec<(&'static str, BoxTask)>,
+    hooks: Vec<MakeScrapeHook>,
+    ctx: &TaskContext,
+) -> Result<Sources, ServeError> {
+    let mut tier_tasks = Vec::new();
+    for (name, task) in tasks {
+        tier_tasks.push((name, task(ctx.clone())?));
     }
-    served.map_err(|e| format!("server: {e}"))
+    let derived = probe::derived::start(ctx.clone())?;
+    let engine = probe::engine::EngineProbe::new(&ctx.config.engine, &ctx.metrics)?;
+    let mut scrape_hooks: Vec<server::ScrapeHook> = vec![Box::new({
+        let engine = engine.clone();
+        move || engine.on_scrape()
+    })];
+    for make in hooks {
+        scrape_hooks.push(make(&ctx.config, &ctx.metrics)?);
+    }
+
+    let mut handles = Vec::new();
+    for (name, task) in tier_tasks {
+        tracing::debug!(target: "main", event = "task_started", task = name);
+        handles.push(tokio::spawn(task));
+    }
+    let ingest = ingest::spawn(ctx)?;
+    handles.extend(ingest.handles);
+    handles.push(tokio::spawn(expire_series(ctx.clone())));
+    if let Some(derived) = derived {
+        handles.push(tokio::spawn(derived));
+    }
+    handles.push(tokio::spawn(
+        engine.run(ctx.clone(), ctx.health.source("engine")),
+    ));
+    Ok(Sources {
+        handles,
+        scrape_hooks,
+        ledger: ingest.ledger,
+        follower: ingest.follower,
+    })
 }
 
 /// Expires idle engine series; how often follows the shortest expiry, which a reload may
