@@ -334,127 +334,9 @@ pub fn source_quality(s: &SourceData) -> f64 {
 pub fn collect(report: Option<&Report>, known: &BTreeSet<String>, o: &mut Vec<Sample>) {
     // chronyd: tracking, then each of its sources.
     if let Some(r) = report {
-        let t = &r.tracking;
-        // chrony's "System time" correction is positive when the clock is slow: negate it so
-        // every offset here reads "this host minus the reference".
-        gauge(
-            o,
-            "clock_master_chrony_system_time_offset_seconds",
-            &[],
-            -t.current_correction,
-        );
-        gauge(
-            o,
-            "clock_master_chrony_last_offset_seconds",
-            &[],
-            t.last_offset,
-        );
-        gauge(
-            o,
-            "clock_master_chrony_rms_offset_seconds",
-            &[],
-            t.rms_offset,
-        );
-        gauge(o, "clock_master_chrony_frequency_ppm", &[], t.freq_ppm);
-        gauge(
-            o,
-            "clock_master_chrony_residual_frequency_ppm",
-            &[],
-            t.resid_freq_ppm,
-        );
-        gauge(o, "clock_master_chrony_skew_ppm", &[], t.skew_ppm);
-        gauge(
-            o,
-            "clock_master_chrony_root_delay_seconds",
-            &[],
-            t.root_delay,
-        );
-        gauge(
-            o,
-            "clock_master_chrony_root_dispersion_seconds",
-            &[],
-            t.root_dispersion,
-        );
-        gauge(o, "clock_master_chrony_stratum", &[], f64::from(t.stratum));
-        gauge(
-            o,
-            "clock_master_chrony_leap_status",
-            &[],
-            f64::from(t.leap_status.code()),
-        );
-        gauge(
-            o,
-            "clock_master_chrony_update_interval_seconds",
-            &[],
-            t.last_update_interval,
-        );
-        gauge(
-            o,
-            "clock_master_chrony_reference_timestamp_seconds",
-            &[],
-            t.ref_time,
-        );
-        let ref_id = format!("{:08X}", t.ref_id);
-        let ref_name = t.ref_name();
-        gauge(
-            o,
-            "clock_master_chrony_tracking_info",
-            &[("reference_id", &ref_id), ("reference_name", &ref_name)],
-            1.0,
-        );
+        collect_tracking(&r.tracking, o);
         for s in &r.sources {
-            let label = source_label(&s.name);
-            let l: &[(&'static str, &str)] = &[("source", &label)];
-            gauge(o, "clock_master_source_offset_seconds", l, s.latest_meas);
-            gauge(o, "clock_master_source_quality", l, source_quality(s));
-            gauge(
-                o,
-                "clock_master_chrony_source_error_seconds",
-                l,
-                s.latest_meas_err,
-            );
-            gauge(
-                o,
-                "clock_master_chrony_source_stratum",
-                l,
-                f64::from(s.stratum),
-            );
-            gauge(
-                o,
-                "clock_master_chrony_source_reachability",
-                l,
-                f64::from(s.reachability),
-            );
-            gauge(
-                o,
-                "clock_master_chrony_source_poll_interval_seconds",
-                l,
-                2f64.powi(i32::from(s.poll)),
-            );
-            if s.since_sample != u32::MAX {
-                gauge(
-                    o,
-                    "clock_master_chrony_source_last_sample_age_seconds",
-                    l,
-                    f64::from(s.since_sample),
-                );
-            }
-            for state in SourceState::ALL {
-                let v = if state == s.state { 1.0 } else { 0.0 };
-                gauge(
-                    o,
-                    "clock_master_chrony_source_state",
-                    &[("source", &label), ("state", state.as_str())],
-                    v,
-                );
-            }
-            // A chrony source is up when its last poll was answered (lowest reach bit).
-            gauge(
-                o,
-                "clock_exporter_source_up",
-                l,
-                f64::from(s.reachability & 1),
-            );
+            collect_source(s, o);
         }
     } else {
         // chronyd unreachable: its known sources are down, not missing.
@@ -463,4 +345,131 @@ pub fn collect(report: Option<&Report>, known: &BTreeSet<String>, o: &mut Vec<Sa
             gauge(o, "clock_master_source_quality", &[("source", label)], 0.0);
         }
     }
+}
+
+/// chronyd's tracking report.
+fn collect_tracking(t: &Tracking, o: &mut Vec<Sample>) {
+    // chrony's "System time" correction is positive when the clock is slow: negate it so
+    // every offset here reads "this host minus the reference".
+    gauge(
+        o,
+        "clock_master_chrony_system_time_offset_seconds",
+        &[],
+        -t.current_correction,
+    );
+    gauge(
+        o,
+        "clock_master_chrony_last_offset_seconds",
+        &[],
+        t.last_offset,
+    );
+    gauge(
+        o,
+        "clock_master_chrony_rms_offset_seconds",
+        &[],
+        t.rms_offset,
+    );
+    gauge(o, "clock_master_chrony_frequency_ppm", &[], t.freq_ppm);
+    gauge(
+        o,
+        "clock_master_chrony_residual_frequency_ppm",
+        &[],
+        t.resid_freq_ppm,
+    );
+    gauge(o, "clock_master_chrony_skew_ppm", &[], t.skew_ppm);
+    gauge(
+        o,
+        "clock_master_chrony_root_delay_seconds",
+        &[],
+        t.root_delay,
+    );
+    gauge(
+        o,
+        "clock_master_chrony_root_dispersion_seconds",
+        &[],
+        t.root_dispersion,
+    );
+    gauge(o, "clock_master_chrony_stratum", &[], f64::from(t.stratum));
+    gauge(
+        o,
+        "clock_master_chrony_leap_status",
+        &[],
+        f64::from(t.leap_status.code()),
+    );
+    gauge(
+        o,
+        "clock_master_chrony_update_interval_seconds",
+        &[],
+        t.last_update_interval,
+    );
+    gauge(
+        o,
+        "clock_master_chrony_reference_timestamp_seconds",
+        &[],
+        t.ref_time,
+    );
+    let ref_id = format!("{:08X}", t.ref_id);
+    let ref_name = t.ref_name();
+    gauge(
+        o,
+        "clock_master_chrony_tracking_info",
+        &[("reference_id", &ref_id), ("reference_name", &ref_name)],
+        1.0,
+    );
+}
+
+/// One of chronyd's sources.
+fn collect_source(s: &SourceData, o: &mut Vec<Sample>) {
+    let label = source_label(&s.name);
+    let l: &[(&'static str, &str)] = &[("source", &label)];
+    gauge(o, "clock_master_source_offset_seconds", l, s.latest_meas);
+    gauge(o, "clock_master_source_quality", l, source_quality(s));
+    gauge(
+        o,
+        "clock_master_chrony_source_error_seconds",
+        l,
+        s.latest_meas_err,
+    );
+    gauge(
+        o,
+        "clock_master_chrony_source_stratum",
+        l,
+        f64::from(s.stratum),
+    );
+    gauge(
+        o,
+        "clock_master_chrony_source_reachability",
+        l,
+        f64::from(s.reachability),
+    );
+    gauge(
+        o,
+        "clock_master_chrony_source_poll_interval_seconds",
+        l,
+        2f64.powi(i32::from(s.poll)),
+    );
+    if s.since_sample != u32::MAX {
+        gauge(
+            o,
+            "clock_master_chrony_source_last_sample_age_seconds",
+            l,
+            f64::from(s.since_sample),
+        );
+    }
+    for state in SourceState::ALL {
+        let v = if state == s.state { 1.0 } else { 0.0 };
+        gauge(
+            o,
+            "clock_master_chrony_source_state",
+            &[("source", &label), ("state", state.as_str())],
+            v,
+        );
+    }
+    // A chrony source is up when its last poll was answered (lowest reach bit).
+    gauge(
+        o,
+        "clock_exporter_source_up",
+        l,
+        f64::from(s.reachability & 1),
+    );
 }
