@@ -86,54 +86,39 @@ fn from_raw(tx: &libc::timex, state: i32) -> Timex {
     }
 }
 
+exporter_core::metric_handles! {
+    /// What the kernel clock probe writes.
+    pub struct KernelMetrics {
+        offset: Gauge = "clock_master_kernel_offset_seconds",
+        frequency: Gauge = "clock_master_kernel_frequency_ppm",
+        max_error: Gauge = "clock_master_kernel_max_error_seconds",
+        estimated_error: Gauge = "clock_master_kernel_estimated_error_seconds",
+        sync_status: Gauge = "clock_master_kernel_sync_status",
+        status_flags: Gauge = "clock_master_kernel_status_flags",
+        tai_offset: Gauge = "clock_master_kernel_tai_offset_seconds",
+        tick: Gauge = "clock_master_kernel_tick_seconds",
+        time_constant: Gauge = "clock_master_kernel_time_constant",
+    }
+}
+
 /// Samples of the kernel's clock discipline (none when adjtimex failed).
-pub fn collect(kernel: Option<&Timex>, o: &mut Vec<Sample>) {
+pub fn collect(kernel: Option<&Timex>, m: &KernelMetrics, o: &mut Vec<Sample>) {
     // Kernel clock discipline.
     if let Some(k) = kernel {
+        gauge(o, &m.offset, &[], k.offset_seconds);
+        gauge(o, &m.frequency, &[], k.frequency_ppm);
+        gauge(o, &m.max_error, &[], k.maxerror_seconds);
+        gauge(o, &m.estimated_error, &[], k.esterror_seconds);
         gauge(
             o,
-            "clock_master_kernel_offset_seconds",
-            &[],
-            k.offset_seconds,
-        );
-        gauge(o, "clock_master_kernel_frequency_ppm", &[], k.frequency_ppm);
-        gauge(
-            o,
-            "clock_master_kernel_max_error_seconds",
-            &[],
-            k.maxerror_seconds,
-        );
-        gauge(
-            o,
-            "clock_master_kernel_estimated_error_seconds",
-            &[],
-            k.esterror_seconds,
-        );
-        gauge(
-            o,
-            "clock_master_kernel_sync_status",
+            &m.sync_status,
             &[],
             if k.synchronised() { 1.0 } else { 0.0 },
         );
-        gauge(
-            o,
-            "clock_master_kernel_status_flags",
-            &[],
-            f64::from(k.status),
-        );
-        gauge(
-            o,
-            "clock_master_kernel_tai_offset_seconds",
-            &[],
-            k.tai_offset_seconds as f64,
-        );
-        gauge(o, "clock_master_kernel_tick_seconds", &[], k.tick_seconds);
-        gauge(
-            o,
-            "clock_master_kernel_time_constant",
-            &[],
-            k.constant as f64,
-        );
+        gauge(o, &m.status_flags, &[], f64::from(k.status));
+        gauge(o, &m.tai_offset, &[], k.tai_offset_seconds as f64);
+        gauge(o, &m.tick, &[], k.tick_seconds);
+        gauge(o, &m.time_constant, &[], k.constant as f64);
     }
 }
 

@@ -15,6 +15,6 @@ pub mod samples;
 pub mod settings;
 pub mod wiring;
 
-pub use probes::{ClockProbes, ProbeConfig, TargetStatus};
-pub use samples::{Kind, Sample};
+pub use probes::{ClockMetrics, ClockProbes, ProbeConfig, TargetStatus};
+pub use samples::{Handle, Sample};
 pub use wiring::register;

@@ -266,25 +266,35 @@ pub fn source_label(server: &str) -> String {
     format!("ntp:{server}")
 }
 
+exporter_core::metric_handles! {
+    /// What the NTP probe writes per server, beside the shared source metrics.
+    pub struct NtpMetrics {
+        rtt: Gauge = "clock_master_ntp_rtt_seconds",
+        stratum: Gauge = "clock_master_ntp_stratum",
+        leap: Gauge = "clock_master_ntp_leap",
+        root_distance: Gauge = "clock_master_ntp_root_distance_seconds",
+    }
+}
+
 /// Samples of the NTP servers that answered their last query.
-pub fn collect(servers: &BTreeMap<String, Sample>, o: &mut Vec<samples::Sample>) {
+pub fn collect(
+    servers: &BTreeMap<String, Sample>,
+    m: &NtpMetrics,
+    src: &samples::SourceMetrics,
+    o: &mut Vec<samples::Sample>,
+) {
     // Direct NTP queries.
     for (server, s) in servers {
         let label = source_label(server);
         let l: &[(&'static str, &str)] = &[("source", &label)];
-        gauge(o, "clock_master_source_offset_seconds", l, s.offset_seconds);
+        gauge(o, &src.offset, l, s.offset_seconds);
+        gauge(o, &src.quality, l, error_factor(s.error_bound_seconds()));
+        gauge(o, &m.rtt, l, s.delay_seconds);
+        gauge(o, &m.stratum, l, f64::from(s.stratum));
+        gauge(o, &m.leap, l, f64::from(s.leap));
         gauge(
             o,
-            "clock_master_source_quality",
-            l,
-            error_factor(s.error_bound_seconds()),
-        );
-        gauge(o, "clock_master_ntp_rtt_seconds", l, s.delay_seconds);
-        gauge(o, "clock_master_ntp_stratum", l, f64::from(s.stratum));
-        gauge(o, "clock_master_ntp_leap", l, f64::from(s.leap));
-        gauge(
-            o,
-            "clock_master_ntp_root_distance_seconds",
+            &m.root_distance,
             l,
             s.root_delay_seconds / 2.0 + s.root_dispersion_seconds,
         );

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::Instrument;
 
-use crate::samples::{gauge, Kind, Sample, CHRONYD, KERNEL};
+use crate::samples::{gauge, total, Sample, SourceMetrics, CHRONYD, KERNEL};
 use crate::{chrony, kernel, ntp, ptp};
 
 #[derive(Debug, Clone)]
@@ -70,6 +70,62 @@ impl ProbeConfig {
     /// Bounded time one chrony refresh can take: tracking + n_sources + each source.
     pub fn chrony_budget(&self, n_sources: usize) -> Duration {
         self.timeout * u32::from(self.chrony_attempts.max(1)) * (2 + n_sources as u32)
+    }
+}
+
+/// Every handle the clock probes write, bound once at start-up.
+#[derive(Clone)]
+pub struct ClockMetrics {
+    pub kernel: kernel::KernelMetrics,
+    pub chrony: chrony::ChronyMetrics,
+    pub ntp: ntp::NtpMetrics,
+    pub ptp: ptp::PtpMetrics,
+    pub source: SourceMetrics,
+}
+
+impl ClockMetrics {
+    pub fn bind(
+        metrics: &exporter_core::Metrics,
+    ) -> Result<Self, exporter_core::schema::SchemaError> {
+        Ok(ClockMetrics {
+            kernel: kernel::KernelMetrics::bind(metrics)?,
+            chrony: chrony::ChronyMetrics::bind(metrics)?,
+            ntp: ntp::NtpMetrics::bind(metrics)?,
+            ptp: ptp::PtpMetrics::bind(metrics)?,
+            source: SourceMetrics::bind(metrics)?,
+        })
+    }
+
+    /// Handles on a registry of their own, built from this tier's schema: the probes without
+    /// the exporter runtime (tests, one-shot use).
+    pub fn standalone() -> Result<Self, exporter_core::schema::SchemaError> {
+        let schema = exporter_core::Schema::parse(include_str!("../schema.toml"))?;
+        let metrics = exporter_core::Metrics::new(&schema, Default::default())?;
+        ClockMetrics::bind(&metrics)
+    }
+
+    /// Every handle, untyped.
+    pub fn all(&self) -> Vec<exporter_core::Metric> {
+        let mut all = self.kernel.all();
+        all.extend(self.chrony.all());
+        all.extend(self.ntp.all());
+        all.extend(self.ptp.all());
+        all.extend(self.source.all());
+        all
+    }
+
+    /// Every metric name the probes write.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        [
+            kernel::KernelMetrics::NAMES,
+            chrony::ChronyMetrics::NAMES,
+            ntp::NtpMetrics::NAMES,
+            ptp::PtpMetrics::NAMES,
+            SourceMetrics::NAMES,
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
     }
 }
 
@@ -378,38 +434,34 @@ impl ClockProbes {
     }
 
     /// Everything to expose right now. Cheap: copies cached values under a short lock.
-    pub fn samples(&self) -> Vec<Sample> {
+    pub fn samples(&self, m: &ClockMetrics) -> Vec<Sample> {
         let st = lock(&self.state);
-        build_samples(&st, unix_now())
+        build_samples(&st, unix_now(), m)
     }
 }
 
-fn build_samples(st: &State, now: f64) -> Vec<Sample> {
+fn build_samples(st: &State, now: f64, m: &ClockMetrics) -> Vec<Sample> {
     let mut out = Vec::with_capacity(64);
     let o = &mut out;
-    gauge(o, "clock_master_current_timestamp_seconds", &[], now);
+    let src = &m.source;
+    gauge(o, &src.now, &[], now);
 
-    kernel::collect(st.kernel.as_ref(), o);
-    chrony::collect(st.chrony.as_ref(), &st.chrony_known, o);
-    ntp::collect(&st.ntp, o);
-    ptp::collect(&st.ptp, o);
+    kernel::collect(st.kernel.as_ref(), &m.kernel, o);
+    chrony::collect(st.chrony.as_ref(), &st.chrony_known, &m.chrony, src, o);
+    ntp::collect(&st.ntp, &m.ntp, src, o);
+    ptp::collect(&st.ptp, &m.ptp, src, o);
 
     // Configured targets that are down get quality 0 (their offset is unknown, so absent).
     for (target, t) in &st.targets {
         let l: &[(&'static str, &str)] = &[("source", target)];
         let up = t.up == Some(true);
-        gauge(o, "clock_exporter_source_up", l, if up { 1.0 } else { 0.0 });
+        gauge(o, &src.up, l, if up { 1.0 } else { 0.0 });
         if let Some(ts) = t.last_success_unix {
-            gauge(
-                o,
-                "clock_exporter_source_last_success_timestamp_seconds",
-                l,
-                ts,
-            );
+            gauge(o, &src.last_success, l, ts);
         }
         let is_source = target.starts_with("ntp:") || target.starts_with("ptp:");
         if is_source && !up {
-            gauge(o, "clock_master_source_quality", l, 0.0);
+            gauge(o, &src.quality, l, 0.0);
         }
     }
 
@@ -429,25 +481,22 @@ fn build_samples(st: &State, now: f64) -> Vec<Sample> {
         (None, None) => (None, None, None),
     };
     if let Some(v) = uncertainty {
-        gauge(o, "clock_master_uncertainty_seconds", &[], v);
+        gauge(o, &src.uncertainty, &[], v);
     }
     if let Some(v) = jitter {
-        gauge(o, "clock_master_jitter_seconds", &[], v);
+        gauge(o, &src.jitter, &[], v);
     }
     if let Some(v) = drift {
-        gauge(o, "clock_master_drift_ppm", &[], v);
+        gauge(o, &src.drift, &[], v);
     }
 
     for ((target, reason), n) in &st.errors {
-        out.push(Sample {
-            name: "clock_exporter_source_errors_total",
-            labels: vec![
-                ("source", target.clone()),
-                ("reason", (*reason).to_string()),
-            ],
-            value: *n as f64,
-            kind: Kind::Counter,
-        });
+        total(
+            o,
+            &src.errors,
+            &[("source", target), ("reason", reason)],
+            *n as f64,
+        );
     }
     out
 }
@@ -456,6 +505,10 @@ fn build_samples(st: &State, now: f64) -> Vec<Sample> {
 mod tests {
     use super::*;
     use crate::samples::{error_factor, render_text};
+
+    fn handles() -> ClockMetrics {
+        ClockMetrics::standalone().expect("bind")
+    }
 
     fn source(state: chrony::SourceState, reach: u16, err: f64) -> chrony::SourceData {
         chrony::SourceData {
@@ -500,17 +553,18 @@ mod tests {
             ..ProbeConfig::default()
         };
         let p = ClockProbes::new(cfg);
-        let samples = p.samples();
+        let m = handles();
+        let samples = p.samples(&m);
         let up: Vec<_> = samples
             .iter()
-            .filter(|s| s.name == "clock_exporter_source_up")
+            .filter(|s| s.name() == "clock_exporter_source_up")
             .map(|s| (s.labels[0].1.clone(), s.value))
             .collect();
         assert!(up.contains(&("chronyd".into(), 0.0)), "{up:?}");
         assert!(up.contains(&("ntp:127.0.0.1:9".into(), 0.0)));
         assert!(up.contains(&("ptp:/dev/ptp-none".into(), 0.0)));
         p.refresh_ptp();
-        let text = render_text(&p.samples());
+        let text = render_text(&p.samples(&m));
         assert!(
             text.contains("clock_exporter_source_errors_total{source=\"ptp:/dev/ptp-none\",reason=\"not_found\"} 1"),
             "{text}"
@@ -525,8 +579,8 @@ mod tests {
             ..ProbeConfig::default()
         });
         p.refresh_kernel();
-        let s = p.samples();
-        let get = |n: &str| s.iter().find(|x| x.name == n).map(|x| x.value);
+        let s = p.samples(&handles());
+        let get = |n: &str| s.iter().find(|x| x.name() == n).map(|x| x.value);
         let k = kernel::read().expect("adjtimex");
         let u = get("clock_master_uncertainty_seconds").expect("uncertainty");
         assert!(
@@ -587,15 +641,15 @@ mod tests {
         );
         st.success("ntp:127.0.0.1:123", String::new());
         st.failure("chronyd", "timeout", "x".into());
-        let samples = build_samples(&st, 1.8e9);
+        let samples = build_samples(&st, 1.8e9, &handles());
         let mut names = BTreeSet::new();
         for s in &samples {
             let def = schema
-                .metric(s.name)
-                .unwrap_or_else(|| panic!("{} not in schema.toml", s.name));
+                .metric(s.name())
+                .unwrap_or_else(|| panic!("{} not in schema.toml", s.name()));
             let labels: Vec<&str> = s.labels.iter().map(|(k, _)| *k).collect();
-            assert_eq!(labels, def.labels, "{}", s.name);
-            names.insert(s.name);
+            assert_eq!(labels, def.labels, "{}", s.name());
+            names.insert(s.name().to_owned());
         }
         // Everything the schema says the probes measure is produced, except the engine
         // process metrics, which core's engine probe measures for every tier.

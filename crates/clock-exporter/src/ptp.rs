@@ -179,20 +179,27 @@ pub fn source_label(device: &str) -> String {
     format!("ptp:{device}")
 }
 
+exporter_core::metric_handles! {
+    /// What the PTP probe writes per device, beside the shared source metrics.
+    pub struct PtpMetrics {
+        read_delay: Gauge = "clock_master_ptp_read_delay_seconds",
+    }
+}
+
 /// Samples of the PTP clocks that could be read.
-pub fn collect(devices: &BTreeMap<String, Sample>, o: &mut Vec<samples::Sample>) {
+pub fn collect(
+    devices: &BTreeMap<String, Sample>,
+    m: &PtpMetrics,
+    src: &samples::SourceMetrics,
+    o: &mut Vec<samples::Sample>,
+) {
     // PTP hardware clocks.
     for (dev, s) in devices {
         let label = source_label(dev);
         let l: &[(&'static str, &str)] = &[("source", &label)];
-        gauge(o, "clock_master_source_offset_seconds", l, s.offset_seconds);
-        gauge(
-            o,
-            "clock_master_source_quality",
-            l,
-            error_factor(s.delay_seconds),
-        );
-        gauge(o, "clock_master_ptp_read_delay_seconds", l, s.delay_seconds);
+        gauge(o, &src.offset, l, s.offset_seconds);
+        gauge(o, &src.quality, l, error_factor(s.delay_seconds));
+        gauge(o, &m.read_delay, l, s.delay_seconds);
     }
 }
 

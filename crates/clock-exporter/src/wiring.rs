@@ -2,15 +2,15 @@
 //! that runs the probes and reports `/health`, and a scrape hook that copies the cached
 //! results into the registry.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use exporter_core::schema::{SchemaError, Source};
+use exporter_core::schema::SchemaError;
 use exporter_core::{Config, Gauge, Metric, Metrics, TaskContext, Tier};
 
-use crate::probes::{ClockProbes, ProbeConfig};
-use crate::samples::{Kind, Sample};
+use crate::probes::{ClockMetrics, ClockProbes, ProbeConfig};
+use crate::samples::{Handle, Sample};
 use crate::settings::ClockSettings;
 
 /// How often `/health` is brought up to date with the probes' state.
@@ -40,11 +40,10 @@ pub fn register(tier: Tier) -> Tier {
     })
     .on_scrape(move |config: &Config, metrics: &Metrics| {
         let probe_config = probe_config(config);
-        let targets = ProbeMetrics::resolve(metrics)?;
-        let applied = Mutex::new(BTreeSet::new());
+        let writer = ProbeWriter::bind(metrics)?;
         Ok(move || {
             let probes = cell.get_or_init(|| ClockProbes::new(probe_config.clone()));
-            targets.apply(&probes.samples(), &applied);
+            writer.apply(&probes.samples(writer.metrics()));
         })
     })
 }
@@ -80,66 +79,52 @@ async fn report_health(probes: ClockProbes, mut ctx: TaskContext) {
     }
 }
 
-type SeriesKey = (&'static str, Vec<String>);
-
-/// Handles on every metric the clock probes write, resolved once from the schema; the
-/// probes' sample names are checked against the same schema by a test.
-pub struct ProbeMetrics {
-    by_name: HashMap<String, Metric>,
+/// The probes' samples written into the registry through the handles bound at start-up; it
+/// remembers which series it wrote so that one no longer reported is retired.
+pub struct ProbeWriter {
+    metrics: ClockMetrics,
     /// Unlabelled gauges: NaN while not measured, never a stale or made-up value.
-    unlabelled_gauges: Vec<(String, Gauge)>,
+    unlabelled_gauges: Vec<Gauge>,
+    /// Labelled gauge series written by the last scrape.
+    written: Mutex<BTreeMap<(String, Vec<String>), Gauge>>,
 }
 
-impl ProbeMetrics {
-    pub fn resolve(metrics: &Metrics) -> Result<ProbeMetrics, SchemaError> {
-        let mut by_name = HashMap::new();
-        let mut unlabelled_gauges = Vec::new();
-        // Only what the probes measure: the engine-process gauges are core's engine probe's.
-        let engine = exporter_core::schema::engine_metric_names(&metrics.tier().metric_prefix);
-        let source_prefix = format!("{}source", metrics.tier().self_prefix);
-        for (name, metric) in metrics.iter() {
-            let def = metric.def();
-            let probe = (def.source == Source::Probe && !engine.contains(&def.name))
-                || def.name.starts_with(&source_prefix);
-            if !probe {
-                continue;
-            }
-            if let Metric::Gauge(g) = metric {
-                if def.labels.is_empty() && def.source == Source::Probe {
-                    unlabelled_gauges.push((name.to_owned(), g.clone()));
-                }
-            }
-            by_name.insert(name.to_owned(), metric.clone());
-        }
-        if by_name.is_empty() {
-            return Err(SchemaError::metric(
-                "clock probes",
-                "the schema declares no clock probe metric",
-            ));
-        }
-        Ok(ProbeMetrics {
-            by_name,
+impl ProbeWriter {
+    pub fn bind(metrics: &Metrics) -> Result<ProbeWriter, SchemaError> {
+        let metrics = ClockMetrics::bind(metrics)?;
+        let unlabelled_gauges = metrics
+            .all()
+            .into_iter()
+            .filter_map(|m| match m {
+                Metric::Gauge(g) if g.def().labels.is_empty() => Some(g),
+                _ => None,
+            })
+            .collect();
+        Ok(ProbeWriter {
+            metrics,
             unlabelled_gauges,
+            written: Mutex::default(),
         })
+    }
+
+    pub fn metrics(&self) -> &ClockMetrics {
+        &self.metrics
     }
 
     /// Writes samples into the registry and retires gauge series that are no longer
     /// reported: a labelled one (a chrony source that went away, an NTP server that stopped
     /// answering) is removed, an unlabelled one (chrony tracking while chronyd is down)
     /// becomes NaN, so a stale reading never passes for a current one.
-    pub fn apply(&self, samples: &[Sample], applied: &Mutex<BTreeSet<SeriesKey>>) {
-        let mut now = BTreeSet::new();
+    pub fn apply(&self, samples: &[Sample]) {
+        let mut now = BTreeMap::new();
+        let mut unlabelled_written = BTreeSet::new();
         for s in samples {
-            let Some(metric) = self.by_name.get(s.name) else {
-                tracing::warn!(target: "clock", metric = s.name, "metric missing from the schema");
-                continue;
-            };
             let values: Vec<&str> = s.labels.iter().map(|(_, v)| v.as_str()).collect();
-            let result = match (metric, s.kind) {
-                (Metric::Gauge(g), Kind::Gauge) => g.set(&values, s.value),
+            let result = match &s.metric {
+                Handle::Gauge(g) => g.set(&values, s.value),
                 // Probes keep running totals; the registry's counter catches up by the
                 // difference.
-                (Metric::Counter(c), Kind::Counter) => {
+                Handle::Counter(c) => {
                     let current = c.value(&values).unwrap_or(0.0);
                     if s.value > current {
                         c.inc_by(&values, s.value - current)
@@ -147,32 +132,30 @@ impl ProbeMetrics {
                         Ok(())
                     }
                 }
-                _ => {
-                    tracing::warn!(target: "clock", metric = s.name, "sample type differs from the schema");
-                    continue;
-                }
             };
             if let Err(e) = result {
-                tracing::debug!(target: "clock", metric = s.name, error = %e, "sample not applied");
+                tracing::debug!(target: "clock", metric = s.name(), error = %e, "sample not applied");
                 continue;
             }
-            if s.kind == Kind::Gauge && !s.labels.is_empty() {
-                now.insert((s.name, s.labels.iter().map(|(_, v)| v.clone()).collect()));
+            if let Handle::Gauge(g) = &s.metric {
+                if s.labels.is_empty() {
+                    unlabelled_written.insert(s.name().to_owned());
+                } else {
+                    let labels = s.labels.iter().map(|(_, v)| v.clone()).collect();
+                    now.insert((s.name().to_owned(), labels), g.clone());
+                }
             }
         }
-        let mut applied = applied.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, labels) in applied.difference(&now) {
-            if let Some(Metric::Gauge(g)) = self.by_name.get(*name) {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        for ((_, labels), gauge) in written.iter() {
+            if !now.contains_key(&(gauge.def().name.clone(), labels.clone())) {
                 let values: Vec<&str> = labels.iter().map(String::as_str).collect();
-                g.remove(&values);
+                gauge.remove(&values);
             }
         }
-        *applied = now;
-        for (name, gauge) in &self.unlabelled_gauges {
-            if !samples
-                .iter()
-                .any(|s| s.name == name && s.labels.is_empty())
-            {
+        *written = now;
+        for gauge in &self.unlabelled_gauges {
+            if !unlabelled_written.contains(&gauge.def().name) {
                 let _ = gauge.set_unknown(&[]);
             }
         }
@@ -184,14 +167,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn probe_metrics_come_from_the_schema() {
+    fn unlabelled_probe_gauges_are_the_probes_own() {
         let schema = exporter_core::Schema::parse(include_str!("../schema.toml")).expect("schema");
         let metrics = Metrics::new(&schema, Default::default()).expect("registry");
-        let p = ProbeMetrics::resolve(&metrics).expect("resolve");
+        let p = ProbeWriter::bind(&metrics).expect("bind");
         let gauges: Vec<&str> = p
             .unlabelled_gauges
             .iter()
-            .map(|(n, _)| n.as_str())
+            .map(|g| g.def().name.as_str())
             .collect();
         assert!(gauges.contains(&"clock_master_chrony_stratum"));
         assert!(gauges.contains(&"clock_master_drift_ppm"));

@@ -174,7 +174,8 @@ async fn stopped_server_is_reported_down_quickly() {
         ..ProbeConfig::default()
     });
     probes.refresh_once().await;
-    let text = clock_exporter::samples::render_text(&probes.samples());
+    let handles = clock_exporter::ClockMetrics::standalone().expect("schema");
+    let text = clock_exporter::samples::render_text(&probes.samples(&handles));
     assert!(
         text.contains("clock_exporter_source_up{source=\"chronyd\"} 1"),
         "{text}"
@@ -192,7 +193,7 @@ async fn stopped_server_is_reported_down_quickly() {
     probes.refresh_once().await;
     let refresh = t0.elapsed();
     let t0 = Instant::now();
-    let samples = probes.samples();
+    let samples = probes.samples(&handles);
     let scrape = t0.elapsed();
     let text = clock_exporter::samples::render_text(&samples);
     eprintln!("refresh with chronyd stopped: {refresh:?}; samples(): {scrape:?}");

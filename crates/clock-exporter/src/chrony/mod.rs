@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 pub use client::{query, Client, Report};
 
-use crate::samples::{error_factor, gauge, Sample};
+use crate::samples::{error_factor, gauge, Sample, SourceMetrics};
 pub use codec::{decode_float, encode_float, parse_source_data, parse_tracking};
 
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:323";
@@ -329,147 +329,103 @@ pub fn source_quality(s: &SourceData) -> f64 {
     state * reach * error_factor(s.latest_meas_err.abs())
 }
 
+exporter_core::metric_handles! {
+    /// What the chrony probe writes, beside the shared source metrics.
+    pub struct ChronyMetrics {
+        system_time_offset: Gauge = "clock_master_chrony_system_time_offset_seconds",
+        last_offset: Gauge = "clock_master_chrony_last_offset_seconds",
+        rms_offset: Gauge = "clock_master_chrony_rms_offset_seconds",
+        frequency: Gauge = "clock_master_chrony_frequency_ppm",
+        residual_frequency: Gauge = "clock_master_chrony_residual_frequency_ppm",
+        skew: Gauge = "clock_master_chrony_skew_ppm",
+        root_delay: Gauge = "clock_master_chrony_root_delay_seconds",
+        root_dispersion: Gauge = "clock_master_chrony_root_dispersion_seconds",
+        stratum: Gauge = "clock_master_chrony_stratum",
+        leap_status: Gauge = "clock_master_chrony_leap_status",
+        update_interval: Gauge = "clock_master_chrony_update_interval_seconds",
+        reference_timestamp: Gauge = "clock_master_chrony_reference_timestamp_seconds",
+        tracking_info: Gauge = "clock_master_chrony_tracking_info",
+        source_error: Gauge = "clock_master_chrony_source_error_seconds",
+        source_stratum: Gauge = "clock_master_chrony_source_stratum",
+        source_reachability: Gauge = "clock_master_chrony_source_reachability",
+        source_poll_interval: Gauge = "clock_master_chrony_source_poll_interval_seconds",
+        source_last_sample_age: Gauge = "clock_master_chrony_source_last_sample_age_seconds",
+        source_state: Gauge = "clock_master_chrony_source_state",
+    }
+}
+
 /// Samples of chronyd's tracking and sources; while it is unreachable, its known sources are
 /// reported down.
-pub fn collect(report: Option<&Report>, known: &BTreeSet<String>, o: &mut Vec<Sample>) {
+pub fn collect(
+    report: Option<&Report>,
+    known: &BTreeSet<String>,
+    m: &ChronyMetrics,
+    src: &SourceMetrics,
+    o: &mut Vec<Sample>,
+) {
     // chronyd: tracking, then each of its sources.
     if let Some(r) = report {
-        collect_tracking(&r.tracking, o);
+        collect_tracking(&r.tracking, m, o);
         for s in &r.sources {
-            collect_source(s, o);
+            collect_source(s, m, src, o);
         }
     } else {
         // chronyd unreachable: its known sources are down, not missing.
         for label in known {
-            gauge(o, "clock_exporter_source_up", &[("source", label)], 0.0);
-            gauge(o, "clock_master_source_quality", &[("source", label)], 0.0);
+            gauge(o, &src.up, &[("source", label)], 0.0);
+            gauge(o, &src.quality, &[("source", label)], 0.0);
         }
     }
 }
 
 /// chronyd's tracking report.
-fn collect_tracking(t: &Tracking, o: &mut Vec<Sample>) {
+fn collect_tracking(t: &Tracking, m: &ChronyMetrics, o: &mut Vec<Sample>) {
     // chrony's "System time" correction is positive when the clock is slow: negate it so
     // every offset here reads "this host minus the reference".
-    gauge(
-        o,
-        "clock_master_chrony_system_time_offset_seconds",
-        &[],
-        -t.current_correction,
-    );
-    gauge(
-        o,
-        "clock_master_chrony_last_offset_seconds",
-        &[],
-        t.last_offset,
-    );
-    gauge(
-        o,
-        "clock_master_chrony_rms_offset_seconds",
-        &[],
-        t.rms_offset,
-    );
-    gauge(o, "clock_master_chrony_frequency_ppm", &[], t.freq_ppm);
-    gauge(
-        o,
-        "clock_master_chrony_residual_frequency_ppm",
-        &[],
-        t.resid_freq_ppm,
-    );
-    gauge(o, "clock_master_chrony_skew_ppm", &[], t.skew_ppm);
-    gauge(
-        o,
-        "clock_master_chrony_root_delay_seconds",
-        &[],
-        t.root_delay,
-    );
-    gauge(
-        o,
-        "clock_master_chrony_root_dispersion_seconds",
-        &[],
-        t.root_dispersion,
-    );
-    gauge(o, "clock_master_chrony_stratum", &[], f64::from(t.stratum));
-    gauge(
-        o,
-        "clock_master_chrony_leap_status",
-        &[],
-        f64::from(t.leap_status.code()),
-    );
-    gauge(
-        o,
-        "clock_master_chrony_update_interval_seconds",
-        &[],
-        t.last_update_interval,
-    );
-    gauge(
-        o,
-        "clock_master_chrony_reference_timestamp_seconds",
-        &[],
-        t.ref_time,
-    );
+    gauge(o, &m.system_time_offset, &[], -t.current_correction);
+    gauge(o, &m.last_offset, &[], t.last_offset);
+    gauge(o, &m.rms_offset, &[], t.rms_offset);
+    gauge(o, &m.frequency, &[], t.freq_ppm);
+    gauge(o, &m.residual_frequency, &[], t.resid_freq_ppm);
+    gauge(o, &m.skew, &[], t.skew_ppm);
+    gauge(o, &m.root_delay, &[], t.root_delay);
+    gauge(o, &m.root_dispersion, &[], t.root_dispersion);
+    gauge(o, &m.stratum, &[], f64::from(t.stratum));
+    gauge(o, &m.leap_status, &[], f64::from(t.leap_status.code()));
+    gauge(o, &m.update_interval, &[], t.last_update_interval);
+    gauge(o, &m.reference_timestamp, &[], t.ref_time);
     let ref_id = format!("{:08X}", t.ref_id);
     let ref_name = t.ref_name();
     gauge(
         o,
-        "clock_master_chrony_tracking_info",
+        &m.tracking_info,
         &[("reference_id", &ref_id), ("reference_name", &ref_name)],
         1.0,
     );
 }
 
 /// One of chronyd's sources.
-fn collect_source(s: &SourceData, o: &mut Vec<Sample>) {
+fn collect_source(s: &SourceData, m: &ChronyMetrics, src: &SourceMetrics, o: &mut Vec<Sample>) {
     let label = source_label(&s.name);
     let l: &[(&'static str, &str)] = &[("source", &label)];
-    gauge(o, "clock_master_source_offset_seconds", l, s.latest_meas);
-    gauge(o, "clock_master_source_quality", l, source_quality(s));
-    gauge(
-        o,
-        "clock_master_chrony_source_error_seconds",
-        l,
-        s.latest_meas_err,
-    );
-    gauge(
-        o,
-        "clock_master_chrony_source_stratum",
-        l,
-        f64::from(s.stratum),
-    );
-    gauge(
-        o,
-        "clock_master_chrony_source_reachability",
-        l,
-        f64::from(s.reachability),
-    );
-    gauge(
-        o,
-        "clock_master_chrony_source_poll_interval_seconds",
-        l,
-        2f64.powi(i32::from(s.poll)),
-    );
+    gauge(o, &src.offset, l, s.latest_meas);
+    gauge(o, &src.quality, l, source_quality(s));
+    gauge(o, &m.source_error, l, s.latest_meas_err);
+    gauge(o, &m.source_stratum, l, f64::from(s.stratum));
+    gauge(o, &m.source_reachability, l, f64::from(s.reachability));
+    gauge(o, &m.source_poll_interval, l, 2f64.powi(i32::from(s.poll)));
     if s.since_sample != u32::MAX {
-        gauge(
-            o,
-            "clock_master_chrony_source_last_sample_age_seconds",
-            l,
-            f64::from(s.since_sample),
-        );
+        gauge(o, &m.source_last_sample_age, l, f64::from(s.since_sample));
     }
     for state in SourceState::ALL {
         let v = if state == s.state { 1.0 } else { 0.0 };
         gauge(
             o,
-            "clock_master_chrony_source_state",
+            &m.source_state,
             &[("source", &label), ("state", state.as_str())],
             v,
         );
     }
     // A chrony source is up when its last poll was answered (lowest reach bit).
-    gauge(
-        o,
-        "clock_exporter_source_up",
-        l,
-        f64::from(s.reachability & 1),
-    );
+    gauge(o, &src.up, l, f64::from(s.reachability & 1));
 }

@@ -286,3 +286,73 @@ pub(crate) fn wrong(name: &str, wanted: &str, found: Option<&Metric>) -> SchemaE
         None => SchemaError::metric(name, format!("no such {wanted} in the schema")),
     }
 }
+
+/// A typed handle bound once from the registry by its schema name: a name the schema lacks,
+/// or declares with another type, is an error at start-up, never a silent miss at update time.
+pub trait Bind: Sized {
+    fn bind(metrics: &super::Metrics, name: &str) -> Result<Self, crate::schema::SchemaError>;
+}
+
+impl Bind for Gauge {
+    fn bind(metrics: &super::Metrics, name: &str) -> Result<Self, crate::schema::SchemaError> {
+        metrics.gauge(name)
+    }
+}
+
+impl Bind for Counter {
+    fn bind(metrics: &super::Metrics, name: &str) -> Result<Self, crate::schema::SchemaError> {
+        metrics.counter(name)
+    }
+}
+
+impl Bind for Total {
+    fn bind(metrics: &super::Metrics, name: &str) -> Result<Self, crate::schema::SchemaError> {
+        metrics.total(name)
+    }
+}
+
+impl Bind for Histogram {
+    fn bind(metrics: &super::Metrics, name: &str) -> Result<Self, crate::schema::SchemaError> {
+        metrics.histogram(name)
+    }
+}
+
+/// Declares a struct of typed handles that a probe writes, each bound once from its schema
+/// name by `bind(&Metrics)`:
+///
+/// ```ignore
+/// exporter_core::metric_handles! {
+///     /// What the kernel probe writes.
+///     pub struct KernelMetrics {
+///         offset: Gauge = "clock_master_kernel_offset_seconds",
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! metric_handles {
+    ($(#[$doc:meta])* $vis:vis struct $name:ident {
+        $($(#[$fdoc:meta])* $field:ident: $kind:ident = $metric:literal,)+
+    }) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        $vis struct $name {
+            $($(#[$fdoc])* pub $field: $crate::metrics::$kind,)+
+        }
+
+        impl $name {
+            /// The metric names these handles write.
+            pub const NAMES: &'static [&'static str] = &[$($metric,)+];
+
+            /// Every handle, untyped (to walk them all).
+            pub fn all(&self) -> Vec<$crate::Metric> {
+                vec![$($crate::Metric::$kind(self.$field.clone()),)+]
+            }
+
+            pub fn bind(metrics: &$crate::Metrics) -> Result<Self, $crate::schema::SchemaError> {
+                Ok($name {
+                    $($field: <$crate::metrics::$kind as $crate::metrics::Bind>::bind(metrics, $metric)?,)+
+                })
+            }
+        }
+    };
+}

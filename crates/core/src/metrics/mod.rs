@@ -23,7 +23,7 @@ mod value_types;
 pub use self::error::UpdateError;
 pub use self::exemplar::Exemplar;
 use self::handles::wrong;
-pub use self::handles::{BoundCounter, BoundGauge, Counter, Gauge, Histogram, Metric, Total};
+pub use self::handles::{Bind, BoundCounter, BoundGauge, Counter, Gauge, Histogram, Metric, Total};
 use self::handles::{CounterCtor, GaugeCtor};
 pub use self::limits::Limits;
 use self::limits::LiveLimits;
