@@ -115,7 +115,7 @@ local lib = import '../lib/render.libsonnet';
           {
             alert: 'ExporterSourceDown',
             component: 'exporter',
-            expr: eachTier('%(p)ssource_up{source=~"statsd_udp|statsd_unixgram|event_log|log:.+|data_dir"} == 0', '\n  or ') + '\n',
+            expr: eachTier('%(p)ssource_up{source=~"statsd_udp|statsd_unixgram|event_log|log:.+|data_dir|data_dir_walk"} == 0', '\n  or ') + '\n',
             summary: 'A sidecar exporter cannot read one of its sources',
             description: 'The sidecar on {{ $labels.%(i)s }} ({{ $labels.job }}) reports source {{ $labels.source }} down: what it should bring in is missing from every metric it feeds.',
           },

@@ -45,6 +45,16 @@ impl Tier {
         self
     }
 
+    /// Adds a probe (`crate::probe::Probe`): its settings section, unless an earlier probe
+    /// registered the same one, and its refresh task.
+    pub fn probe<P: probe::Probe>(mut self) -> Tier {
+        let section = <P::Settings as Settings>::SECTION;
+        if !section.is_empty() && !self.sections.iter().any(|s| s.name == section) {
+            self = self.settings::<P::Settings>();
+        }
+        self.task(P::SOURCE, probe::start::<P>)
+    }
+
     /// Adds a background task. `start` runs once the registry exists, before anything is
     /// served: it resolves its metric handles (an error stops start-up) and returns the
     /// task, which should end when `ctx.shutdown` fires.

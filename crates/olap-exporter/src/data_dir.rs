@@ -1,31 +1,25 @@
-//! The OLAP data directory: bytes allocated by its files (as `du` counts them) and the size
-//! and free space of its filesystem (statvfs). Walking a large tree is slow, so it runs in
-//! the background and waits ten times its own duration before the next walk: scrapes only
-//! read the last result and the walk never takes more than a tenth of one core.
+//! The OLAP data directory, as two probes: the size and free space of its filesystem
+//! (statvfs, every 15 s, 5 s allowed: a hung NFS or FUSE mount shows within one round) and
+//! the bytes allocated by its files, as `du` counts them (a walk, which on a large tree is
+//! slow: it waits ten times its own duration before the next one, so it never takes more than
+//! a tenth of one core, and may run 300 s before it counts as hung).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use std::future::Future;
-
-use exporter_core::probe::Budgeted;
+use exporter_core::probe::Probe;
 use exporter_core::schema::SchemaError;
-use exporter_core::{Gauge, Metrics, TaskContext};
+use exporter_core::Metrics;
 
 use crate::settings::OlapSettings;
 
-/// Shortest pause between walks; statvfs is refreshed at this pace too.
+/// Shortest pause between two measurements.
 const MIN_INTERVAL: Duration = Duration::from_secs(15);
 /// Pause after a walk, as a multiple of how long the walk took.
 const BACKOFF_FACTOR: u32 = 10;
-/// How long statvfs may take, and a round waits for the walk, before the filesystem counts as
-/// not answering (a hung NFS or FUSE mount): the call is waited for, never started twice.
-const FS_BUDGET: Duration = Duration::from_secs(5);
-/// A walk still running after this long shows the used bytes as unknown.
-const WALK_LIMIT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FsStats {
@@ -80,113 +74,106 @@ pub fn allocated_bytes(root: &Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
-/// The gauges this probe writes, resolved once at start-up.
-struct DataDirMetrics {
-    fs_size: Gauge,
-    fs_free: Gauge,
-    fs_avail: Gauge,
-    used: Gauge,
-    walk_seconds: Gauge,
-}
-
-impl DataDirMetrics {
-    fn resolve(metrics: &Metrics) -> Result<DataDirMetrics, SchemaError> {
-        Ok(DataDirMetrics {
-            fs_size: metrics.gauge("olap_data_filesystem_size_bytes")?,
-            fs_free: metrics.gauge("olap_data_filesystem_free_bytes")?,
-            fs_avail: metrics.gauge("olap_data_filesystem_avail_bytes")?,
-            used: metrics.gauge("olap_data_dir_used_bytes")?,
-            walk_seconds: metrics.gauge("olap_exporter_data_dir_walk_seconds")?,
-        })
+exporter_core::metric_handles! {
+    struct FilesystemMetrics {
+        size: Gauge = "olap_data_filesystem_size_bytes",
+        free: Gauge = "olap_data_filesystem_free_bytes",
+        avail: Gauge = "olap_data_filesystem_avail_bytes",
     }
 }
 
-/// Resolves the data-dir gauges; the task measures `olap.data_dir` until shutdown (and does
-/// nothing when no directory is configured).
-pub fn start(ctx: TaskContext) -> Result<impl Future<Output = ()>, SchemaError> {
-    let metrics = DataDirMetrics::resolve(&ctx.metrics)?;
-    Ok(run(ctx, metrics))
+/// Size and free space of the data directory's filesystem.
+#[derive(Clone)]
+pub struct DataDirFilesystem {
+    dir: PathBuf,
+    m: FilesystemMetrics,
 }
 
-async fn run(mut ctx: TaskContext, m: DataDirMetrics) {
-    let settings = ctx.config.section::<OlapSettings>();
-    let Some(dir) = settings.and_then(|o| o.data_dir.clone()) else {
-        return;
-    };
-    let health = ctx.health.source("data_dir");
-    let mut fs_read = Budgeted::new(FS_BUDGET);
-    let mut walker = Budgeted::new(FS_BUDGET);
-    // Since when the walk in progress runs, if one does.
-    let mut walking: Option<Instant> = None;
-    let mut next_walk = Instant::now();
-    loop {
-        let mut problems = Vec::new();
-        let path = dir.clone();
-        match fs_read.run(move || fs_stats(&path)).await {
-            Ok(Ok(fs)) => {
-                let _ = m.fs_size.set(&[], fs.size_bytes);
-                let _ = m.fs_free.set(&[], fs.free_bytes);
-                let _ = m.fs_avail.set(&[], fs.avail_bytes);
+impl Probe for DataDirFilesystem {
+    type Settings = OlapSettings;
+    const SOURCE: &'static str = "data_dir";
+    const INTERVAL: Duration = MIN_INTERVAL;
+    const BUDGET: Duration = Duration::from_secs(5);
+
+    fn bind(settings: &OlapSettings, metrics: &Metrics) -> Result<Option<Self>, SchemaError> {
+        let m = FilesystemMetrics::bind(metrics)?;
+        Ok(settings
+            .data_dir
+            .clone()
+            .map(|dir| DataDirFilesystem { dir, m }))
+    }
+
+    fn refresh(&self) -> Result<String, String> {
+        match fs_stats(&self.dir) {
+            Ok(fs) => {
+                let _ = self.m.size.set(&[], fs.size_bytes);
+                let _ = self.m.free.set(&[], fs.free_bytes);
+                let _ = self.m.avail.set(&[], fs.avail_bytes);
+                Ok(format!("measuring {}", self.dir.display()))
             }
-            failed => {
-                let e = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => e,
-                    Ok(Ok(_)) => String::new(),
-                };
-                problems.push(format!("statvfs {}: {e}", dir.display()));
-                for g in [&m.fs_size, &m.fs_free, &m.fs_avail] {
-                    let _ = g.set_unknown(&[]);
-                }
+            Err(e) => {
+                self.unknown();
+                Err(format!("statvfs {}: {e}", self.dir.display()))
             }
         }
-        if walking.is_some() || Instant::now() >= next_walk {
-            let since = *walking.get_or_insert_with(Instant::now);
-            let path = dir.clone();
-            let walked = walker
-                .run(move || {
-                    let span = tracing::info_span!(target: "probe", "data_dir.walk", ok = tracing::field::Empty);
-                    let _in_span = span.enter();
-                    let started = Instant::now();
-                    let used = allocated_bytes(&path);
-                    span.record("ok", used.is_ok());
-                    (used, started.elapsed())
-                })
-                .await;
-            match walked {
-                Ok((Ok(bytes), took)) => {
-                    walking = None;
-                    let _ = m.used.set(&[], bytes as f64);
-                    let _ = m.walk_seconds.set(&[], took.as_secs_f64());
-                    next_walk = Instant::now() + (took * BACKOFF_FACTOR).max(MIN_INTERVAL);
-                }
-                Ok((Err(e), _)) => {
-                    walking = None;
-                    problems.push(format!("walking {}: {e}", dir.display()));
-                    let _ = m.used.set_unknown(&[]);
-                    next_walk = Instant::now() + MIN_INTERVAL;
-                }
-                Err(e) if since.elapsed() >= WALK_LIMIT => {
-                    problems.push(format!(
-                        "walking {}: {e} (running for {:?})",
-                        dir.display(),
-                        since.elapsed()
-                    ));
-                    let _ = m.used.set_unknown(&[]);
-                }
-                // Still walking a large tree: the last figure stands.
-                Err(_) => {}
+    }
+
+    fn unknown(&self) {
+        for g in [&self.m.size, &self.m.free, &self.m.avail] {
+            let _ = g.set_unknown(&[]);
+        }
+    }
+}
+
+exporter_core::metric_handles! {
+    struct WalkMetrics {
+        used: Gauge = "olap_data_dir_used_bytes",
+        walk_seconds: Gauge = "olap_exporter_data_dir_walk_seconds",
+    }
+}
+
+/// Bytes allocated by the files under the data directory.
+#[derive(Clone)]
+pub struct DataDirWalk {
+    dir: PathBuf,
+    m: WalkMetrics,
+}
+
+impl Probe for DataDirWalk {
+    type Settings = OlapSettings;
+    const SOURCE: &'static str = "data_dir_walk";
+    const INTERVAL: Duration = MIN_INTERVAL;
+    const BUDGET: Duration = Duration::from_secs(300);
+
+    fn bind(settings: &OlapSettings, metrics: &Metrics) -> Result<Option<Self>, SchemaError> {
+        let m = WalkMetrics::bind(metrics)?;
+        Ok(settings.data_dir.clone().map(|dir| DataDirWalk { dir, m }))
+    }
+
+    fn refresh(&self) -> Result<String, String> {
+        let started = std::time::Instant::now();
+        match allocated_bytes(&self.dir) {
+            Ok(bytes) => {
+                let _ = self.m.used.set(&[], bytes as f64);
+                let _ = self
+                    .m
+                    .walk_seconds
+                    .set(&[], started.elapsed().as_secs_f64());
+                Ok(format!("walking {}", self.dir.display()))
+            }
+            Err(e) => {
+                let _ = self.m.used.set_unknown(&[]);
+                Err(format!("walking {}: {e}", self.dir.display()))
             }
         }
-        if problems.is_empty() {
-            health.ok(format!("measuring {}", dir.display()));
-        } else {
-            health.degraded(format!("measuring {}", dir.display()), problems.join("; "));
-        }
-        tokio::select! {
-            _ = ctx.shutdown.wait() => return,
-            _ = tokio::time::sleep(MIN_INTERVAL) => {}
-        }
+    }
+
+    fn unknown(&self) {
+        let _ = self.m.used.set_unknown(&[]);
+    }
+
+    fn pause(&self, took: Duration) -> Duration {
+        (took * BACKOFF_FACTOR).max(MIN_INTERVAL)
     }
 }
 

@@ -1,9 +1,108 @@
-//! What the sidecar measures itself, shared by every tier: the engine process, the exporter's
-//! own process and the derived ratios declared in the schema. Tier-only probes live in the
-//! tier crates.
+//! What the sidecar measures itself. `Probe` is the one idiom for a periodic measurement, as
+//! node_exporter has one collector per file with its own flags: a tier adds one with
+//! `Tier::probe::<P>()`. The probes every tier shares live here too: the engine process, the
+//! exporter's own process and the derived ratios declared in the schema.
 
 pub mod derived;
 pub mod engine;
 pub mod process;
 
+use std::time::Duration;
+
 pub use crate::budget::Budgeted;
+use crate::config::Settings;
+use crate::context::TaskContext;
+use crate::metrics::Metrics;
+use crate::schema::SchemaError;
+
+/// One periodic measurement: its settings section, the typed handles it writes (bound once at
+/// start-up), and a refresh that core runs in the background on a blocking thread under
+/// [`Probe::BUDGET`], reporting it as `source_up{source=SOURCE}` and on /health.
+pub trait Probe: Clone + Send + Sync + 'static {
+    /// Its config section (flags, defaults, validation), registered with the probe; several
+    /// probes may share one. [`NoSettings`] when it has none.
+    type Settings: Settings;
+    /// Its name in /health and `source_up{source}`.
+    const SOURCE: &'static str;
+    /// Pause after a refresh.
+    const INTERVAL: Duration;
+    /// How long a refresh may take; one that overruns is waited for, never started twice,
+    /// and everything the probe writes shows as unknown meanwhile.
+    const BUDGET: Duration;
+
+    /// Binds the handles it writes; `None` when its settings leave it off.
+    fn bind(settings: &Self::Settings, metrics: &Metrics) -> Result<Option<Self>, SchemaError>;
+
+    /// One measurement (blocking calls allowed): writes its handles and returns a short
+    /// detail for /health, or why it failed, having marked what it could not measure unknown.
+    fn refresh(&self) -> Result<String, String>;
+
+    /// Marks everything it writes unknown: its refresh overran [`Probe::BUDGET`].
+    fn unknown(&self);
+
+    /// Pause after a refresh that took `took` (a slow walk may ask for more).
+    fn pause(&self, took: Duration) -> Duration {
+        let _ = took;
+        Self::INTERVAL
+    }
+}
+
+/// Settings of a probe that has none: no section is registered for it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NoSettings {}
+
+impl Settings for NoSettings {
+    const SECTION: &'static str = "";
+    const FLAGS: &'static [crate::config::Flag] = &[];
+}
+
+/// Binds `P` from the configuration: the task `Tier::probe` adds.
+pub(crate) fn start<P: Probe>(
+    ctx: TaskContext,
+) -> Result<impl std::future::Future<Output = ()>, SchemaError> {
+    let settings = ctx
+        .config
+        .section::<P::Settings>()
+        .cloned()
+        .unwrap_or_default();
+    let probe = P::bind(&settings, &ctx.metrics)?;
+    Ok(async move {
+        if let Some(probe) = probe {
+            run(probe, ctx).await;
+        }
+    })
+}
+
+async fn run<P: Probe>(probe: P, mut ctx: TaskContext) {
+    let health = ctx.health.source(P::SOURCE);
+    let mut refresh = Budgeted::new(P::BUDGET);
+    loop {
+        let started = std::time::Instant::now();
+        let p = probe.clone();
+        let refreshed = refresh.run(move || {
+            let span = tracing::info_span!(target: "probe", "probe.refresh", source = P::SOURCE, ok = tracing::field::Empty);
+            let _in_span = span.enter();
+            let r = p.refresh();
+            span.record("ok", r.is_ok());
+            r
+        });
+        // A long budget (a walk of a large tree) must not hold up shutdown.
+        let result = tokio::select! {
+            _ = ctx.shutdown.wait() => return,
+            r = refreshed => r,
+        };
+        match result {
+            Ok(Ok(detail)) => health.ok(detail),
+            Ok(Err(e)) => health.degraded(format!("{} failed", P::SOURCE), e),
+            Err(e) => {
+                probe.unknown();
+                health.degraded(format!("{} hung", P::SOURCE), format!("its refresh {e}"));
+            }
+        }
+        tokio::select! {
+            _ = ctx.shutdown.wait() => return,
+            _ = tokio::time::sleep(probe.pause(started.elapsed())) => {}
+        }
+    }
+}
