@@ -176,6 +176,11 @@ impl Ledger {
                 state.unsaved = false;
                 if state.write_error.take().is_some() {
                     tracing::info!(target: "ingest", event = "positions_written", "positions file written again; following resumes");
+                    // Up again before any line is applied, so no scrape shows the lines that
+                    // follow with the source still down.
+                    if let Some(report) = &self.report {
+                        report.health.ok("positions file written again");
+                    }
                 }
             }
             Err(e) => {
