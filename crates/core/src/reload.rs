@@ -19,8 +19,7 @@ use crate::ingest::events::EventMapper;
 use crate::ingest::logtail::{self, Reconfigure};
 use crate::metrics::{Limits, Metrics};
 use crate::schema::{Schema, TierInfo};
-use crate::server::{LiveWeb, ReloadRequest};
-use crate::web_config;
+use crate::web_config::{self, LiveWeb};
 
 /// Keys a reload applies in place; every other key must be unchanged.
 pub const RELOADABLE: &[&str] = &[
@@ -52,6 +51,10 @@ pub struct Reloader {
     pub tls: Option<axum_server::tls_rustls::RustlsConfig>,
     pub follower: Option<Sender<Reconfigure>>,
 }
+
+/// A reload request (from `POST /-/reload` or SIGHUP) to the reloader; the reply, when
+/// someone waits for it, says whether it was applied.
+pub type ReloadRequest = Option<tokio::sync::oneshot::Sender<Result<(), ReloadError>>>;
 
 /// Why a reload was refused; the previous configuration keeps running. The text is what
 /// `POST /-/reload` answers and the log says.

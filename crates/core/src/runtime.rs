@@ -152,7 +152,7 @@ pub fn run(tier: Tier) -> ExitCode {
     if let Some(s) = &trace_settings {
         tracing::info!(target: "main", event = "tracing_enabled", endpoint = %s.endpoint, service = %s.service_name, sampler = ?s.sampler);
     }
-    let reload = Reload { args, base_schema };
+    let reload = ReloadInputs { args, base_schema };
     let result = runtime.block_on(async {
         let result = serve(tier, schema, loaded.config, security, reload).await;
         // The final export runs on this runtime: flush while this thread still drives it.
@@ -193,7 +193,7 @@ fn check_config(binary: &str, loaded: &config::Loaded) -> ExitCode {
 }
 
 /// What a reload needs from start-up besides the running state.
-struct Reload {
+struct ReloadInputs {
     args: Vec<std::ffi::OsString>,
     base_schema: Schema,
 }
@@ -223,7 +223,7 @@ async fn serve(
     schema: Schema,
     config: Config,
     security: Option<web_config::WebSecurity>,
-    reload: Reload,
+    reload: ReloadInputs,
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(registry(&schema, &config)?);
     let config = Arc::new(config);
@@ -242,7 +242,7 @@ async fn serve(
     let sources = start_sources(tier.tasks, tier.scrape_hooks, &ctx)?;
 
     let (tls, web) = web_security(security);
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<server::ReloadRequest>(4);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<reload::ReloadRequest>(4);
     tokio::spawn(
         reload::Reloader {
             tier: schema.tier.clone(),
@@ -300,7 +300,7 @@ async fn serve_until_signal(
     app: axum::Router,
     config: &Config,
     stop: context::ShutdownTrigger,
-    reload: tokio::sync::mpsc::Sender<server::ReloadRequest>,
+    reload: tokio::sync::mpsc::Sender<reload::ReloadRequest>,
 ) -> std::io::Result<()> {
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -324,18 +324,18 @@ fn web_security(
     security: Option<web_config::WebSecurity>,
 ) -> (
     Option<axum_server::tls_rustls::RustlsConfig>,
-    Arc<server::LiveWeb>,
+    Arc<web_config::LiveWeb>,
 ) {
     let (tls, web) = match security {
         Some(s) => (
             s.tls
                 .map(axum_server::tls_rustls::RustlsConfig::from_config),
-            server::LiveWeb {
+            web_config::LiveWeb {
                 auth: arc_swap::ArcSwapOption::from_pointee(s.auth),
                 headers: arc_swap::ArcSwap::from_pointee(s.headers),
             },
         ),
-        None => (None, server::LiveWeb::default()),
+        None => (None, web_config::LiveWeb::default()),
     };
     (tls, Arc::new(web))
 }
@@ -440,7 +440,7 @@ async fn expire_series(mut ctx: TaskContext) {
 }
 
 /// Returns on SIGTERM or SIGINT; a SIGHUP asks for a reload.
-async fn wait_for_signal(reload: tokio::sync::mpsc::Sender<server::ReloadRequest>) {
+async fn wait_for_signal(reload: tokio::sync::mpsc::Sender<reload::ReloadRequest>) {
     use tokio::signal::unix::{signal, Signal, SignalKind};
     async fn next(s: &mut Option<Signal>) {
         match s.as_mut() {

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,22 +20,10 @@ use crate::exposition::{self, Format};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::profiling::{self, Profiler};
-use crate::web_config::{self, BasicAuth, Precheck};
+use crate::reload::ReloadRequest;
+use crate::web_config::{self, BasicAuth, LiveWeb, Precheck};
 
 pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
-
-/// A reload request (from `POST /-/reload` or SIGHUP) to the reloader; the reply, when
-/// someone waits for it, says whether it was applied.
-pub type ReloadRequest =
-    Option<tokio::sync::oneshot::Sender<Result<(), crate::reload::ReloadError>>>;
-
-/// The parts of the web config a reload swaps while connections are served.
-#[derive(Default)]
-pub struct LiveWeb {
-    pub auth: ArcSwapOption<BasicAuth>,
-    /// `http_server_config.headers`, added to every response.
-    pub headers: ArcSwap<Vec<(HeaderName, HeaderValue)>>,
-}
 
 pub struct AppState {
     pub metrics: Arc<Metrics>,

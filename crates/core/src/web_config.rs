@@ -556,6 +556,14 @@ pub async fn verify_scheduled(
     BCRYPT.check(auth, header, peer).await
 }
 
+/// The parts of the web config a reload swaps while connections are served.
+#[derive(Default)]
+pub struct LiveWeb {
+    pub auth: arc_swap::ArcSwapOption<BasicAuth>,
+    /// `http_server_config.headers`, added to every response.
+    pub headers: arc_swap::ArcSwap<Vec<(axum::http::HeaderName, axum::http::HeaderValue)>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

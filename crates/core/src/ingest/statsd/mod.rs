@@ -8,6 +8,7 @@
 
 pub mod apply;
 mod coalesce;
+mod names;
 pub mod parse;
 
 use std::io;
