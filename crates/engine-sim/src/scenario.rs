@@ -166,7 +166,7 @@ pub struct Scenario {
     pub expect: Vec<String>,
     /// When the fault starts; None when the scenario is the same from start to end.
     pub fault_after_s: Option<f64>,
-    /// What the harness (tests/e2e.rs) does to the node's first TX sidecar at the fault, for
+    /// What the harness (tests/e2e/cluster.rs) does to the node's first TX sidecar at the fault, for
     /// alerts about the sidecars themselves; the simulator only checks the names.
     pub sidecar_faults: Vec<SidecarFault>,
     /// The tiers the harness runs engines of; None: all.
