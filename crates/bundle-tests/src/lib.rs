@@ -1,4 +1,4 @@
-//! Support for the bundle tests (`tests/bundle.rs`), which check the monitoring bundle
+//! Support for the bundle tests (`tests/bundle/`), which check the monitoring bundle
 //! (alerts/, dashboards/, deploy/, docs/runbooks/) with the real Prometheus tools and against
 //! the exporter schemas.
 
