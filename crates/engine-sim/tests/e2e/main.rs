@@ -19,16 +19,23 @@ use testkit::{eventually, free_tcp_port, free_udp_port, require_tool, require_to
 use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
 
 mod cluster;
+mod judge;
+mod monitoring;
 mod nondefault;
 mod rules;
 mod scale_out;
 mod scenarios;
 mod stack;
+mod start;
+mod watch;
 
 use cluster::*;
+use monitoring::*;
 use rules::*;
 use scenarios::*;
 use stack::*;
+use start::*;
+use watch::*;
 
 /// When the faults start, after the simulators start (Prometheus gets a steady warm-up first).
 pub(crate) const FAULT_AFTER_S: u64 = 25;
