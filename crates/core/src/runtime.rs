@@ -95,38 +95,79 @@ pub fn run(tier: Tier) -> ExitCode {
         }
     };
     let binary = schema.tier.binary.clone();
-    let fail = |msg: &dyn std::fmt::Display| {
-        eprintln!("{binary}: error: {msg}");
-        ExitCode::from(2)
-    };
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let loaded = match config::load(&schema.tier, &tier.sections, args.iter().cloned()) {
-        Ok(config::Invocation::Run(loaded)) => *loaded,
-        Ok(config::Invocation::Print(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
+    match prepare(&tier, schema) {
+        Ok(Prepared::Start(start)) => start_and_serve(tier, *start),
+        Ok(Prepared::Done(code)) => code,
+        Err(e) => {
+            eprintln!("{binary}: error: {e}");
+            ExitCode::from(2)
         }
-        Err(e) => return fail(&e),
+    }
+}
+
+/// What the command line, the configuration and the environment give, all checked before a
+/// runtime starts.
+struct Start {
+    schema: Schema,
+    reload: ReloadInputs,
+    loaded: config::Loaded,
+    security: Option<web_config::WebSecurity>,
+    trace_settings: Option<telemetry::TraceSettings>,
+}
+
+enum Prepared {
+    Start(Box<Start>),
+    /// `--help`, `--version` or `--check-config` answered.
+    Done(ExitCode),
+}
+
+/// Loads and checks everything a start needs; an error is a bad command line or
+/// configuration (exit code 2).
+fn prepare(tier: &Tier, schema: Schema) -> Result<Prepared, String> {
+    let binary = schema.tier.binary.clone();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let loaded = match config::load(&schema.tier, &tier.sections, args.iter().cloned())
+        .map_err(|e| e.to_string())?
+    {
+        config::Invocation::Run(loaded) => *loaded,
+        config::Invocation::Print(text) => {
+            print!("{text}");
+            return Ok(Prepared::Done(ExitCode::SUCCESS));
+        }
     };
     let base_schema = schema.clone();
     let mut schema = schema;
-    if let Err(e) = schema.add_event_rules(loaded.config.events.clone()) {
-        return fail(&format!("events: {e}"));
-    }
+    schema
+        .add_event_rules(loaded.config.events.clone())
+        .map_err(|e| format!("events: {e}"))?;
     let security = match &loaded.config.web.config_file {
-        Some(path) => match web_config::load(path) {
-            Ok(s) => Some(s),
-            Err(e) => return fail(&e),
-        },
+        Some(path) => Some(web_config::load(path)?),
         None => None,
     };
-    let trace_settings = match telemetry::settings_from_env(|k| std::env::var(k).ok(), &binary) {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
+    let trace_settings = telemetry::settings_from_env(|k| std::env::var(k).ok(), &binary)?;
     if loaded.check_only {
-        return check_config(&binary, &loaded);
+        return Ok(Prepared::Done(check_config(&binary, &loaded)));
     }
+    Ok(Prepared::Start(Box::new(Start {
+        schema,
+        reload: ReloadInputs { args, base_schema },
+        loaded,
+        security,
+        trace_settings,
+    })))
+}
+
+/// Starts the runtime and tracing, serves until a signal, and stops within a second of the
+/// sources' last persist.
+fn start_and_serve(tier: Tier, start: Start) -> ExitCode {
+    let Start {
+        schema,
+        reload,
+        loaded,
+        security,
+        trace_settings,
+    } = start;
+    let binary = schema.tier.binary.clone();
     // One thread serves HTTP and runs the probes: the sources that take the load have their own
     // threads (`context::source_thread`). A multi-thread scheduler cost ~0.8 MiB of idle RSS
     // (two more threads with their malloc arenas, and libm, loaded only for its EWMA `pow`).
@@ -145,14 +186,16 @@ pub fn run(tier: Tier) -> ExitCode {
         .map(|s| telemetry::Tracing::start(s, runtime.handle().clone()))
     {
         Some(Ok((guard, tracer))) => (Some(guard), Some(tracer)),
-        Some(Err(e)) => return fail(&e),
+        Some(Err(e)) => {
+            eprintln!("{binary}: error: {e}");
+            return ExitCode::from(2);
+        }
         None => (None, None),
     };
     logging::init(&loaded.config.log, tracer);
     if let Some(s) = &trace_settings {
         tracing::info!(target: "main", event = "tracing_enabled", endpoint = %s.endpoint, service = %s.service_name, sampler = ?s.sampler);
     }
-    let reload = ReloadInputs { args, base_schema };
     let result = runtime.block_on(async {
         let result = serve(tier, schema, loaded.config, security, reload).await;
         // The final export runs on this runtime: flush while this thread still drives it.
