@@ -18,53 +18,21 @@ pub(super) struct OlapEngine {
     pub(super) started: bool,
 }
 
-impl OlapEngine {
-    pub(super) fn new(
-        t: &Target,
-        p: &Params,
-        data_dir: Option<&std::path::Path>,
-        max_fill: u64,
-    ) -> std::io::Result<OlapEngine> {
-        Ok(OlapEngine {
-            io: Io::new(t, "olap")?,
-            running: WalkState::new(&p.olap.compactions_running),
-            cache_size: WalkState::new(&p.olap.cache_size_bytes),
-            rows: WalkState::new(&p.olap.total_rows),
-            compression: WalkState::new(&p.olap.compression_ratio),
-            partitions: WalkState::new(&p.olap.partitions),
-            hits: 0,
-            misses: 0,
-            bytes_written: 0,
-            pending_write: 0.0,
-            data: data_dir.map(|d| DataDir::new(d, max_fill)).transpose()?,
-            started: false,
-        })
-    }
+/// The gauges one tick moved.
+struct OlapGauges {
+    running: f64,
+    cache_size: f64,
+    rows: f64,
+    compression: f64,
+    partitions: f64,
 }
 
-impl Sim {
-    pub(super) fn tick_olap(&mut self, p: &Params, dt: f64, flush: bool) {
-        let Some(e) = &mut self.olap else { return };
-        let c = &p.olap;
-        let rng = &mut self.rng;
-        let host = &self.cfg.host;
-        let self_id = "olap-1";
-        if let Some(n) = e.io.set_up(c.up) {
-            say(&n);
-        }
-        let running = e.running.step(&c.compactions_running, dt, rng).round();
-        let cache_size = e.cache_size.step(&c.cache_size_bytes, dt, rng);
-        let rows = e.rows.step(&c.total_rows, dt, rng).round();
-        let compression = e.compression.step(&c.compression_ratio, dt, rng);
-        let partitions = e.partitions.step(&c.partitions, dt, rng).round();
-        if let Some(d) = &mut e.data {
-            if let Some(msg) = d.maintain_fill(c.fill_ratio) {
-                say(&msg);
-            }
-        }
-        if !c.up {
-            return;
-        }
+const SELF_ID: &str = "olap-1";
+
+impl OlapEngine {
+    /// The events of one tick: the log's first compaction, then queries and compactions.
+    fn log_events(&mut self, rng: &mut Rng, p: &Params, host: &str, dt: f64, partitions: f64) {
+        let (c, e, self_id) = (&p.olap, self, SELF_ID);
         if !e.started {
             // The engine's log starts with its most recent compaction.
             e.started = true;
@@ -107,6 +75,90 @@ impl Sim {
                 );
             e.io.push(ev);
         }
+    }
+
+    /// What the engine's metrics client pushes at a flush.
+    fn push_metrics(&mut self, c: &crate::scenario::Olap, g: &OlapGauges) {
+        let Some(st) = &mut self.io.statsd else {
+            return;
+        };
+        let uncompressed = (g.rows * c.bytes_per_row).round();
+        st.gauge("olap_total_rows", g.rows, "");
+        st.gauge("olap_total_bytes_uncompressed", uncompressed, "");
+        st.gauge(
+            "olap_total_bytes_compressed",
+            (uncompressed / g.compression.max(1.0)).round(),
+            "",
+        );
+        st.gauge("olap_partitions", g.partitions, "");
+        st.gauge(
+            "olap_partitions_active",
+            (g.partitions * c.partitions_active_share).round(),
+            "",
+        );
+        st.gauge(
+            "olap_partitions_cold",
+            (g.partitions * c.partitions_cold_share).round(),
+            "",
+        );
+        st.gauge("olap_compactions_running", g.running, "");
+        st.gauge("olap_cache_size_bytes", g.cache_size.round(), "");
+        st.counter("olap_cache_hits_total", std::mem::take(&mut self.hits));
+        st.counter("olap_cache_misses_total", std::mem::take(&mut self.misses));
+        st.counter(
+            "olap_bytes_written_total",
+            std::mem::take(&mut self.bytes_written),
+        );
+        st.flush();
+    }
+
+    pub(super) fn new(
+        t: &Target,
+        p: &Params,
+        data_dir: Option<&std::path::Path>,
+        max_fill: u64,
+    ) -> std::io::Result<OlapEngine> {
+        Ok(OlapEngine {
+            io: Io::new(t, "olap")?,
+            running: WalkState::new(&p.olap.compactions_running),
+            cache_size: WalkState::new(&p.olap.cache_size_bytes),
+            rows: WalkState::new(&p.olap.total_rows),
+            compression: WalkState::new(&p.olap.compression_ratio),
+            partitions: WalkState::new(&p.olap.partitions),
+            hits: 0,
+            misses: 0,
+            bytes_written: 0,
+            pending_write: 0.0,
+            data: data_dir.map(|d| DataDir::new(d, max_fill)).transpose()?,
+            started: false,
+        })
+    }
+}
+
+impl Sim {
+    pub(super) fn tick_olap(&mut self, p: &Params, dt: f64, flush: bool) {
+        let Some(e) = &mut self.olap else { return };
+        let c = &p.olap;
+        let rng = &mut self.rng;
+        if let Some(n) = e.io.set_up(c.up) {
+            say(&n);
+        }
+        let gauges = OlapGauges {
+            running: e.running.step(&c.compactions_running, dt, rng).round(),
+            cache_size: e.cache_size.step(&c.cache_size_bytes, dt, rng),
+            rows: e.rows.step(&c.total_rows, dt, rng).round(),
+            compression: e.compression.step(&c.compression_ratio, dt, rng),
+            partitions: e.partitions.step(&c.partitions, dt, rng).round(),
+        };
+        if let Some(d) = &mut e.data {
+            if let Some(msg) = d.maintain_fill(c.fill_ratio) {
+                say(&msg);
+            }
+        }
+        if !c.up {
+            return;
+        }
+        e.log_events(rng, p, &self.cfg.host, dt, gauges.partitions);
         for _ in 0..rng.poisson(c.cache_lookups_per_s * dt) {
             if rng.chance(c.cache_hit_ratio) {
                 e.hits += 1;
@@ -124,35 +176,8 @@ impl Sim {
             };
         }
         e.io.flush_log();
-        if let (true, Some(st)) = (flush, &mut e.io.statsd) {
-            let uncompressed = (rows * c.bytes_per_row).round();
-            st.gauge("olap_total_rows", rows, "");
-            st.gauge("olap_total_bytes_uncompressed", uncompressed, "");
-            st.gauge(
-                "olap_total_bytes_compressed",
-                (uncompressed / compression.max(1.0)).round(),
-                "",
-            );
-            st.gauge("olap_partitions", partitions, "");
-            st.gauge(
-                "olap_partitions_active",
-                (partitions * c.partitions_active_share).round(),
-                "",
-            );
-            st.gauge(
-                "olap_partitions_cold",
-                (partitions * c.partitions_cold_share).round(),
-                "",
-            );
-            st.gauge("olap_compactions_running", running, "");
-            st.gauge("olap_cache_size_bytes", cache_size.round(), "");
-            st.counter("olap_cache_hits_total", std::mem::take(&mut e.hits));
-            st.counter("olap_cache_misses_total", std::mem::take(&mut e.misses));
-            st.counter(
-                "olap_bytes_written_total",
-                std::mem::take(&mut e.bytes_written),
-            );
-            st.flush();
+        if flush {
+            e.push_metrics(c, &gauges);
         }
     }
 }
