@@ -124,20 +124,153 @@ enum Action {
     Run(Box<Config>),
 }
 
+/// The command line's values, defaults first.
+struct Flags {
+    scenario: String,
+    dir: Option<PathBuf>,
+    list: bool,
+    duration: Duration,
+    fault_after: Option<Duration>,
+    tick: Duration,
+    seed: Option<u64>,
+    host: Option<String>,
+    tx: Vec<Target>,
+    ingestion: Option<Target>,
+    olap: Option<Target>,
+    clock: Vec<Target>,
+    data_dir: Option<PathBuf>,
+    max_fill: u64,
+    ntp: Option<SocketAddr>,
+    kafka: Option<SocketAddr>,
+}
+
+impl Default for Flags {
+    fn default() -> Flags {
+        Flags {
+            scenario: scenario::BASE.to_string(),
+            dir: None,
+            list: false,
+            duration: Duration::from_secs(600),
+            fault_after: None,
+            tick: Duration::from_millis(100),
+            seed: None,
+            host: None,
+            tx: Vec::new(),
+            ingestion: None,
+            olap: None,
+            clock: Vec::new(),
+            data_dir: None,
+            max_fill: 256 << 20,
+            ntp: None,
+            kafka: None,
+        }
+    }
+}
+
+impl Flags {
+    /// Sets `flag` (one that takes a value) to `value`.
+    fn set(&mut self, flag: &str, value: String) -> Result<(), String> {
+        match flag {
+            "--scenario" => self.scenario = value,
+            "--scenarios-dir" => self.dir = Some(PathBuf::from(value)),
+            "--duration" => self.duration = parse_duration(&value)?,
+            "--fault-after" => self.fault_after = Some(parse_duration(&value)?),
+            "--tick" => {
+                self.tick = parse_duration(&value)?;
+                if self.tick < Duration::from_millis(10) || self.tick > Duration::from_secs(5) {
+                    return Err("--tick must be between 10ms and 5s".into());
+                }
+            }
+            "--seed" => {
+                self.seed = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("--seed: {value:?} is not a number"))?,
+                )
+            }
+            "--host" => self.host = Some(value),
+            "--tx" => self.tx.push(parse_target(&value, "tx")?),
+            "--ingestion" => self.ingestion = Some(parse_target(&value, "ingestion")?),
+            "--olap" => self.olap = Some(parse_target(&value, "olap")?),
+            "--clock" => self.clock.push(parse_target(&value, "clock")?),
+            "--olap.data-dir" => self.data_dir = Some(PathBuf::from(value)),
+            "--olap.max-fill" => self.max_fill = parse_size(&value)?,
+            "--clock.ntp-listen" => self.ntp = Some(loopback(&value, "--clock.ntp-listen")?),
+            "--kafka.listen" => self.kafka = Some(loopback(&value, "--kafka.listen")?),
+            _ => return Err(format!("unknown argument {flag:?} (see --help)")),
+        }
+        Ok(())
+    }
+
+    /// The run the flags describe: the scenario loaded, the seed and host defaulted.
+    fn into_config(self) -> Result<Config, String> {
+        let no_engine = self.tx.is_empty()
+            && self.ingestion.is_none()
+            && self.olap.is_none()
+            && self.clock.is_empty()
+            && self.kafka.is_none();
+        if no_engine {
+            return Err(
+                "give at least one of --tx, --ingestion, --olap, --clock, --kafka.listen (see --help)"
+                    .into(),
+            );
+        }
+        let mut scenario = scenario::load(&self.scenario, self.dir.as_deref())?;
+        if let (Some(f), Some(_)) = (self.fault_after, scenario.fault_after_s) {
+            scenario.fault_after_s = Some(f.as_secs_f64());
+        }
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+        let host = self.host.unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "sim-node".into())
+        });
+        Ok(Config {
+            scenario,
+            duration: self.duration,
+            tick: self.tick,
+            seed,
+            host,
+            tx: self.tx,
+            ingestion: self.ingestion,
+            olap: self.olap,
+            clock: self.clock,
+            olap_data_dir: self.data_dir,
+            max_fill: self.max_fill,
+            ntp_listen: self.ntp,
+            kafka_listen: self.kafka,
+        })
+    }
+}
+
+/// The flags that take a value.
+const TAKES_VALUE: &[&str] = &[
+    "--scenario",
+    "--scenarios-dir",
+    "--duration",
+    "--fault-after",
+    "--tick",
+    "--seed",
+    "--host",
+    "--tx",
+    "--ingestion",
+    "--olap",
+    "--clock",
+    "--olap.data-dir",
+    "--olap.max-fill",
+    "--clock.ntp-listen",
+    "--kafka.listen",
+];
+
 fn parse_args(args: &[String]) -> Result<Action, String> {
-    let mut scenario = scenario::BASE.to_string();
-    let mut dir: Option<PathBuf> = None;
-    let mut list = false;
-    let mut duration = Duration::from_secs(600);
-    let mut fault_after: Option<Duration> = None;
-    let mut tick = Duration::from_millis(100);
-    let mut seed: Option<u64> = None;
-    let mut host: Option<String> = None;
-    let (mut tx, mut ingestion, mut olap, mut clock) = (Vec::new(), None, None, Vec::new());
-    let mut data_dir = None;
-    let mut max_fill = 256u64 << 20;
-    let mut ntp = None;
-    let mut kafka = None;
+    let mut flags = Flags::default();
     let mut i = 0;
     while i < args.len() {
         let arg = &args[i];
@@ -150,92 +283,29 @@ fn parse_args(args: &[String]) -> Result<Action, String> {
             return Ok(Action::Help);
         }
         if flag == "--list" {
-            list = true;
+            flags.list = true;
             continue;
         }
-        let mut value = || -> Result<String, String> {
-            if let Some(v) = &inline {
-                return Ok(v.clone());
-            }
-            let v = args
-                .get(i)
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))?;
-            i += 1;
-            Ok(v)
-        };
-        match flag.as_str() {
-            "--scenario" => scenario = value()?,
-            "--scenarios-dir" => dir = Some(PathBuf::from(value()?)),
-            "--duration" => duration = parse_duration(&value()?)?,
-            "--fault-after" => fault_after = Some(parse_duration(&value()?)?),
-            "--tick" => {
-                tick = parse_duration(&value()?)?;
-                if tick < Duration::from_millis(10) || tick > Duration::from_secs(5) {
-                    return Err("--tick must be between 10ms and 5s".into());
-                }
-            }
-            "--seed" => {
-                let v = value()?;
-                seed = Some(
-                    v.parse()
-                        .map_err(|_| format!("--seed: {v:?} is not a number"))?,
-                )
-            }
-            "--host" => host = Some(value()?),
-            "--tx" => tx.push(parse_target(&value()?, "tx")?),
-            "--ingestion" => ingestion = Some(parse_target(&value()?, "ingestion")?),
-            "--olap" => olap = Some(parse_target(&value()?, "olap")?),
-            "--clock" => clock.push(parse_target(&value()?, "clock")?),
-            "--olap.data-dir" => data_dir = Some(PathBuf::from(value()?)),
-            "--olap.max-fill" => max_fill = parse_size(&value()?)?,
-            "--clock.ntp-listen" => ntp = Some(loopback(&value()?, "--clock.ntp-listen")?),
-            "--kafka.listen" => kafka = Some(loopback(&value()?, "--kafka.listen")?),
-            _ => return Err(format!("unknown argument {arg:?} (see --help)")),
+        if !TAKES_VALUE.contains(&flag.as_str()) {
+            return Err(format!("unknown argument {arg:?} (see --help)"));
         }
+        let value = match inline {
+            Some(v) => v,
+            None => {
+                let v = args
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value"))?;
+                i += 1;
+                v
+            }
+        };
+        flags.set(&flag, value)?;
     }
-    if list {
-        return Ok(Action::List(dir));
+    if flags.list {
+        return Ok(Action::List(flags.dir));
     }
-    if tx.is_empty() && ingestion.is_none() && olap.is_none() && clock.is_empty() && kafka.is_none()
-    {
-        return Err(
-            "give at least one of --tx, --ingestion, --olap, --clock, --kafka.listen (see --help)"
-                .into(),
-        );
-    }
-    let mut scenario = scenario::load(&scenario, dir.as_deref())?;
-    if let (Some(f), Some(_)) = (fault_after, scenario.fault_after_s) {
-        scenario.fault_after_s = Some(f.as_secs_f64());
-    }
-    let seed = seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-    });
-    let host = host.unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "sim-node".into())
-    });
-    Ok(Action::Run(Box::new(Config {
-        scenario,
-        duration,
-        tick,
-        seed,
-        host,
-        tx,
-        ingestion,
-        olap,
-        clock,
-        olap_data_dir: data_dir,
-        max_fill,
-        ntp_listen: ntp,
-        kafka_listen: kafka,
-    })))
+    Ok(Action::Run(Box::new(flags.into_config()?)))
 }
 
 fn main() {
@@ -374,5 +444,21 @@ mod tests {
             panic!("not a run");
         };
         assert_eq!(cfg.scenario.fault_after_s, None);
+    }
+
+    /// Every flag said to take a value is one `Flags::set` knows: a bad value gets that
+    /// flag's own complaint, never "unknown argument".
+    #[test]
+    fn every_flag_that_takes_a_value_is_set() {
+        for flag in TAKES_VALUE {
+            let mut flags = Flags::default();
+            let said = flags.set(flag, "\u{1}bad".into());
+            assert!(
+                said.as_ref()
+                    .err()
+                    .is_none_or(|e| !e.contains("unknown argument")),
+                "{flag}: {said:?}"
+            );
+        }
     }
 }
