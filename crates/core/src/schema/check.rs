@@ -16,6 +16,14 @@ macro_rules! bad_rule {
 
 impl Schema {
     pub(super) fn check_metric(&self, def: &MetricDef) -> Result<(), SchemaError> {
+        self.check_naming(def)?;
+        check_shape(def)?;
+        self.check_derived(def)
+    }
+
+    /// The name: valid, the tier's prefix, `_total` on counters only, base units, its unit at
+    /// the end; and a help text Prometheus can carry.
+    fn check_naming(&self, def: &MetricDef) -> Result<(), SchemaError> {
         let name = &def.name;
         if !valid_name(name) {
             bad_metric!(name, "not a valid Prometheus metric name");
@@ -50,44 +58,12 @@ impl Schema {
         if def.help.trim().is_empty() || def.help.contains(['\n', '\\', '"']) {
             bad_metric!(name, "help must be one line without backslashes or quotes");
         }
-        if !def.channels.is_empty() && def.source != Source::Engine {
-            bad_metric!(name, "channels apply to engine metrics only");
-        }
-        if !def.goes_stale && (def.kind != MetricType::Gauge || def.source != Source::Engine) {
-            bad_metric!(name, "goes_stale applies to engine gauges only");
-        }
-        if def.labels.len() > MAX_LABELS {
-            bad_metric!(name, "at most {MAX_LABELS} labels");
-        }
-        for label in &def.labels {
-            if !valid_label(label) || label == "le" || label == "quantile" {
-                bad_metric!(name, "invalid label name {label:?}");
-            }
-        }
-        if def
-            .initial
-            .iter()
-            .any(|values| values.len() != def.labels.len() || def.kind != MetricType::Counter)
-        {
-            bad_metric!(
-                name,
-                "initial series need one value per label, on counters only"
-            );
-        }
-        let buckets_ok = def.buckets.windows(2).all(|w| w[0] < w[1])
-            && def.buckets.iter().all(|b| b.is_finite());
-        match def.kind {
-            MetricType::Histogram if def.buckets.is_empty() || !buckets_ok => {
-                bad_metric!(
-                    name,
-                    "a histogram needs finite, strictly increasing buckets"
-                )
-            }
-            MetricType::Counter | MetricType::Gauge if !def.buckets.is_empty() => {
-                bad_metric!(name, "only histograms have buckets")
-            }
-            _ => {}
-        }
+        Ok(())
+    }
+
+    /// A derived gauge's rule: two unlabelled counters or gauges of the schema and a window.
+    fn check_derived(&self, def: &MetricDef) -> Result<(), SchemaError> {
+        let name = &def.name;
         match (&def.derived, def.source) {
             (Some(d), Source::Derived) => {
                 let inputs = [self.metric(&d.numerator), self.metric(&d.denominator)];
@@ -167,4 +143,49 @@ fn valid_label(name: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with("__")
+}
+
+/// What a metric's source allows (channels, staleness), its labels, its initial series and its
+/// buckets.
+fn check_shape(def: &MetricDef) -> Result<(), SchemaError> {
+    let name = &def.name;
+    if !def.channels.is_empty() && def.source != Source::Engine {
+        bad_metric!(name, "channels apply to engine metrics only");
+    }
+    if !def.goes_stale && (def.kind != MetricType::Gauge || def.source != Source::Engine) {
+        bad_metric!(name, "goes_stale applies to engine gauges only");
+    }
+    if def.labels.len() > MAX_LABELS {
+        bad_metric!(name, "at most {MAX_LABELS} labels");
+    }
+    for label in &def.labels {
+        if !valid_label(label) || label == "le" || label == "quantile" {
+            bad_metric!(name, "invalid label name {label:?}");
+        }
+    }
+    if def
+        .initial
+        .iter()
+        .any(|values| values.len() != def.labels.len() || def.kind != MetricType::Counter)
+    {
+        bad_metric!(
+            name,
+            "initial series need one value per label, on counters only"
+        );
+    }
+    let buckets_ok =
+        def.buckets.windows(2).all(|w| w[0] < w[1]) && def.buckets.iter().all(|b| b.is_finite());
+    match def.kind {
+        MetricType::Histogram if def.buckets.is_empty() || !buckets_ok => {
+            bad_metric!(
+                name,
+                "a histogram needs finite, strictly increasing buckets"
+            )
+        }
+        MetricType::Counter | MetricType::Gauge if !def.buckets.is_empty() => {
+            bad_metric!(name, "only histograms have buckets")
+        }
+        _ => {}
+    }
+    Ok(())
 }
