@@ -405,25 +405,7 @@ fn layer(
         .map_err(|e| ConfigError::Invalid(format!("embedded defaults: {e}")))?;
     let mut builder = config::Config::builder().add_source(defaults);
     if let Some(path) = file {
-        let format = match path.extension().and_then(|e| e.to_str()) {
-            Some("toml") => config::FileFormat::Toml,
-            Some("yaml" | "yml") => config::FileFormat::Yaml,
-            _ => {
-                return Err(ConfigError::Invalid(format!(
-                    "--config.file {}: extension must be .toml, .yaml or .yml",
-                    path.display()
-                )))
-            }
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Invalid(format!("--config.file {}: {e}", path.display())))?;
-        let file_source = config::File::from_str(&text, format);
-        // Parse the file on its own first so syntax errors name it.
-        config::Config::builder()
-            .add_source(file_source.clone())
-            .build()
-            .map_err(|e| ConfigError::Invalid(format!("--config.file {}: {e}", path.display())))?;
-        builder = builder.add_source(file_source);
+        builder = builder.add_source(file_source(path)?);
     }
     let list_keys = all_flags(sections).filter(|f| f.repeatable).map(|f| f.key);
     let mut environment = config::Environment::with_prefix(&env_prefix(tier))
@@ -456,7 +438,51 @@ fn layer(
     };
     let invalid = |e: config::ConfigError| ConfigError::Invalid(format!("invalid {source}: {e}"));
     let built = builder.build().map_err(invalid)?;
-    // A section is either core's or a registered tier's; anything else is refused by name.
+    refuse_unknown_sections(tier, sections, &built, source)?;
+    let mut config: Config = built.clone().try_deserialize().map_err(invalid)?;
+    for section in sections {
+        config
+            .sections
+            .0
+            .insert(section.name, (section.load)(&built)?);
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The configuration file, parsed on its own first so that a syntax error names it.
+fn file_source(
+    path: &Path,
+) -> Result<config::File<config::FileSourceString, config::FileFormat>, ConfigError> {
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => config::FileFormat::Toml,
+        Some("yaml" | "yml") => config::FileFormat::Yaml,
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "--config.file {}: extension must be .toml, .yaml or .yml",
+                path.display()
+            )))
+        }
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Invalid(format!("--config.file {}: {e}", path.display())))?;
+    let file_source = config::File::from_str(&text, format);
+    // Parse the file on its own first so syntax errors name it.
+    config::Config::builder()
+        .add_source(file_source.clone())
+        .build()
+        .map_err(|e| ConfigError::Invalid(format!("--config.file {}: {e}", path.display())))?;
+    Ok(file_source)
+}
+
+/// A section is either core's or a registered tier's; anything else is refused by name.
+fn refuse_unknown_sections(
+    tier: &TierInfo,
+    sections: &[SectionSpec],
+    built: &config::Config,
+    source: &str,
+) -> Result<(), ConfigError> {
+    let invalid = |e: config::ConfigError| ConfigError::Invalid(format!("invalid {source}: {e}"));
     let top: BTreeMap<String, config::Value> = built.clone().try_deserialize().map_err(invalid)?;
     for key in top.keys() {
         if !CORE_SECTIONS.contains(&key.as_str()) && !sections.iter().any(|s| s.name == key) {
@@ -469,15 +495,7 @@ fn layer(
             )));
         }
     }
-    let mut config: Config = built.clone().try_deserialize().map_err(invalid)?;
-    for section in sections {
-        config
-            .sections
-            .0
-            .insert(section.name, (section.load)(&built)?);
-    }
-    config.validate()?;
-    Ok(config)
+    Ok(())
 }
 
 #[cfg(test)]
