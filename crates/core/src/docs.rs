@@ -37,33 +37,7 @@ pub fn metrics_markdown(schemas: &[Schema]) -> String {
             t.statsd_udp,
         );
         for m in &schema.metrics {
-            let mut help = m.help.clone();
-            if !m.initial.is_empty() {
-                let series: Vec<String> = m.initial.iter().map(|v| v.join("/")).collect();
-                let _ = write!(help, " (at 0 from the start: {})", series.join(", "));
-            }
-            if m.kind == MetricType::Histogram {
-                let buckets: Vec<String> = m.buckets.iter().map(|b| b.to_string()).collect();
-                let _ = write!(help, " (buckets: {})", buckets.join(", "));
-            }
-            let _ = writeln!(
-                out,
-                "| `{}` | {} | {} | {} | {} | {} | {} |",
-                m.name,
-                m.kind.as_str(),
-                m.unit.as_deref().unwrap_or(""),
-                m.labels
-                    .iter()
-                    .map(|l| format!("`{l}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                m.source.as_str(),
-                help,
-                m.seed
-                    .as_deref()
-                    .map(|s| format!("`{s}`"))
-                    .unwrap_or_default(),
-            );
+            metric_row(&mut out, m);
         }
         if !schema.events.is_empty() {
             out.push_str("\nEvent rules (JSON event log):\n\n| event | effects |\n|---|---|\n");
@@ -93,6 +67,37 @@ pub fn metrics_markdown(schemas: &[Schema]) -> String {
         let _ = writeln!(out, "| `{name}` | {kind} | {help} |");
     }
     out
+}
+
+/// One metric's row of docs/metrics.md.
+fn metric_row(out: &mut String, m: &crate::schema::MetricDef) {
+    let mut help = m.help.clone();
+    if !m.initial.is_empty() {
+        let series: Vec<String> = m.initial.iter().map(|v| v.join("/")).collect();
+        let _ = write!(help, " (at 0 from the start: {})", series.join(", "));
+    }
+    if m.kind == MetricType::Histogram {
+        let buckets: Vec<String> = m.buckets.iter().map(|b| b.to_string()).collect();
+        let _ = write!(help, " (buckets: {})", buckets.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "| `{}` | {} | {} | {} | {} | {} | {} |",
+        m.name,
+        m.kind.as_str(),
+        m.unit.as_deref().unwrap_or(""),
+        m.labels
+            .iter()
+            .map(|l| format!("`{l}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        m.source.as_str(),
+        help,
+        m.seed
+            .as_deref()
+            .map(|s| format!("`{s}`"))
+            .unwrap_or_default(),
+    );
 }
 
 fn describe_effect(effect: &Effect) -> String {
