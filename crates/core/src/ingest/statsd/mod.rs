@@ -43,40 +43,7 @@ const RCVBUF_BYTES: libc::c_int = 8 << 20;
 pub fn spawn(ctx: &TaskContext, mapper: Arc<StatsdMapper>) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
     match ctx.config.statsd_udp_addr() {
-        Ok(Some(addr)) => {
-            let health = ctx.health.source("statsd_udp");
-            let counters = Counters::new(ctx.metrics.clone(), health.clone());
-            match bind_udp(addr) {
-                Ok(sock) => {
-                    let local = sock.local_addr().map_or(addr, |a| a);
-                    health.ok(format!("listening on udp {local}"));
-                    tracing::info!(target: "ingest", event = "statsd_listening", listener = "udp", address = %local);
-                    let listener = Listener {
-                        name: "udp",
-                        fd: sock.as_raw_fd(),
-                        counters,
-                        mapper: mapper.clone(),
-                        udp: Some(UdpQueue {
-                            drops_seen: 0,
-                            coalesce: Coalesce::new(),
-                        }),
-                    };
-                    let shutdown = ctx.shutdown.clone();
-                    match crate::context::source_thread("statsd-udp", move || {
-                        let _keep = sock;
-                        listener.run(&shutdown);
-                    }) {
-                        Ok(handle) => handles.push(handle),
-                        Err(e) => health.failed("not listening", format!("thread: {e}")),
-                    }
-                }
-                Err(e) => {
-                    let msg = format!("cannot listen on udp {addr}: {e}");
-                    tracing::error!(target: "ingest", event = "statsd_bind_failed", error = %msg);
-                    health.failed("not listening", msg);
-                }
-            }
-        }
+        Ok(Some(addr)) => handles.extend(spawn_udp(ctx, mapper.clone(), addr)),
         Ok(None) => {}
         // Validated at start-up; reaching this means the config changed under us.
         Err(e) => ctx
@@ -85,43 +52,96 @@ pub fn spawn(ctx: &TaskContext, mapper: Arc<StatsdMapper>) -> Vec<JoinHandle<()>
             .failed("not listening", e.to_string()),
     }
     if let Some(path) = ctx.config.ingest.statsd_unixgram.clone() {
-        let health = ctx.health.source("statsd_unixgram");
-        let counters = Counters::new(ctx.metrics.clone(), health.clone());
-        match bind_unixgram(&path) {
-            Ok((sock, ours)) => {
-                health.ok(format!("listening on unixgram {}", path.display()));
-                tracing::info!(target: "ingest", event = "statsd_listening", listener = "unixgram", path = %path.display());
-                let listener = Listener {
-                    name: "unixgram",
-                    fd: sock.as_raw_fd(),
-                    counters,
-                    mapper,
-                    // A Unix datagram queue holds `net.unix.max_dgram_qlen` datagrams (10 by
-                    // default) and a full one blocks or fails the sender, so there are no
-                    // drops to count and no waiting for a burst.
-                    udp: None,
-                };
-                let shutdown = ctx.shutdown.clone();
-                match crate::context::source_thread("statsd-unixgram", move || {
-                    listener.run(&shutdown);
-                    drop(sock);
-                    // Only the socket this exporter created: another may have taken the path.
-                    if std::fs::symlink_metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == ours) {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }) {
-                    Ok(handle) => handles.push(handle),
-                    Err(e) => health.failed("not listening", format!("thread: {e}")),
-                }
-            }
-            Err(e) => {
-                let msg = format!("cannot listen on unixgram {}: {e}", path.display());
-                tracing::error!(target: "ingest", event = "statsd_bind_failed", error = %msg);
-                health.failed("not listening", msg);
-            }
-        }
+        handles.extend(spawn_unixgram(ctx, mapper, path));
     }
     handles
+}
+
+/// The UDP listener on `addr`, on a thread of its own; None (its source failed) when the
+/// socket or the thread cannot be had.
+fn spawn_udp(
+    ctx: &TaskContext,
+    mapper: Arc<StatsdMapper>,
+    addr: std::net::SocketAddr,
+) -> Option<JoinHandle<()>> {
+    let health = ctx.health.source("statsd_udp");
+    let counters = Counters::new(ctx.metrics.clone(), health.clone());
+    match bind_udp(addr) {
+        Ok(sock) => {
+            let local = sock.local_addr().map_or(addr, |a| a);
+            health.ok(format!("listening on udp {local}"));
+            tracing::info!(target: "ingest", event = "statsd_listening", listener = "udp", address = %local);
+            let listener = Listener {
+                name: "udp",
+                fd: sock.as_raw_fd(),
+                counters,
+                mapper,
+                udp: Some(UdpQueue {
+                    drops_seen: 0,
+                    coalesce: Coalesce::new(),
+                }),
+            };
+            let shutdown = ctx.shutdown.clone();
+            match crate::context::source_thread("statsd-udp", move || {
+                let _keep = sock;
+                listener.run(&shutdown);
+            }) {
+                Ok(handle) => return Some(handle),
+                Err(e) => health.failed("not listening", format!("thread: {e}")),
+            }
+        }
+        Err(e) => {
+            let msg = format!("cannot listen on udp {addr}: {e}");
+            tracing::error!(target: "ingest", event = "statsd_bind_failed", error = %msg);
+            health.failed("not listening", msg);
+        }
+    }
+    None
+}
+
+/// The Unix datagram listener at `path`, on a thread of its own; it removes only the socket
+/// it created when it stops.
+fn spawn_unixgram(
+    ctx: &TaskContext,
+    mapper: Arc<StatsdMapper>,
+    path: PathBuf,
+) -> Option<JoinHandle<()>> {
+    let health = ctx.health.source("statsd_unixgram");
+    let counters = Counters::new(ctx.metrics.clone(), health.clone());
+    match bind_unixgram(&path) {
+        Ok((sock, ours)) => {
+            health.ok(format!("listening on unixgram {}", path.display()));
+            tracing::info!(target: "ingest", event = "statsd_listening", listener = "unixgram", path = %path.display());
+            let listener = Listener {
+                name: "unixgram",
+                fd: sock.as_raw_fd(),
+                counters,
+                mapper,
+                // A Unix datagram queue holds `net.unix.max_dgram_qlen` datagrams (10 by
+                // default) and a full one blocks or fails the sender, so there are no
+                // drops to count and no waiting for a burst.
+                udp: None,
+            };
+            let shutdown = ctx.shutdown.clone();
+            match crate::context::source_thread("statsd-unixgram", move || {
+                listener.run(&shutdown);
+                drop(sock);
+                // Only the socket this exporter created: another may have taken the path.
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == ours) {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }) {
+                Ok(handle) => return Some(handle),
+                Err(e) => health.failed("not listening", format!("thread: {e}")),
+            }
+        }
+        Err(e) => {
+            let msg = format!("cannot listen on unixgram {}: {e}", path.display());
+            tracing::error!(target: "ingest", event = "statsd_bind_failed", error = %msg);
+            health.failed("not listening", msg);
+        }
+    }
+    None
 }
 
 fn bind_udp(addr: std::net::SocketAddr) -> io::Result<std::net::UdpSocket> {
