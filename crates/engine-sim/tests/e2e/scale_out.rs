@@ -117,148 +117,10 @@ fn shards_victoriametrics_and_vmalert_run_the_bundle_unchanged() {
     let started = Instant::now();
     let tmp = TempDir::new("scale-out");
     let dir = tmp.path().to_path_buf();
-    let tx = sibling("tx-exporter");
-
-    // Three TX exporters: two healthy engines on different shards, one without its engine.
-    let alive = dir.join("alive.pid");
-    std::fs::write(&alive, std::process::id().to_string()).unwrap();
-    let gone = dir.join("gone.pid");
-    let mut done = Command::new("true").spawn().unwrap();
-    std::fs::write(&gone, done.id().to_string()).unwrap();
-    done.wait().unwrap();
-    let mut healthy: Vec<(u16, u64)> = Vec::new();
-    while healthy.len() < 2 {
-        let port = free_tcp_port();
-        let shard = hashmod(&format!("127.0.0.1:{port}"), 2);
-        if healthy.iter().all(|(_, s)| *s != shard) {
-            healthy.push((port, shard));
-        }
-    }
-    let sick = free_tcp_port();
-    let mut exporters = Vec::new();
-    for (i, (port, pid_file)) in [
-        (healthy[0].0, &alive),
-        (healthy[1].0, &alive),
-        (sick, &gone),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        exporters.push(Proc::spawn(
-            &format!("tx-exporter-{i}"),
-            &tx,
-            &[
-                format!("--web.listen-address=127.0.0.1:{port}"),
-                format!("--ingest.statsd-udp=127.0.0.1:{}", free_udp_port()),
-                format!("--engine.pid-file={}", pid_file.display()),
-            ],
-            &dir,
-        ));
-    }
-    let sd = dir.join("tx-engines.json");
-    let targets: Vec<String> = [healthy[0].0, healthy[1].0, sick]
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect();
-    std::fs::write(
-        &sd,
-        serde_json::json!([{ "targets": targets, "labels": { "job": "tx-engines" } }]).to_string(),
-    )
-    .unwrap();
-
-    // The global store and the shards writing to it.
-    let vm_port = free_tcp_port();
-    let vm = format!("http://127.0.0.1:{vm_port}");
-    let _vm = Proc::spawn(
-        "victoria-metrics",
-        Path::new("victoria-metrics"),
-        &[
-            format!("-httpListenAddr=127.0.0.1:{vm_port}"),
-            format!("-storageDataPath={}", dir.join("vm").display()),
-            "-search.latencyOffset=0s".into(),
-            "-retentionPeriod=1d".into(),
-            // deploy/README.md "HA pairs": equal to the shards' scrape interval.
-            "-dedup.minScrapeInterval=1s".into(),
-        ],
-        &dir,
-    );
-    // An HA pair per shard, as deploy/README.md runs them: replicas a and b.
-    let mut shards = Vec::new();
-    for shard in 0..2 {
-        for replica in ["a", "b"] {
-            let config = dir.join(format!("shard-{shard}-{replica}.yml"));
-            std::fs::write(
-                &config,
-                shard_config(shard, replica, &sd, &format!("{vm}/api/v1/write")),
-            )
-            .unwrap();
-            shards.push(Proc::spawn(
-                &format!("prometheus-shard-{shard}-{replica}"),
-                Path::new("prometheus"),
-                &[
-                    format!("--config.file={}", config.display()),
-                    format!(
-                        "--storage.tsdb.path={}",
-                        dir.join(format!("tsdb-{shard}-{replica}")).display()
-                    ),
-                    format!("--web.listen-address=127.0.0.1:{}", free_tcp_port()),
-                ],
-                &dir,
-            ));
-        }
-    }
-
-    // Alertmanager with the shipped routing, nothing sent anywhere.
-    let am_config = dir.join("alertmanager.yml");
-    write_alertmanager_config(&am_config);
-    let am_port = free_tcp_port();
-    let _am = Proc::spawn(
-        "alertmanager",
-        Path::new("prometheus-alertmanager"),
-        &[
-            format!("--config.file={}", am_config.display()),
-            format!("--storage.path={}", dir.join("am").display()),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
-            format!("--cluster.listen-address=127.0.0.1:{}", free_tcp_port()),
-        ],
-        &dir,
-    );
-
-    // Both shards' data meets in the store: every target once, from its own shard.
-    let per_shard = eventually(Duration::from_secs(60), || {
-        let v = vm_query(&vm, r#"count by (prometheus_shard) (up{job="tx-engines"})"#)?;
-        let r = v["data"]["result"].as_array()?.clone();
-        let total: f64 = r
-            .iter()
-            .filter_map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
-            .sum();
-        (r.len() == 2 && total == 3.0).then_some(r)
-    });
-    assert!(
-        per_shard.is_some(),
-        "shards never delivered all targets to VictoriaMetrics: {}",
-        shards[0].tail()
-    );
-    // Both replicas wrote every series; the store holds each once, without a replica label.
-    assert_eq!(
-        vm_scalar(&vm, r#"count(up{job="tx-engines"})"#),
-        Some(3.0),
-        "the HA pairs' series are not merged: {:?}",
-        vm_query(&vm, r#"up{job="tx-engines"}"#)
-    );
-    assert_eq!(
-        vm_scalar(&vm, r#"count(up{replica!=""})"#),
-        None,
-        "a replica label reached the store"
-    );
-
-    // The rule files of alerts/ unchanged, in vmalert against the store.
-    let rule_args = |rules: &[PathBuf]| -> Vec<String> {
-        rules
-            .iter()
-            .map(|f| format!("-rule={}", f.display()))
-            .collect()
-    };
+    let mut tx = TxExporters::start(&dir);
+    let mut store = Store::start(&dir, &tx.sd);
+    let (_am, am_port) = start_alertmanager(&dir);
+    store.holds_each_target_once();
     let shipped: Vec<PathBuf> = {
         let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("alerts"))
             .unwrap()
@@ -268,30 +130,12 @@ fn shards_victoriametrics_and_vmalert_run_the_bundle_unchanged() {
         v.sort();
         v
     };
-    let vmalert = |name: &str, rules: &[PathBuf]| -> (Proc, String) {
-        let port = free_tcp_port();
-        let mut args = rule_args(rules);
-        args.extend([
-            format!("-httpListenAddr=127.0.0.1:{port}"),
-            format!("-datasource.url={vm}"),
-            format!("-remoteWrite.url={vm}"),
-            "-evaluationInterval=1s".into(),
-        ]);
-        // Both notify the real Alertmanager; the shipped rules keep their real `for:`, so
-        // within this test they are watched pending, not fired.
-        args.push(format!("-notifier.url=http://127.0.0.1:{am_port}"));
-        (
-            Proc::spawn(name, Path::new("vmalert"), &args, &dir),
-            format!("http://127.0.0.1:{port}"),
-        )
-    };
-    let (mut unchanged, unchanged_url) = vmalert("vmalert-shipped", &shipped);
-
+    let (mut unchanged, unchanged_url) = store.vmalert("vmalert-shipped", &shipped, am_port, &dir);
     // Two healthy engines in the cluster, one per shard: a shard alone would count 1 and
     // alert; the global ruler counts 2 and does not.
     let healthy_sum = eventually(Duration::from_secs(60), || {
         vm_scalar(
-            &vm,
+            &store.url,
             r#"cluster:tx_engine_healthy:sum{cluster="production-cluster"}"#,
         )
         .filter(|v| *v == 2.0)
@@ -302,46 +146,9 @@ fn shards_victoriametrics_and_vmalert_run_the_bundle_unchanged() {
         unchanged.tail()
     );
 
-    // One replica of shard 0 dies: its pair carries on, nothing is counted twice or lost.
-    let killed_at = Instant::now();
-    shards.remove(0);
-    let mut healthy_seen = BTreeSet::new();
-    while killed_at.elapsed() < Duration::from_secs(8) {
-        if let Some(v) = vm_scalar(
-            &vm,
-            r#"cluster:tx_engine_healthy:sum{cluster="production-cluster"}"#,
-        ) {
-            healthy_seen.insert(v.to_string());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert_eq!(
-        healthy_seen,
-        BTreeSet::from(["2".to_string()]),
-        "healthy TX engines counted after one replica died"
-    );
-    // Every target still has a sample a second (dedup interval) in the last 5 s.
-    let per_target = vm_query(&vm, r#"count_over_time(up{job="tx-engines"}[5s])"#).unwrap();
-    let counts: Vec<f64> = per_target["data"]["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["value"][1].as_str()?.parse().ok())
-        .collect();
-    assert!(
-        counts.len() == 3 && counts.iter().all(|n| *n >= 4.0 && *n <= 6.0),
-        "samples per target in 5 s after a replica died (want 4-6 each, one per second): {counts:?}"
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(unchanged.alive(), "vmalert exited: {}", unchanged.tail());
-    assert_ne!(
-        vmalert_state(&unchanged_url, "InsufficientTXEngines").as_deref(),
-        Some("pending"),
-        "InsufficientTXEngines pending with 2 healthy engines"
-    );
-
+    store.loses_a_replica(&mut unchanged, &unchanged_url);
     // One healthy engine's exporter goes away: 1 < 2, cluster-wide.
-    exporters.remove(0);
+    tx.procs.remove(0);
     let pending = eventually(Duration::from_secs(60), || {
         (vmalert_state(&unchanged_url, "InsufficientTXEngines").as_deref() == Some("pending"))
             .then_some(())
@@ -356,59 +163,304 @@ fn shards_victoriametrics_and_vmalert_run_the_bundle_unchanged() {
     let fast_dir = dir.join("fast-rules");
     std::fs::create_dir_all(&fast_dir).unwrap();
     let fast = write_fast_rules(&fast_dir);
-    let (_fast, _) = vmalert("vmalert-fast", &fast);
-    let notified = eventually(Duration::from_secs(60), || {
-        let v = get_json(&format!("http://127.0.0.1:{am_port}/api/v2/alerts"))?;
-        v.as_array()?
-            .iter()
-            .any(|a| {
-                a["labels"]["alertname"] == "InsufficientTXEngines"
-                    && a["labels"]["cluster"] == "production-cluster"
-            })
-            .then_some(())
-    });
-    assert!(
-        notified.is_some(),
-        "InsufficientTXEngines never reached Alertmanager"
-    );
-    let copies = get_json(&format!("http://127.0.0.1:{am_port}/api/v2/alerts"))
-        .and_then(|v| {
-            Some(
-                v.as_array()?
-                    .iter()
-                    .filter(|a| a["labels"]["alertname"] == "InsufficientTXEngines")
-                    .count(),
-            )
-        })
-        .unwrap_or(0);
-    assert_eq!(copies, 1, "InsufficientTXEngines arrived {copies} times");
-
-    // The dashboards' queries run on VictoriaMetrics' Prometheus API.
-    let instances = targets.join("|").replace('.', "\\\\.");
-    let (mut answered, mut with_data) = (0, 0);
-    for panel in dashboard_panels() {
-        let q = substitute(&panel.expr, &instances)
-            .replace("${cluster}", ".+")
-            .replace("$cluster", ".+");
-        let v = vm_query(&vm, &q)
-            .unwrap_or_else(|| panic!("{}: VictoriaMetrics refused {q}", panel.title));
-        assert_eq!(v["status"], "success", "{}: {q}: {v}", panel.title);
-        answered += 1;
-        if panel.title.starts_with("tx")
-            && v["data"]["result"]
-                .as_array()
-                .is_some_and(|r| !r.is_empty())
-        {
-            with_data += 1;
-        }
-    }
-    assert!(
-        with_data >= 5,
-        "only {with_data} of the TX dashboard's queries returned data from VictoriaMetrics"
-    );
+    let (_fast, _) = store.vmalert("vmalert-fast", &fast, am_port, &dir);
+    reaches_alertmanager_once(am_port, "InsufficientTXEngines");
+    let (answered, with_data) = store.answers_the_dashboards(&tx.targets);
     let _ = writeln!(
         std::io::stderr(),
         "scale-out: {answered} dashboard queries answered by VictoriaMetrics, {with_data} TX ones with data; {:.0} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Three TX exporters: two healthy engines on different shards, one without its engine; and
+/// the file_sd file that names them.
+struct TxExporters {
+    procs: Vec<Proc>,
+    targets: Vec<String>,
+    sd: PathBuf,
+}
+
+impl TxExporters {
+    fn start(dir: &Path) -> TxExporters {
+        let tx = sibling("tx-exporter");
+        let alive = dir.join("alive.pid");
+        std::fs::write(&alive, std::process::id().to_string()).unwrap();
+        let gone = dir.join("gone.pid");
+        let mut done = Command::new("true").spawn().unwrap();
+        std::fs::write(&gone, done.id().to_string()).unwrap();
+        done.wait().unwrap();
+        let mut healthy: Vec<(u16, u64)> = Vec::new();
+        while healthy.len() < 2 {
+            let port = free_tcp_port();
+            let shard = hashmod(&format!("127.0.0.1:{port}"), 2);
+            if healthy.iter().all(|(_, s)| *s != shard) {
+                healthy.push((port, shard));
+            }
+        }
+        let sick = free_tcp_port();
+        let mut exporters = Vec::new();
+        for (i, (port, pid_file)) in [
+            (healthy[0].0, &alive),
+            (healthy[1].0, &alive),
+            (sick, &gone),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            exporters.push(Proc::spawn(
+                &format!("tx-exporter-{i}"),
+                &tx,
+                &[
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                    format!("--ingest.statsd-udp=127.0.0.1:{}", free_udp_port()),
+                    format!("--engine.pid-file={}", pid_file.display()),
+                ],
+                dir,
+            ));
+        }
+        let sd = dir.join("tx-engines.json");
+        let targets: Vec<String> = [healthy[0].0, healthy[1].0, sick]
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        std::fs::write(
+            &sd,
+            serde_json::json!([{ "targets": targets, "labels": { "job": "tx-engines" } }])
+                .to_string(),
+        )
+        .unwrap();
+        TxExporters {
+            procs: exporters,
+            targets,
+            sd,
+        }
+    }
+}
+
+/// The global store and an HA pair of Prometheus shards writing to it.
+struct Store {
+    url: String,
+    _vm: Proc,
+    shards: Vec<Proc>,
+}
+
+impl Store {
+    fn start(dir: &Path, sd: &Path) -> Store {
+        let vm_port = free_tcp_port();
+        let vm = format!("http://127.0.0.1:{vm_port}");
+        let _vm = Proc::spawn(
+            "victoria-metrics",
+            Path::new("victoria-metrics"),
+            &[
+                format!("-httpListenAddr=127.0.0.1:{vm_port}"),
+                format!("-storageDataPath={}", dir.join("vm").display()),
+                "-search.latencyOffset=0s".into(),
+                "-retentionPeriod=1d".into(),
+                // deploy/README.md "HA pairs": equal to the shards' scrape interval.
+                "-dedup.minScrapeInterval=1s".into(),
+            ],
+            dir,
+        );
+        // An HA pair per shard, as deploy/README.md runs them: replicas a and b.
+        let mut shards = Vec::new();
+        for shard in 0..2 {
+            for replica in ["a", "b"] {
+                let config = dir.join(format!("shard-{shard}-{replica}.yml"));
+                std::fs::write(
+                    &config,
+                    shard_config(shard, replica, sd, &format!("{vm}/api/v1/write")),
+                )
+                .unwrap();
+                shards.push(Proc::spawn(
+                    &format!("prometheus-shard-{shard}-{replica}"),
+                    Path::new("prometheus"),
+                    &[
+                        format!("--config.file={}", config.display()),
+                        format!(
+                            "--storage.tsdb.path={}",
+                            dir.join(format!("tsdb-{shard}-{replica}")).display()
+                        ),
+                        format!("--web.listen-address=127.0.0.1:{}", free_tcp_port()),
+                    ],
+                    dir,
+                ));
+            }
+        }
+        Store {
+            url: vm,
+            _vm,
+            shards,
+        }
+    }
+
+    /// Both shards' data meets in the store: every target once, from its own shard; both
+    /// replicas wrote every series and the store holds each once, without a replica label.
+    fn holds_each_target_once(&self) {
+        let (vm, shards) = (&self.url, &self.shards);
+        let per_shard = eventually(Duration::from_secs(60), || {
+            let v = vm_query(vm, r#"count by (prometheus_shard) (up{job="tx-engines"})"#)?;
+            let r = v["data"]["result"].as_array()?.clone();
+            let total: f64 = r
+                .iter()
+                .filter_map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+                .sum();
+            (r.len() == 2 && total == 3.0).then_some(r)
+        });
+        assert!(
+            per_shard.is_some(),
+            "shards never delivered all targets to VictoriaMetrics: {}",
+            shards[0].tail()
+        );
+        // Both replicas wrote every series; the store holds each once, without a replica label.
+        assert_eq!(
+            vm_scalar(vm, r#"count(up{job="tx-engines"})"#),
+            Some(3.0),
+            "the HA pairs' series are not merged: {:?}",
+            vm_query(vm, r#"up{job="tx-engines"}"#)
+        );
+        assert_eq!(
+            vm_scalar(vm, r#"count(up{replica!=""})"#),
+            None,
+            "a replica label reached the store"
+        );
+    }
+
+    /// vmalert with `rules` against the store, notifying the Alertmanager on `am_port`.
+    fn vmalert(&self, name: &str, rules: &[PathBuf], am_port: u16, dir: &Path) -> (Proc, String) {
+        let vm = &self.url;
+        let port = free_tcp_port();
+        let mut args: Vec<String> = rules
+            .iter()
+            .map(|f| format!("-rule={}", f.display()))
+            .collect();
+        args.extend([
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            format!("-datasource.url={vm}"),
+            format!("-remoteWrite.url={vm}"),
+            "-evaluationInterval=1s".into(),
+        ]);
+        // Both notify the real Alertmanager; the shipped rules keep their real `for:`, so
+        // within this test they are watched pending, not fired.
+        args.push(format!("-notifier.url=http://127.0.0.1:{am_port}"));
+        (
+            Proc::spawn(name, Path::new("vmalert"), &args, dir),
+            format!("http://127.0.0.1:{port}"),
+        )
+    }
+
+    /// One replica of shard 0 dies: its pair carries on, nothing is counted twice or lost,
+    /// and the shipped InsufficientTXEngines stays quiet.
+    fn loses_a_replica(&mut self, unchanged: &mut Proc, unchanged_url: &str) {
+        let vm = &self.url;
+        let killed_at = Instant::now();
+        self.shards.remove(0);
+        let mut healthy_seen = BTreeSet::new();
+        while killed_at.elapsed() < Duration::from_secs(8) {
+            if let Some(v) = vm_scalar(
+                vm,
+                r#"cluster:tx_engine_healthy:sum{cluster="production-cluster"}"#,
+            ) {
+                healthy_seen.insert(v.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert_eq!(
+            healthy_seen,
+            BTreeSet::from(["2".to_string()]),
+            "healthy TX engines counted after one replica died"
+        );
+        // Every target still has a sample a second (dedup interval) in the last 5 s.
+        let per_target = vm_query(vm, r#"count_over_time(up{job="tx-engines"}[5s])"#).unwrap();
+        let counts: Vec<f64> = per_target["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["value"][1].as_str()?.parse().ok())
+            .collect();
+        assert!(
+            counts.len() == 3 && counts.iter().all(|n| *n >= 4.0 && *n <= 6.0),
+            "samples per target in 5 s after a replica died (want 4-6 each, one per second): {counts:?}"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(unchanged.alive(), "vmalert exited: {}", unchanged.tail());
+        assert_ne!(
+            vmalert_state(unchanged_url, "InsufficientTXEngines").as_deref(),
+            Some("pending"),
+            "InsufficientTXEngines pending with 2 healthy engines"
+        );
+    }
+
+    /// The dashboards' queries run on VictoriaMetrics' Prometheus API: (answered, TX ones
+    /// with data).
+    fn answers_the_dashboards(&self, targets: &[String]) -> (usize, usize) {
+        let vm = &self.url;
+        let instances = targets.join("|").replace('.', "\\\\.");
+        let (mut answered, mut with_data) = (0, 0);
+        for panel in dashboard_panels() {
+            let q = substitute(&panel.expr, &instances)
+                .replace("${cluster}", ".+")
+                .replace("$cluster", ".+");
+            let v = vm_query(vm, &q)
+                .unwrap_or_else(|| panic!("{}: VictoriaMetrics refused {q}", panel.title));
+            assert_eq!(v["status"], "success", "{}: {q}: {v}", panel.title);
+            answered += 1;
+            if panel.title.starts_with("tx")
+                && v["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty())
+            {
+                with_data += 1;
+            }
+        }
+        assert!(
+            with_data >= 5,
+            "only {with_data} of the TX dashboard's queries returned data from VictoriaMetrics"
+        );
+        (answered, with_data)
+    }
+}
+
+/// Alertmanager with the shipped routing, nothing sent anywhere; and its port.
+fn start_alertmanager(dir: &Path) -> (Proc, u16) {
+    let am_config = dir.join("alertmanager.yml");
+    write_alertmanager_config(&am_config);
+    let am_port = free_tcp_port();
+    let am = Proc::spawn(
+        "alertmanager",
+        Path::new("prometheus-alertmanager"),
+        &[
+            format!("--config.file={}", am_config.display()),
+            format!("--storage.path={}", dir.join("am").display()),
+            format!("--web.listen-address=127.0.0.1:{am_port}"),
+            format!("--cluster.listen-address=127.0.0.1:{}", free_tcp_port()),
+        ],
+        dir,
+    );
+    (am, am_port)
+}
+
+/// `alert` reached the Alertmanager on `am_port`, once.
+fn reaches_alertmanager_once(am_port: u16, alert: &str) {
+    let notified = eventually(Duration::from_secs(60), || {
+        let v = get_json(&format!("http://127.0.0.1:{am_port}/api/v2/alerts"))?;
+        v.as_array()?
+            .iter()
+            .any(|a| {
+                a["labels"]["alertname"] == alert && a["labels"]["cluster"] == "production-cluster"
+            })
+            .then_some(())
+    });
+    assert!(notified.is_some(), "{alert} never reached Alertmanager");
+    let copies = get_json(&format!("http://127.0.0.1:{am_port}/api/v2/alerts"))
+        .and_then(|v| {
+            Some(
+                v.as_array()?
+                    .iter()
+                    .filter(|a| a["labels"]["alertname"] == alert)
+                    .count(),
+            )
+        })
+        .unwrap_or(0);
+    assert_eq!(copies, 1, "{alert} arrived {copies} times");
 }
