@@ -3,7 +3,7 @@
 //! each shows as a failed source, and SIGTERM exits within 5 s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::{eventually, sample_value, Exporter, TempDir};
 
@@ -38,24 +38,10 @@ fn a_fifo_ptp_device_and_a_silent_chrony_never_stall_serving_or_shutdown() {
         "sources not reported down: {}",
         exp.scrape_text()
     );
-    let mut slowest = Duration::ZERO;
-    for _ in 0..10 {
-        let t = Instant::now();
-        let r = testkit::try_request("GET", &exp.url("/metrics"), &[]).expect("scrape");
-        assert_eq!(r.status, 200);
-        slowest = slowest.max(t.elapsed());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (slowest, _) = exp.scrape_series(10, Duration::from_millis(200));
     assert!(
         slowest < Duration::from_secs(1),
         "slowest scrape {slowest:?}"
     );
-    let t = Instant::now();
-    let status = exp.terminate();
-    assert!(status.success(), "{status}");
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "exit took {:?}",
-        t.elapsed()
-    );
+    exp.terminate_within(Duration::from_secs(5));
 }

@@ -454,17 +454,7 @@ fn a_positions_disk_that_stops_answering_does_not_stall_scrapes() {
 
     let _fuse = mount_silent_fuse(exp.pid(), &state);
     append(&log, &lines(500, 300));
-    let mut slowest = Duration::ZERO;
-    let mut text = String::new();
-    for _ in 0..8 {
-        let t = Instant::now();
-        let r = testkit::try_request("GET", &exp.url("/metrics"), &[("Accept", "text/plain")])
-            .unwrap_or_else(|e| panic!("scrape failed: {e}; {}", exp.logs()));
-        assert_eq!(r.status, 200);
-        slowest = slowest.max(t.elapsed());
-        text = r.text();
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let (slowest, text) = exp.scrape_series(8, Duration::from_millis(500));
     eprintln!("positions disk hung: slowest of 8 scrapes {slowest:?}");
     assert!(
         slowest < Duration::from_secs(3),
@@ -482,12 +472,5 @@ fn a_positions_disk_that_stops_answering_does_not_stall_scrapes() {
     assert!((500.0..=800.0).contains(&at_failure), "{at_failure}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(committed(&exp), at_failure, "the count ran past the disk");
-    let t = Instant::now();
-    let status = exp.terminate();
-    assert!(status.success(), "{status}");
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "exit took {:?}",
-        t.elapsed()
-    );
+    exp.terminate_within(Duration::from_secs(5));
 }

@@ -7,43 +7,16 @@
 
 use std::path::Path;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::namespace::{mount_in, mount_namespaces_work, start_in_mount_namespace};
-use testkit::{eventually, sample_value, Exporter, TempDir};
+use testkit::{eventually, sample_value, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fixture-exporter");
 const ENGINE: &str = "hungengine";
 
 fn spawn_engine(dir: &TempDir) -> Child {
     testkit::spawn_fake_engine(dir, ENGINE)
-}
-
-/// Ten scrapes, 200 ms apart: the slowest, and the last body.
-fn scrape_ten(exp: &Exporter) -> (Duration, String) {
-    let mut slowest = Duration::ZERO;
-    let mut body = String::new();
-    for _ in 0..10 {
-        let t = Instant::now();
-        let r = testkit::try_request("GET", &exp.url("/metrics"), &[("Accept", "text/plain")])
-            .unwrap_or_else(|e| panic!("scrape failed: {e}; {}", exp.logs()));
-        assert_eq!(r.status, 200);
-        slowest = slowest.max(t.elapsed());
-        body = r.text();
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    (slowest, body)
-}
-
-fn terminates_quickly(exp: Exporter) {
-    let t = Instant::now();
-    let status = exp.terminate();
-    assert!(status.success(), "{status}");
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "exit took {:?}",
-        t.elapsed()
-    );
 }
 
 /// The background look-up by name reads every process's cmdline: the engine's never answers.
@@ -72,14 +45,14 @@ fn a_hung_cmdline_read_leaves_scrapes_and_shutdown_alone() {
     let health = exp.get("/health", &[]).text();
     assert_eq!(source_down, Some(0.0), "engine source not down: {health}");
     assert!(health.contains("engine probe hung"), "{health}");
-    let (slowest, body) = scrape_ten(&exp);
+    let (slowest, body) = exp.scrape_series(10, Duration::from_millis(200));
     eprintln!("hung cmdline: slowest of 10 scrapes {slowest:?}");
     assert!(
         slowest < Duration::from_secs(1),
         "slowest scrape {slowest:?}"
     );
     assert_eq!(sample_value(&body, "fixture_exporter_engine_up"), Some(0.0));
-    terminates_quickly(exp);
+    exp.terminate_within(Duration::from_secs(5));
     let _ = engine.kill();
     let _ = engine.wait();
 }
@@ -112,7 +85,7 @@ fn a_hung_stat_read_at_scrape_time_leaves_scrapes_and_shutdown_alone() {
         &["--bind".as_ref(), fifo.as_os_str(), target],
         None,
     );
-    let (slowest, body) = scrape_ten(&exp);
+    let (slowest, body) = exp.scrape_series(10, Duration::from_millis(200));
     eprintln!("hung stat: slowest of 10 scrapes {slowest:?}");
     assert!(
         slowest < Duration::from_secs(1),
@@ -125,7 +98,7 @@ fn a_hung_stat_read_at_scrape_time_leaves_scrapes_and_shutdown_alone() {
         "memory {memory:?}: unknown, not a number"
     );
     assert!(exp.logs().contains("engine_read_hung"), "{}", exp.logs());
-    terminates_quickly(exp);
+    exp.terminate_within(Duration::from_secs(5));
     let _ = engine.kill();
     let _ = engine.wait();
 }

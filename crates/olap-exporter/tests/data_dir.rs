@@ -133,24 +133,11 @@ fn a_hung_data_dir_filesystem_shows_unknown_not_stale() {
     }
     let health = exp.get("/health", &[]).text();
     assert!(health.contains("has not finished"), "{health}");
-    let mut slowest = Duration::ZERO;
-    for _ in 0..10 {
-        let t = std::time::Instant::now();
-        assert_eq!(exp.get("/metrics", &[]).status, 200);
-        slowest = slowest.max(t.elapsed());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (slowest, _) = exp.scrape_series(10, Duration::from_millis(200));
     eprintln!("hung data dir: slowest of 10 scrapes {slowest:?}");
     assert!(
         slowest < Duration::from_secs(1),
         "slowest scrape {slowest:?}"
     );
-    let t = std::time::Instant::now();
-    let status = exp.terminate();
-    assert!(status.success(), "{status}");
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "exit took {:?}",
-        t.elapsed()
-    );
+    exp.terminate_within(Duration::from_secs(5));
 }

@@ -381,6 +381,32 @@ impl Exporter {
     }
 
     /// Sends SIGTERM and waits for a clean exit.
+    /// `count` scrapes of /metrics (text format), `gap` apart: the slowest, and the last body.
+    /// A scrape that fails panics with the exporter's log.
+    pub fn scrape_series(&self, count: usize, gap: Duration) -> (Duration, String) {
+        let mut slowest = Duration::ZERO;
+        let mut body = String::new();
+        for _ in 0..count {
+            let t = Instant::now();
+            let r = try_request("GET", &self.url("/metrics"), &[("Accept", "text/plain")])
+                .unwrap_or_else(|e| panic!("scrape failed: {e}; {}", self.logs()));
+            assert_eq!(r.status, 200);
+            slowest = slowest.max(t.elapsed());
+            body = r.text();
+            std::thread::sleep(gap);
+        }
+        (slowest, body)
+    }
+
+    /// SIGTERM: the exit must be clean and come within `limit` (a source stuck in the kernel
+    /// must not hold it up).
+    pub fn terminate_within(self, limit: Duration) {
+        let t = Instant::now();
+        let status = self.terminate();
+        assert!(status.success(), "{status}");
+        assert!(t.elapsed() < limit, "exit took {:?}", t.elapsed());
+    }
+
     pub fn terminate(mut self) -> ExitStatus {
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
