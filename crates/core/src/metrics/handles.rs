@@ -320,7 +320,7 @@ impl Bind for Histogram {
 /// Declares a struct of typed handles that a probe writes, each bound once from its schema
 /// name by `bind(&Metrics)`:
 ///
-/// ```ignore
+/// ```text
 /// exporter_core::metric_handles! {
 ///     /// What the kernel probe writes.
 ///     pub struct KernelMetrics {
