@@ -1,6 +1,6 @@
 //! docs/architecture.md's recipes followed on a scratch copy of the checkout, so that the files
-//! each touches are measured, not claimed: "add a probe with a setting" and "add an engine
-//! metric", on the fixture tier. The copy is built with its own cargo (release, in the target
+//! each touches are measured, not claimed: "add a probe with a setting", "add an engine
+//! metric" and "add an event rule", on the fixture tier. The copy is built with its own cargo (release, in the target
 //! directory the Debian package test uses: the outer `cargo test` holds the usual one's lock),
 //! and the built exporter must serve what the recipes added.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -156,7 +156,7 @@ impl Probe for LoadAvg {
 "#;
 
 #[test]
-fn a_probe_with_a_setting_and_an_engine_metric_touch_only_their_files() {
+fn a_probe_an_engine_metric_and_an_event_rule_touch_only_their_files() {
     if !require_tools(&["git"]) {
         return;
     }
@@ -189,9 +189,19 @@ fn a_probe_with_a_setting_and_an_engine_metric_touch_only_their_files() {
     }
     edit(dir, "crates/core/fixture/schema.toml", |t| {
         t + "\n[[metrics]]\nname = \"fixture_recipe_widgets_total\"\ntype = \"counter\"\n\
-             help = \"Widgets made\"\nchannels = [\"statsd\"]\n"
+             help = \"Widgets made\"\nchannels = [\"statsd\", \"events\"]\n"
     });
     let metric_files = touched(dir, &before_metric);
+    // Add an event rule: its schema entry.
+    let mut before_rule = before_metric.clone();
+    for rel in &metric_files {
+        before_rule.insert(rel.clone(), std::fs::read(dir.join(rel)).unwrap());
+    }
+    edit(dir, "crates/core/fixture/schema.toml", |t| {
+        t + "\n[[events]]\nevent = \"widget_made\"\n\
+             effects = [{ op = \"inc\", metric = \"fixture_recipe_widgets_total\" }]\n"
+    });
+    let rule_files = touched(dir, &before_rule);
 
     assert_eq!(
         probe_files,
@@ -203,6 +213,7 @@ fn a_probe_with_a_setting_and_an_engine_metric_touch_only_their_files() {
         ]
     );
     assert_eq!(metric_files, ["crates/core/fixture/schema.toml"]);
+    assert_eq!(rule_files, ["crates/core/fixture/schema.toml"]);
 
     // The copy builds and serves both with nothing else changed.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -232,9 +243,14 @@ fn a_probe_with_a_setting_and_an_engine_metric_touch_only_their_files() {
     let loadavg = dir.join("loadavg");
     std::fs::write(&loadavg, "2.50 1.00 0.50 1/100 1234\n").unwrap();
     let bin = target.join("release/fixture-exporter");
+    let log = dir.join("engine.log");
+    std::fs::write(&log, "").unwrap();
     let exp = Exporter::start(
         bin.to_str().unwrap(),
-        &[&format!("--fixture.loadavg-file={}", loadavg.display())],
+        &[
+            &format!("--fixture.loadavg-file={}", loadavg.display()),
+            &format!("--ingest.log-path={}", log.display()),
+        ],
     );
     let probed = eventually(Duration::from_secs(10), || {
         let text = exp.scrape_text();
@@ -247,11 +263,20 @@ fn a_probe_with_a_setting_and_an_engine_metric_touch_only_their_files() {
     udp.send_to(b"fixture_recipe_widgets:3|c", exp.statsd)
         .unwrap();
     exp.wait_for_value("fixture_recipe_widgets_total", 3.0, Duration::from_secs(10));
+    exp.wait_for_follower();
+    std::fs::write(
+        &log,
+        "{\"timestamp\":\"2026-12-07T10:00:00Z\",\"event\":\"widget_made\"}\n",
+    )
+    .unwrap();
+    exp.wait_for_value("fixture_recipe_widgets_total", 4.0, Duration::from_secs(10));
     eprintln!(
-        "recipes: a probe with a setting touched {} files ({}), an engine metric {} ({})",
+        "recipes: a probe with a setting touched {} files ({}), an engine metric {} ({}), an event rule {} ({})",
         probe_files.len(),
         probe_files.join(", "),
         metric_files.len(),
-        metric_files.join(", ")
+        metric_files.join(", "),
+        rule_files.len(),
+        rule_files.join(", ")
     );
 }
