@@ -403,9 +403,20 @@ fn registry(schema: &Schema, config: &Config) -> Result<Metrics, ServeError> {
     Ok(metrics)
 }
 
+/// Connections the kernel completes and queues before the server accepts them. std listens
+/// with 128: a burst of a few hundred connections filled that queue, and a scrape's SYN was
+/// dropped and retried after the 1 s retransmission timeout. The kernel caps this at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
 fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    use std::os::fd::AsRawFd;
     let listen = |source| ServeError::Listen { addr, source };
     let listener = std::net::TcpListener::bind(addr).map_err(listen)?;
+    // SAFETY: listen(2) again on a socket this function owns only resizes its queue.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(listen(std::io::Error::last_os_error()));
+    }
     listener.set_nonblocking(true).map_err(listen)?;
     Ok(listener)
 }
