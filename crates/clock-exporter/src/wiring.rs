@@ -147,9 +147,9 @@ impl ProbeWriter {
             }
         }
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        for ((_, labels), gauge) in written.iter() {
-            if !now.contains_key(&(gauge.def().name.clone(), labels.clone())) {
-                let values: Vec<&str> = labels.iter().map(String::as_str).collect();
+        for (key, gauge) in written.iter() {
+            if !now.contains_key(key) {
+                let values: Vec<&str> = key.1.iter().map(String::as_str).collect();
                 gauge.remove(&values);
             }
         }
