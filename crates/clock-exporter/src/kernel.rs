@@ -2,7 +2,15 @@
 //! which needs no privilege and changes nothing). Unit conversions follow node_exporter's
 //! timex collector so dashboards built on either agree.
 
-use crate::samples::{gauge, Sample};
+use std::sync::Arc;
+use std::time::Duration;
+
+use exporter_core::probe::Probe;
+use exporter_core::schema::SchemaError;
+use exporter_core::Metrics;
+
+use crate::samples::{gauge, unlabelled_gauges, SeriesWriter, SourceMetrics, TargetSeries, Value};
+use crate::settings::ClockSettings;
 
 /// STA_UNSYNC: the clock is not synchronised (set by the kernel after maxerror reaches 16 s,
 /// or by a daemon that lost its sources).
@@ -102,7 +110,7 @@ exporter_core::metric_handles! {
 }
 
 /// Samples of the kernel's clock discipline (none when adjtimex failed).
-pub fn collect(kernel: Option<&Timex>, m: &KernelMetrics, o: &mut Vec<Sample>) {
+pub fn collect(kernel: Option<&Timex>, m: &KernelMetrics, o: &mut Vec<Value>) {
     // Kernel clock discipline.
     if let Some(k) = kernel {
         gauge(o, &m.offset, &[], k.offset_seconds);
@@ -119,6 +127,63 @@ pub fn collect(kernel: Option<&Timex>, m: &KernelMetrics, o: &mut Vec<Sample>) {
         gauge(o, &m.tai_offset, &[], k.tai_offset_seconds as f64);
         gauge(o, &m.tick, &[], k.tick_seconds);
         gauge(o, &m.time_constant, &[], k.constant as f64);
+    }
+}
+
+/// The kernel's clock discipline, read with adjtimex every few seconds.
+#[derive(Clone)]
+pub struct KernelProbe {
+    m: KernelMetrics,
+    target: TargetSeries,
+    out: Arc<SeriesWriter>,
+}
+
+impl Probe for KernelProbe {
+    type Settings = ClockSettings;
+    const SOURCE: &'static str = "clock:kernel";
+    const EXPOSED: bool = false;
+    const INTERVAL: Duration = Duration::from_secs(5);
+    /// adjtimex is a system call that answers at once; this only bounds a kernel gone wrong.
+    const BUDGET: Duration = Duration::from_secs(1);
+
+    fn bind(_: &ClockSettings, metrics: &Metrics) -> Result<Vec<Self>, SchemaError> {
+        let m = KernelMetrics::bind(metrics)?;
+        let source = SourceMetrics::bind(metrics)?;
+        Ok(vec![KernelProbe {
+            out: Arc::new(SeriesWriter::new(unlabelled_gauges(m.all()))),
+            target: TargetSeries::new(crate::samples::KERNEL.into(), source, false),
+            m,
+        }])
+    }
+
+    fn refresh(&self) -> Result<String, String> {
+        match read() {
+            Ok(t) => {
+                let mut values = Vec::new();
+                collect(Some(&t), &self.m, &mut values);
+                self.out.apply(&values);
+                self.target.up();
+                let sync = if t.synchronised() {
+                    "synchronised"
+                } else {
+                    "unsynchronised"
+                };
+                Ok(format!(
+                    "adjtimex: {sync}, maxerror {:.6} s",
+                    t.maxerror_seconds
+                ))
+            }
+            Err(e) => {
+                self.out.apply(&[]);
+                self.target.down("syscall");
+                Err(format!("adjtimex: {e}"))
+            }
+        }
+    }
+
+    fn unknown(&self) {
+        self.out.apply(&[]);
+        self.target.down("timeout");
     }
 }
 

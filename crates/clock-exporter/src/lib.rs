@@ -1,20 +1,30 @@
 //! clock-exporter's probes: how good time is on this host, from the kernel's clock discipline
 //! (adjtimex), chronyd (cmdmon), direct NTP queries and PTP hardware clocks.
 //!
-//! One module per source (`kernel`, `chrony`, `ntp`, `ptp`) reads it and turns its reading
-//! into samples; `probes` refreshes them in the background and adds the cross-source
-//! summaries; `wiring` plugs them into the shared exporter runtime with [`register`].
-//! Everything works without the runtime so it can be tested against a real chronyd.
+//! One module per source (`kernel`, `chrony`, `ntp`, `ptp`) reads it and is a core `Probe`
+//! that writes its readings; `samples` holds what they share; `summary` adds, at scrape time,
+//! the clock reading and the cross-source summaries. Everything works without the runtime so
+//! it can be tested against a real chronyd.
 
 pub mod chrony;
 pub mod kernel;
 pub mod ntp;
-pub mod probes;
 pub mod ptp;
 pub mod samples;
 pub mod settings;
-pub mod wiring;
+pub mod summary;
 
-pub use probes::{ClockMetrics, ClockProbes, ProbeConfig, TargetStatus};
-pub use samples::{Handle, Sample};
-pub use wiring::register;
+/// Adds the clock probes to a tier: `exporter_core::run(clock_exporter::register(Tier::new(..)))`.
+pub fn register(tier: exporter_core::Tier) -> exporter_core::Tier {
+    tier.probe::<kernel::KernelProbe>()
+        .probe::<chrony::ChronyProbe>()
+        .probe::<ntp::NtpProbe>()
+        .probe::<ptp::PtpProbe>()
+        .on_scrape(|_, metrics| {
+            let summary = summary::Summary::bind(metrics)?;
+            Ok(move || summary.write())
+        })
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,14 +3,18 @@
 //! ignored) and come from a synchronised server; kiss-of-death replies are rejected with their
 //! code.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
+use exporter_core::probe::Probe;
+use exporter_core::schema::SchemaError;
+use exporter_core::Metrics;
 
-use crate::samples::{self, error_factor, gauge};
+use crate::samples::{error_factor, gauge, SeriesWriter, SourceMetrics, TargetSeries, Value};
+use crate::settings::ClockSettings;
 
 const PACKET_LEN: usize = 48;
 /// Seconds from 1900-01-01 (NTP era 0) to 1970-01-01.
@@ -208,21 +212,13 @@ fn parse_reply(p: &[u8], t1: u64, t4: u64) -> Result<Parsed, Error> {
     }))
 }
 
-/// Queries `server` (`HOST:PORT`) once. The whole exchange, name resolution included, is
-/// bounded by `timeout`.
-pub async fn query(server: &str, timeout: Duration) -> Result<Sample, Error> {
+/// Queries `server` (`HOST:PORT`) once, blocking. The exchange after name resolution is
+/// bounded by `timeout`; the probe's budget bounds a resolver that does not answer.
+pub fn query(server: &str, timeout: Duration) -> Result<Sample, Error> {
     let server = normalize_server(server);
-    // Replies that were not a sample (garbage, another packet) make a timeout a bad reply:
-    // the server answers, wrongly, which is not the same fault as silence.
-    let mut ignored = None;
-    tokio::time::timeout(timeout, query_inner(&server, &mut ignored))
-        .await
-        .unwrap_or_else(|_| Err(ignored.map_or(Error::Timeout, Error::BadReply)))
-}
-
-async fn query_inner(server: &str, ignored: &mut Option<String>) -> Result<Sample, Error> {
-    let target = tokio::net::lookup_host(server)
-        .await
+    let deadline = Instant::now() + timeout;
+    let target = server
+        .to_socket_addrs()
         .map_err(|e| Error::Resolve(format!("{server}: {e}")))?
         .next()
         .ok_or_else(|| Error::Resolve(format!("{server}: no address")))?;
@@ -231,21 +227,27 @@ async fn query_inner(server: &str, ignored: &mut Option<String>) -> Result<Sampl
     } else {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let sock = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| Error::Io(format!("bind: {e}")))?;
+    let sock = UdpSocket::bind(bind).map_err(|e| Error::Io(format!("bind: {e}")))?;
     sock.connect(target)
-        .await
         .map_err(|e| Error::Io(format!("connect {target}: {e}")))?;
     let t1 = to_ntp(SystemTime::now());
     sock.send(&request(t1))
-        .await
         .map_err(|e| Error::Io(format!("send: {e}")))?;
+    // Replies that were not a sample (garbage, another packet) make a timeout a bad reply:
+    // the server answers, wrongly, which is not the same fault as silence.
+    let mut ignored = None;
     let mut buf = [0u8; 512];
     loop {
-        let n = match sock.recv(&mut buf).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ignored.map_or(Error::Timeout, Error::BadReply));
+        }
+        sock.set_read_timeout(Some(left))
+            .map_err(|e| Error::Io(format!("set timeout: {e}")))?;
+        let n = match sock.recv(&mut buf) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                 return Err(Error::Io("connection refused (nothing listening)".into()))
             }
             Err(e) => return Err(Error::Io(format!("recv: {e}"))),
@@ -253,10 +255,7 @@ async fn query_inner(server: &str, ignored: &mut Option<String>) -> Result<Sampl
         let t4 = to_ntp(SystemTime::now());
         match parse_reply(buf.get(..n).unwrap_or(&[]), t1, t4)? {
             Parsed::Sample(s) => return Ok(s),
-            Parsed::Ignore(why) => {
-                *ignored = Some(why.to_string());
-                continue;
-            }
+            Parsed::Ignore(why) => ignored = Some(why.to_string()),
         }
     }
 }
@@ -276,28 +275,96 @@ exporter_core::metric_handles! {
     }
 }
 
-/// Samples of the NTP servers that answered their last query.
-pub fn collect(
-    servers: &BTreeMap<String, Sample>,
+/// Samples of a server that answered.
+pub(crate) fn collect(
+    label: &str,
+    s: &Sample,
     m: &NtpMetrics,
-    src: &samples::SourceMetrics,
-    o: &mut Vec<samples::Sample>,
+    src: &SourceMetrics,
+    o: &mut Vec<Value>,
 ) {
-    // Direct NTP queries.
-    for (server, s) in servers {
-        let label = source_label(server);
-        let l: &[(&'static str, &str)] = &[("source", &label)];
-        gauge(o, &src.offset, l, s.offset_seconds);
-        gauge(o, &src.quality, l, error_factor(s.error_bound_seconds()));
-        gauge(o, &m.rtt, l, s.delay_seconds);
-        gauge(o, &m.stratum, l, f64::from(s.stratum));
-        gauge(o, &m.leap, l, f64::from(s.leap));
-        gauge(
-            o,
-            &m.root_distance,
-            l,
-            s.root_delay_seconds / 2.0 + s.root_dispersion_seconds,
-        );
+    let l: &[(&'static str, &str)] = &[("source", label)];
+    gauge(o, &src.offset, l, s.offset_seconds);
+    gauge(o, &src.quality, l, error_factor(s.error_bound_seconds()));
+    gauge(o, &m.rtt, l, s.delay_seconds);
+    gauge(o, &m.stratum, l, f64::from(s.stratum));
+    gauge(o, &m.leap, l, f64::from(s.leap));
+    gauge(
+        o,
+        &m.root_distance,
+        l,
+        s.root_delay_seconds / 2.0 + s.root_dispersion_seconds,
+    );
+}
+
+/// One NTP server queried directly.
+#[derive(Clone)]
+pub struct NtpProbe {
+    server: String,
+    m: NtpMetrics,
+    src: SourceMetrics,
+    target: TargetSeries,
+    out: Arc<SeriesWriter>,
+}
+
+/// How long the server has to answer.
+pub const TIMEOUT: Duration = Duration::from_millis(500);
+
+impl Probe for NtpProbe {
+    type Settings = ClockSettings;
+    const SOURCE: &'static str = "clock:ntp";
+    const EXPOSED: bool = false;
+    /// RFC 4330 forbids polling a server faster than every 15 s.
+    const INTERVAL: Duration = Duration::from_secs(64);
+    /// The query's own timeout, and time for the resolver.
+    const BUDGET: Duration = Duration::from_secs(2);
+
+    fn bind(settings: &ClockSettings, metrics: &Metrics) -> Result<Vec<Self>, SchemaError> {
+        let m = NtpMetrics::bind(metrics)?;
+        let src = SourceMetrics::bind(metrics)?;
+        Ok(settings
+            .ntp_server
+            .iter()
+            .map(|server| {
+                let server = normalize_server(server);
+                NtpProbe {
+                    m: m.clone(),
+                    target: TargetSeries::new(source_label(&server), src.clone(), true),
+                    src: src.clone(),
+                    out: Arc::new(SeriesWriter::new(Vec::new())),
+                    server,
+                }
+            })
+            .collect())
+    }
+
+    fn source(&self) -> String {
+        format!("clock:{}", self.target.label)
+    }
+
+    fn refresh(&self) -> Result<String, String> {
+        match query(&self.server, TIMEOUT) {
+            Ok(s) => {
+                let mut values = Vec::new();
+                collect(&self.target.label, &s, &self.m, &self.src, &mut values);
+                self.out.apply(&values);
+                self.target.up();
+                Ok(format!(
+                    "stratum {}, offset {:.9} s, delay {:.6} s",
+                    s.stratum, s.offset_seconds, s.delay_seconds
+                ))
+            }
+            Err(e) => {
+                self.out.apply(&[]);
+                self.target.down(e.reason());
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn unknown(&self) {
+        self.out.apply(&[]);
+        self.target.down("timeout");
     }
 }
 
@@ -404,31 +471,30 @@ mod tests {
         assert_eq!(normalize_server("time.example"), "time.example:123");
     }
 
-    #[tokio::test]
-    async fn silent_server_times_out() {
+    #[test]
+    fn silent_server_times_out() {
         let server = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = server.local_addr().expect("addr").to_string();
         let t0 = std::time::Instant::now();
         assert_eq!(
-            query(&addr, Duration::from_millis(150)).await,
+            query(&addr, Duration::from_millis(150)),
             Err(Error::Timeout)
         );
         assert!(t0.elapsed() < Duration::from_millis(500));
     }
 
-    #[tokio::test]
-    async fn a_server_that_answers_garbage_is_a_bad_reply_not_a_timeout() {
-        let server = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+    #[test]
+    fn a_server_that_answers_garbage_is_a_bad_reply_not_a_timeout() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = server.local_addr().expect("addr").to_string();
-        tokio::spawn(async move {
+        std::thread::spawn(move || {
             let mut buf = [0u8; 512];
-            while let Ok((_, peer)) = server.recv_from(&mut buf).await {
-                let _ = server.send_to(b"not an NTP packet", peer).await;
+            // Answers the one request, then the socket closes with the thread.
+            if let Ok((_, peer)) = server.recv_from(&mut buf) {
+                let _ = server.send_to(b"not an NTP packet", peer);
             }
         });
-        let r = query(&addr, Duration::from_millis(200)).await;
+        let r = query(&addr, Duration::from_millis(200));
         assert!(matches!(r, Err(Error::BadReply(_))), "{r:?}");
         assert_eq!(r.map(|_| ()).unwrap_err().reason(), "bad_reply");
     }

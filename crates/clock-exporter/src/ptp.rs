@@ -4,13 +4,19 @@
 //! tightest pair), and falls back to clock_gettime on the device's dynamic clock id when the
 //! ioctl is not supported. The device is opened read-only; nothing is adjusted.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::samples::{self, error_factor, gauge};
+use exporter_core::probe::Probe;
+use exporter_core::schema::SchemaError;
+use exporter_core::Metrics;
+
+use crate::samples::{error_factor, gauge, SeriesWriter, SourceMetrics, TargetSeries, Value};
+use crate::settings::ClockSettings;
 
 const PTP_MAX_SAMPLES: usize = 25;
 const SAMPLES: u32 = 9;
@@ -186,20 +192,78 @@ exporter_core::metric_handles! {
     }
 }
 
-/// Samples of the PTP clocks that could be read.
-pub fn collect(
-    devices: &BTreeMap<String, Sample>,
+/// Samples of a PTP clock that could be read.
+pub(crate) fn collect(
+    label: &str,
+    s: &Sample,
     m: &PtpMetrics,
-    src: &samples::SourceMetrics,
-    o: &mut Vec<samples::Sample>,
+    src: &SourceMetrics,
+    o: &mut Vec<Value>,
 ) {
-    // PTP hardware clocks.
-    for (dev, s) in devices {
-        let label = source_label(dev);
-        let l: &[(&'static str, &str)] = &[("source", &label)];
-        gauge(o, &src.offset, l, s.offset_seconds);
-        gauge(o, &src.quality, l, error_factor(s.delay_seconds));
-        gauge(o, &m.read_delay, l, s.delay_seconds);
+    let l: &[(&'static str, &str)] = &[("source", label)];
+    gauge(o, &src.offset, l, s.offset_seconds);
+    gauge(o, &src.quality, l, error_factor(s.delay_seconds));
+    gauge(o, &m.read_delay, l, s.delay_seconds);
+}
+
+/// One PTP hardware clock compared with the system clock every few seconds.
+#[derive(Clone)]
+pub struct PtpProbe {
+    device: String,
+    m: PtpMetrics,
+    src: SourceMetrics,
+    target: TargetSeries,
+    out: Arc<SeriesWriter>,
+}
+
+impl Probe for PtpProbe {
+    type Settings = ClockSettings;
+    const SOURCE: &'static str = "clock:ptp";
+    const EXPOSED: bool = false;
+    const INTERVAL: Duration = Duration::from_secs(5);
+    /// The ioctl answers in microseconds; a device whose driver hangs shows down after this.
+    const BUDGET: Duration = Duration::from_secs(5);
+
+    fn bind(settings: &ClockSettings, metrics: &Metrics) -> Result<Vec<Self>, SchemaError> {
+        let m = PtpMetrics::bind(metrics)?;
+        let src = SourceMetrics::bind(metrics)?;
+        Ok(settings
+            .ptp_device
+            .iter()
+            .map(|device| PtpProbe {
+                device: device.clone(),
+                m: m.clone(),
+                target: TargetSeries::new(source_label(device), src.clone(), true),
+                src: src.clone(),
+                out: Arc::new(SeriesWriter::new(Vec::new())),
+            })
+            .collect())
+    }
+
+    fn source(&self) -> String {
+        format!("clock:{}", self.target.label)
+    }
+
+    fn refresh(&self) -> Result<String, String> {
+        match measure(Path::new(&self.device)) {
+            Ok(s) => {
+                let mut values = Vec::new();
+                collect(&self.target.label, &s, &self.m, &self.src, &mut values);
+                self.out.apply(&values);
+                self.target.up();
+                Ok(format!("offset {:.9} s", s.offset_seconds))
+            }
+            Err(e) => {
+                self.out.apply(&[]);
+                self.target.down(e.reason());
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn unknown(&self) {
+        self.out.apply(&[]);
+        self.target.down("timeout");
     }
 }
 

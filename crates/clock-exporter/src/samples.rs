@@ -1,8 +1,11 @@
-//! What a clock probe yields at scrape time: samples of typed handles bound once at start-up
-//! (no metric is looked up by name when a sample is written), plus the labels and the quality
-//! scale every source shares.
+//! What every clock probe shares: the samples a reading yields (typed handles bound once at
+//! start-up, so no metric is looked up by name), the writer that keeps a probe's series
+//! current, the series each target writes about itself, and the quality scale.
 
-use exporter_core::{Counter, Gauge};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use exporter_core::{Gauge, Metric};
 
 /// Source label values. Kinds are prefixes so one `source` label covers all of them.
 pub const KERNEL: &str = "kernel";
@@ -13,29 +16,18 @@ pub const CHRONYD: &str = "chronyd";
 /// Error scale of the quality score: a source whose error bound equals this scores half.
 pub const QUALITY_ERROR_SCALE_SECONDS: f64 = 0.010;
 
-/// One value to expose.
+/// One value to write: a gauge series and its value.
 #[derive(Clone)]
-pub struct Sample {
-    pub metric: Handle,
+pub struct Value {
+    pub gauge: Gauge,
     pub labels: Vec<(&'static str, String)>,
     pub value: f64,
 }
 
-#[derive(Clone)]
-pub enum Handle {
-    Gauge(Gauge),
-    /// A cumulative total the probe keeps: the registry's counter catches up by the
-    /// difference.
-    Counter(Counter),
-}
-
-impl Sample {
-    /// The metric's exposed name (tests, debugging, the set of series written).
+impl Value {
+    /// The metric's exposed name (tests, debugging).
     pub fn name(&self) -> &str {
-        match &self.metric {
-            Handle::Gauge(g) => &g.def().name,
-            Handle::Counter(c) => &c.def().name,
-        }
+        &self.gauge.def().name
     }
 }
 
@@ -63,55 +55,127 @@ pub fn error_factor(error_seconds: f64) -> f64 {
 }
 
 /// Adds a gauge sample; a value that is not finite is left out (unknown, not made up).
-pub fn gauge(out: &mut Vec<Sample>, gauge: &Gauge, labels: &[(&'static str, &str)], value: f64) {
+pub fn gauge(out: &mut Vec<Value>, gauge: &Gauge, labels: &[(&'static str, &str)], value: f64) {
     if value.is_finite() {
-        out.push(Sample {
-            metric: Handle::Gauge(gauge.clone()),
+        out.push(Value {
+            gauge: gauge.clone(),
             labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
             value,
         });
     }
 }
 
-/// Adds a running total.
-pub fn total(
-    out: &mut Vec<Sample>,
-    counter: &Counter,
-    labels: &[(&'static str, &str)],
-    value: f64,
-) {
-    out.push(Sample {
-        metric: Handle::Counter(counter.clone()),
-        labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
-        value,
-    });
+/// Unix time now, in seconds.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
-/// Renders samples in the Prometheus text format (debugging and tests without the core server).
-pub fn render_text(samples: &[Sample]) -> String {
-    let mut s = String::new();
-    for x in samples {
-        s.push_str(x.name());
-        if !x.labels.is_empty() {
-            s.push('{');
-            for (i, (k, v)) in x.labels.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                s.push_str(k);
-                s.push_str("=\"");
-                s.push_str(
-                    &v.replace('\\', "\\\\")
-                        .replace('"', "\\\"")
-                        .replace('\n', "\\n"),
-                );
-                s.push('"');
-            }
-            s.push('}');
+/// The unlabelled gauges among `handles`: what a probe marks unknown when it cannot read.
+pub fn unlabelled_gauges(handles: Vec<Metric>) -> Vec<Gauge> {
+    handles
+        .into_iter()
+        .filter_map(|m| match m {
+            Metric::Gauge(g) if g.def().labels.is_empty() => Some(g),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Writes one probe's readings and retires what its last reading wrote and this one did
+/// not: a labelled series (a chrony source that went away) is removed, one of the probe's
+/// unlabelled gauges (chrony tracking while chronyd is down) becomes NaN, so a stale reading
+/// never passes for a current one.
+pub struct SeriesWriter {
+    /// The probe's unlabelled gauges: NaN while not measured.
+    unlabelled: Vec<Gauge>,
+    /// Labelled series the last reading wrote.
+    written: Mutex<BTreeMap<(String, Vec<String>), Gauge>>,
+}
+
+impl SeriesWriter {
+    pub fn new(unlabelled: Vec<Gauge>) -> SeriesWriter {
+        SeriesWriter {
+            unlabelled,
+            written: Mutex::default(),
         }
-        s.push(' ');
-        s.push_str(&x.value.to_string());
-        s.push('\n');
     }
-    s
+
+    /// Writes `values`; returns how many the registry refused (labels that do not match the
+    /// schema: a defect the tests look for).
+    pub fn apply(&self, values: &[Value]) -> usize {
+        let mut refused = 0;
+        let mut now = BTreeMap::new();
+        let mut unlabelled_written = Vec::new();
+        for s in values {
+            let values: Vec<&str> = s.labels.iter().map(|(_, v)| v.as_str()).collect();
+            if let Err(e) = s.gauge.set(&values, s.value) {
+                tracing::debug!(target: "clock", metric = s.name(), error = %e, "sample not applied");
+                refused += 1;
+                continue;
+            }
+            if s.labels.is_empty() {
+                unlabelled_written.push(s.name());
+            } else {
+                let labels = s.labels.iter().map(|(_, v)| v.clone()).collect();
+                now.insert((s.name().to_owned(), labels), s.gauge.clone());
+            }
+        }
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, gauge) in written.iter() {
+            if !now.contains_key(key) {
+                let values: Vec<&str> = key.1.iter().map(String::as_str).collect();
+                gauge.remove(&values);
+            }
+        }
+        *written = now;
+        for gauge in &self.unlabelled {
+            if !unlabelled_written.contains(&gauge.def().name.as_str()) {
+                let _ = gauge.set_unknown(&[]);
+            }
+        }
+        refused
+    }
+}
+
+/// The series one target (the kernel, chronyd, an NTP server, a PTP device) writes about
+/// itself under its `source` label: up, the last success, errors by reason, and for a time
+/// source a quality of 0 while it is down (its offset is unknown, so absent).
+#[derive(Clone)]
+pub struct TargetSeries {
+    pub label: String,
+    m: SourceMetrics,
+    /// An NTP server or PTP device, scored among the sources.
+    scored: bool,
+}
+
+impl TargetSeries {
+    /// A target not yet read: down until its first reading works.
+    pub fn new(label: String, m: SourceMetrics, scored: bool) -> TargetSeries {
+        let t = TargetSeries { label, m, scored };
+        t.mark_down();
+        t
+    }
+
+    pub fn up(&self) {
+        let l = [self.label.as_str()];
+        let _ = self.m.up.set(&l, 1.0);
+        let _ = self.m.last_success.set(&l, unix_now());
+    }
+
+    /// A failed reading, counted under `reason`.
+    pub fn down(&self, reason: &'static str) {
+        self.mark_down();
+        self.m.errors.add(&[self.label.as_str(), reason], 1);
+    }
+
+    fn mark_down(&self) {
+        let l = [self.label.as_str()];
+        let _ = self.m.up.set(&l, 0.0);
+        if self.scored {
+            let _ = self.m.quality.set(&l, 0.0);
+        }
+    }
 }

@@ -128,11 +128,11 @@ impl Probe for LoadAvg {
     const INTERVAL: Duration = Duration::from_secs(1);
     const BUDGET: Duration = Duration::from_secs(1);
 
-    fn bind(s: &LoadAvgSettings, metrics: &Metrics) -> Result<Option<Self>, SchemaError> {
-        Ok(Some(LoadAvg {
+    fn bind(s: &LoadAvgSettings, metrics: &Metrics) -> Result<Vec<Self>, SchemaError> {
+        Ok(vec![LoadAvg {
             file: s.loadavg_file.clone(),
             m: LoadAvgMetrics::bind(metrics)?,
-        }))
+        }])
     }
 
     fn refresh(&self) -> Result<String, String> {

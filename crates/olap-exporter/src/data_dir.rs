@@ -95,12 +95,16 @@ impl Probe for DataDirFilesystem {
     const INTERVAL: Duration = MIN_INTERVAL;
     const BUDGET: Duration = Duration::from_secs(5);
 
-    fn bind(settings: &OlapSettings, metrics: &Metrics) -> Result<Option<Self>, SchemaError> {
+    fn bind(settings: &OlapSettings, metrics: &Metrics) -> Result<Vec<Self>, SchemaError> {
         let m = FilesystemMetrics::bind(metrics)?;
         Ok(settings
             .data_dir
-            .clone()
-            .map(|dir| DataDirFilesystem { dir, m }))
+            .iter()
+            .map(|dir| DataDirFilesystem {
+                dir: dir.clone(),
+                m: m.clone(),
+            })
+            .collect())
     }
 
     fn refresh(&self) -> Result<String, String> {
@@ -145,9 +149,16 @@ impl Probe for DataDirWalk {
     const INTERVAL: Duration = MIN_INTERVAL;
     const BUDGET: Duration = Duration::from_secs(300);
 
-    fn bind(settings: &OlapSettings, metrics: &Metrics) -> Result<Option<Self>, SchemaError> {
+    fn bind(settings: &OlapSettings, metrics: &Metrics) -> Result<Vec<Self>, SchemaError> {
         let m = WalkMetrics::bind(metrics)?;
-        Ok(settings.data_dir.clone().map(|dir| DataDirWalk { dir, m }))
+        Ok(settings
+            .data_dir
+            .iter()
+            .map(|dir| DataDirWalk {
+                dir: dir.clone(),
+                m: m.clone(),
+            })
+            .collect())
     }
 
     fn refresh(&self) -> Result<String, String> {

@@ -1,12 +1,16 @@
 //! Talking to chronyd: one request at a time over UDP or its Unix socket, with resends,
-//! a per-attempt timeout and a reply matched to its request by sequence number.
+//! a per-attempt timeout and a reply matched to its request by sequence number. Blocking:
+//! the probe runs it on a thread of its own under a budget.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use tokio::net::{UdpSocket, UnixDatagram};
+use std::io::ErrorKind;
+use std::net::{ToSocketAddrs, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::time::Instant;
 
 use super::codec::*;
 use super::{Address, Error, SourceData, Tracking};
@@ -40,7 +44,7 @@ impl Client {
     /// Opens a client socket for `addr`. For a Unix socket the client socket is bound in
     /// `client_dir` (chronyd replies to the client's address, so it must have one), or next to
     /// chronyd's socket, or in the temporary directory.
-    pub async fn connect(
+    pub fn connect(
         addr: &Address,
         timeout: Duration,
         attempts: u16,
@@ -48,9 +52,8 @@ impl Client {
     ) -> Result<Self, Error> {
         let sock = match addr {
             Address::Udp(a) => {
-                let target = tokio::time::timeout(timeout, tokio::net::lookup_host(a.as_str()))
-                    .await
-                    .map_err(|_| Error::Connect(format!("resolving {a} timed out")))?
+                let target = a
+                    .to_socket_addrs()
                     .map_err(|e| Error::Connect(format!("resolving {a}: {e}")))?
                     .next()
                     .ok_or_else(|| Error::Connect(format!("{a} resolves to no address")))?;
@@ -59,11 +62,8 @@ impl Client {
                 } else {
                     (Ipv6Addr::UNSPECIFIED, 0).into()
                 };
-                let s = UdpSocket::bind(bind)
-                    .await
-                    .map_err(|e| Error::Connect(format!("bind: {e}")))?;
+                let s = UdpSocket::bind(bind).map_err(|e| Error::Connect(format!("bind: {e}")))?;
                 s.connect(target)
-                    .await
                     .map_err(|e| Error::Connect(format!("connect {target}: {e}")))?;
                 Sock::Udp(s)
             }
@@ -117,22 +117,34 @@ impl Client {
         })
     }
 
-    async fn send(&self, pkt: &[u8]) -> std::io::Result<usize> {
+    fn send(&self, pkt: &[u8]) -> std::io::Result<usize> {
         match &self.sock {
-            Sock::Udp(s) => s.send(pkt).await,
-            Sock::Unix { sock, .. } => sock.send(pkt).await,
+            Sock::Udp(s) => s.send(pkt),
+            Sock::Unix { sock, .. } => sock.send(pkt),
         }
     }
 
-    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match &self.sock {
-            Sock::Udp(s) => s.recv(buf).await,
-            Sock::Unix { sock, .. } => sock.recv(buf).await,
+    /// Waits for a datagram until `deadline`; `Ok(None)` when none came.
+    fn recv_until(&self, buf: &mut [u8], deadline: Instant) -> std::io::Result<Option<usize>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let got = match &self.sock {
+            Sock::Udp(s) => s.set_read_timeout(Some(left)).and_then(|()| s.recv(buf)),
+            Sock::Unix { sock, .. } => sock
+                .set_read_timeout(Some(left))
+                .and_then(|()| sock.recv(buf)),
+        };
+        match got {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     /// Sends one request and waits for its reply, resending up to `attempts` times.
-    async fn request(
+    fn request(
         &mut self,
         command: u16,
         data: &[u8],
@@ -145,28 +157,27 @@ impl Client {
         let mut garbage = None;
         for attempt in 0..self.attempts {
             let pkt = build_request(command, seq, attempt, data, reply_len);
-            match self.send(&pkt).await {
+            match self.send(&pkt) {
                 Ok(_) => {}
                 // Nothing listening on a local port shows up as ECONNREFUSED: no point retrying fast,
                 // but keep the attempt budget identical to a silent drop.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    tokio::time::sleep(self.timeout).await;
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    std::thread::sleep(self.timeout);
                     continue;
                 }
                 Err(e) => return Err(Error::Io(format!("send: {e}"))),
             }
-            let deadline = tokio::time::Instant::now() + self.timeout;
+            let deadline = Instant::now() + self.timeout;
             loop {
-                let got = tokio::time::timeout_at(deadline, self.recv(&mut buf)).await;
-                let n = match got {
-                    Err(_) => break, // this attempt timed out
-                    Ok(Ok(n)) => n,
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let n = match self.recv_until(&mut buf, deadline) {
+                    Ok(None) => break, // this attempt timed out
+                    Ok(Some(n)) => n,
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                         // Port closed: wait out this attempt rather than spin.
-                        tokio::time::sleep_until(deadline).await;
+                        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
                         break;
                     }
-                    Ok(Err(e)) => return Err(Error::Io(format!("recv: {e}"))),
+                    Err(e) => return Err(Error::Io(format!("recv: {e}"))),
                 };
                 let pkt = buf.get(..n).unwrap_or(&[]);
                 match check_reply(pkt, command, seq, reply, reply_len)? {
@@ -179,38 +190,32 @@ impl Client {
         Err(garbage.map_or(Error::Timeout, Error::BadReply))
     }
 
-    pub async fn tracking(&mut self) -> Result<Tracking, Error> {
-        let data = self
-            .request(REQ_TRACKING, &[], RPY_TRACKING, TRACKING_LEN)
-            .await?;
+    pub fn tracking(&mut self) -> Result<Tracking, Error> {
+        let data = self.request(REQ_TRACKING, &[], RPY_TRACKING, TRACKING_LEN)?;
         parse_tracking(&data)
     }
 
-    pub async fn n_sources(&mut self) -> Result<u32, Error> {
-        let data = self
-            .request(REQ_N_SOURCES, &[], RPY_N_SOURCES, N_SOURCES_LEN)
-            .await?;
+    pub fn n_sources(&mut self) -> Result<u32, Error> {
+        let data = self.request(REQ_N_SOURCES, &[], RPY_N_SOURCES, N_SOURCES_LEN)?;
         parse_n_sources(&data)
     }
 
-    pub async fn source_data(&mut self, index: u32) -> Result<SourceData, Error> {
-        let data = self
-            .request(
-                REQ_SOURCE_DATA,
-                &index.to_be_bytes(),
-                RPY_SOURCE_DATA,
-                SOURCE_DATA_LEN,
-            )
-            .await?;
+    pub fn source_data(&mut self, index: u32) -> Result<SourceData, Error> {
+        let data = self.request(
+            REQ_SOURCE_DATA,
+            &index.to_be_bytes(),
+            RPY_SOURCE_DATA,
+            SOURCE_DATA_LEN,
+        )?;
         parse_source_data(&data)
     }
 
     /// All sources, as `chronyc sources` lists them.
-    pub async fn sources(&mut self) -> Result<Vec<SourceData>, Error> {
-        let n = self.n_sources().await?;
+    pub fn sources(&mut self) -> Result<Vec<SourceData>, Error> {
+        let n = self.n_sources()?;
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
-            match self.source_data(i).await {
+            match self.source_data(i) {
                 Ok(s) => out.push(s),
                 // The list shrank between the two requests.
                 Err(Error::Status(4)) => break,
@@ -242,15 +247,15 @@ pub struct Report {
 }
 
 /// One full query: tracking and sources, each request bounded by `timeout` x `attempts`.
-pub async fn query(
+pub fn query(
     addr: &Address,
     timeout: Duration,
     attempts: u16,
     client_dir: Option<&Path>,
 ) -> Result<Report, Error> {
-    let mut c = Client::connect(addr, timeout, attempts, client_dir).await?;
-    let tracking = c.tracking().await?;
-    let sources = c.sources().await?;
+    let mut c = Client::connect(addr, timeout, attempts, client_dir)?;
+    let tracking = c.tracking()?;
+    let sources = c.sources()?;
     Ok(Report { tracking, sources })
 }
 
@@ -259,68 +264,56 @@ mod tests {
     use super::*;
     use crate::chrony::codec::tests::{reply_header, tracking_data};
 
-    #[tokio::test]
-    async fn silent_server_times_out_within_budget() {
+    #[test]
+    fn silent_server_times_out_within_budget() {
         // A bound socket that never answers.
         let server = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = Address::Udp(server.local_addr().expect("addr").to_string());
         let t0 = std::time::Instant::now();
-        let r = query(&addr, Duration::from_millis(100), 2, None).await;
+        let r = query(&addr, Duration::from_millis(100), 2, None);
         assert_eq!(r, Err(Error::Timeout));
         let el = t0.elapsed();
         assert!(el < Duration::from_millis(600), "{el:?}");
     }
 
-    #[tokio::test]
-    async fn stray_and_garbage_datagrams_are_skipped() {
-        let server = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+    #[test]
+    fn stray_and_garbage_datagrams_are_skipped() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = Address::Udp(server.local_addr().expect("addr").to_string());
-        let fake = tokio::spawn(async move {
+        let fake = std::thread::spawn(move || {
             let mut buf = [0u8; 1024];
-            let (n, peer) = server.recv_from(&mut buf).await.expect("recv");
+            let (n, peer) = server.recv_from(&mut buf).expect("recv");
             assert_eq!(n, 104);
             let seq = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
             // Garbage, a stale reply, then the real one.
-            server
-                .send_to(b"\x06\x02garbage", peer)
-                .await
-                .expect("send");
+            server.send_to(b"\x06\x02garbage", peer).expect("send");
             let mut stale = reply_header(REQ_TRACKING, RPY_TRACKING, 0, seq.wrapping_sub(1));
             stale.extend(tracking_data());
-            server.send_to(&stale, peer).await.expect("send");
+            server.send_to(&stale, peer).expect("send");
             let mut good = reply_header(REQ_TRACKING, RPY_TRACKING, 0, seq);
             good.extend(tracking_data());
-            server.send_to(&good, peer).await.expect("send");
+            server.send_to(&good, peer).expect("send");
         });
-        let mut c = Client::connect(&addr, Duration::from_millis(500), 1, None)
-            .await
-            .expect("connect");
-        let t = c.tracking().await.expect("the matching reply is found");
+        let mut c = Client::connect(&addr, Duration::from_millis(500), 1, None).expect("connect");
+        let t = c.tracking().expect("the matching reply is found");
         assert_eq!(t.stratum, 3);
-        fake.await.expect("fake server");
+        fake.join().expect("fake server");
     }
 
-    #[tokio::test]
-    async fn garbage_only_is_reported_as_bad_reply() {
-        let server = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+    #[test]
+    fn garbage_only_is_reported_as_bad_reply() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = Address::Udp(server.local_addr().expect("addr").to_string());
-        let fake = tokio::spawn(async move {
+        let fake = std::thread::spawn(move || {
             let mut buf = [0u8; 1024];
-            let (_, peer) = server.recv_from(&mut buf).await.expect("recv");
-            server
-                .send_to(b"\x06\x02garbage", peer)
-                .await
-                .expect("send");
+            let (_, peer) = server.recv_from(&mut buf).expect("recv");
+            server.send_to(b"\x06\x02garbage", peer).expect("send");
+            // Kept open until the client gave up, so no ECONNREFUSED cuts the attempt short.
+            std::thread::sleep(Duration::from_millis(300));
         });
-        let mut c = Client::connect(&addr, Duration::from_millis(150), 1, None)
-            .await
-            .expect("connect");
-        let r = c.tracking().await;
+        let mut c = Client::connect(&addr, Duration::from_millis(150), 1, None).expect("connect");
+        let r = c.tracking();
         assert!(matches!(r, Err(Error::BadReply(_))), "{r:?}");
-        fake.await.expect("fake server");
+        fake.join().expect("fake server");
     }
 }

@@ -12,6 +12,7 @@
 
 mod client;
 mod codec;
+mod probe;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -19,8 +20,9 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 pub use client::{query, Client, Report};
+pub use probe::ChronyProbe;
 
-use crate::samples::{error_factor, gauge, Sample, SourceMetrics};
+use crate::samples::{error_factor, gauge, SourceMetrics, Value};
 pub use codec::{decode_float, encode_float, parse_source_data, parse_tracking};
 
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:323";
@@ -361,7 +363,7 @@ pub fn collect(
     known: &BTreeSet<String>,
     m: &ChronyMetrics,
     src: &SourceMetrics,
-    o: &mut Vec<Sample>,
+    o: &mut Vec<Value>,
 ) {
     // chronyd: tracking, then each of its sources.
     if let Some(r) = report {
@@ -379,7 +381,7 @@ pub fn collect(
 }
 
 /// chronyd's tracking report.
-fn collect_tracking(t: &Tracking, m: &ChronyMetrics, o: &mut Vec<Sample>) {
+fn collect_tracking(t: &Tracking, m: &ChronyMetrics, o: &mut Vec<Value>) {
     // chrony's "System time" correction is positive when the clock is slow: negate it so
     // every offset here reads "this host minus the reference".
     gauge(o, &m.system_time_offset, &[], -t.current_correction);
@@ -405,7 +407,7 @@ fn collect_tracking(t: &Tracking, m: &ChronyMetrics, o: &mut Vec<Sample>) {
 }
 
 /// One of chronyd's sources.
-fn collect_source(s: &SourceData, m: &ChronyMetrics, src: &SourceMetrics, o: &mut Vec<Sample>) {
+fn collect_source(s: &SourceData, m: &ChronyMetrics, src: &SourceMetrics, o: &mut Vec<Value>) {
     let label = source_label(&s.name);
     let l: &[(&'static str, &str)] = &[("source", &label)];
     gauge(o, &src.offset, l, s.latest_meas);

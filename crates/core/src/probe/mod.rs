@@ -22,16 +22,27 @@ pub trait Probe: Clone + Send + Sync + 'static {
     /// Its config section (flags, defaults, validation), registered with the probe; several
     /// probes may share one. [`NoSettings`] when it has none.
     type Settings: Settings;
-    /// Its name in /health and `source_up{source}`.
+    /// Its name in /health and `source_up{source}` (one probe per target may refine it with
+    /// [`Probe::source`]).
     const SOURCE: &'static str;
+    /// Whether core writes `source_up{source}` for it; false for a probe that writes its own
+    /// up series under labels of its own (the clock sources): it is then on /health only.
+    const EXPOSED: bool = true;
     /// Pause after a refresh.
     const INTERVAL: Duration;
     /// How long a refresh may take; one that overruns is waited for, never started twice,
     /// and everything the probe writes shows as unknown meanwhile.
     const BUDGET: Duration;
 
-    /// Binds the handles it writes; `None` when its settings leave it off.
-    fn bind(settings: &Self::Settings, metrics: &Metrics) -> Result<Option<Self>, SchemaError>;
+    /// Binds the handles it writes: one probe per target its settings name (an NTP server, a
+    /// device), none when they leave it off. Each runs on its own, so a dead target delays
+    /// nobody else.
+    fn bind(settings: &Self::Settings, metrics: &Metrics) -> Result<Vec<Self>, SchemaError>;
+
+    /// Its name on /health: [`Probe::SOURCE`], or one per target.
+    fn source(&self) -> String {
+        Self::SOURCE.to_owned()
+    }
 
     /// One measurement (blocking calls allowed): writes its handles and returns a short
     /// detail for /health, or why it failed, having marked what it could not measure unknown.
@@ -66,22 +77,29 @@ pub(crate) fn start<P: Probe>(
         .section::<P::Settings>()
         .cloned()
         .unwrap_or_default();
-    let probe = P::bind(&settings, &ctx.metrics)?;
+    let probes = P::bind(&settings, &ctx.metrics)?;
     Ok(async move {
-        if let Some(probe) = probe {
-            run(probe, ctx).await;
+        let mut running = tokio::task::JoinSet::new();
+        for probe in probes {
+            running.spawn(run(probe, ctx.clone()));
         }
+        while running.join_next().await.is_some() {}
     })
 }
 
 async fn run<P: Probe>(probe: P, mut ctx: TaskContext) {
-    let health = ctx.health.source(P::SOURCE);
+    let name = probe.source();
+    let health = if P::EXPOSED {
+        ctx.health.source(&name)
+    } else {
+        ctx.health.source_unexposed(&name)
+    };
     let mut refresh = Budgeted::new(P::BUDGET);
     loop {
         let started = std::time::Instant::now();
         let p = probe.clone();
         let refreshed = refresh.run(move || {
-            let span = tracing::info_span!(target: "probe", "probe.refresh", source = P::SOURCE, ok = tracing::field::Empty);
+            let span = tracing::info_span!(target: "probe", "probe.refresh", source = P::SOURCE, target = %p.source(), ok = tracing::field::Empty);
             let _in_span = span.enter();
             let r = p.refresh();
             span.record("ok", r.is_ok());
@@ -94,10 +112,10 @@ async fn run<P: Probe>(probe: P, mut ctx: TaskContext) {
         };
         match result {
             Ok(Ok(detail)) => health.ok(detail),
-            Ok(Err(e)) => health.degraded(format!("{} failed", P::SOURCE), e),
+            Ok(Err(e)) => health.degraded(format!("{name} failed"), e),
             Err(e) => {
                 probe.unknown();
-                health.degraded(format!("{} hung", P::SOURCE), format!("its refresh {e}"));
+                health.degraded(format!("{name} hung"), format!("its refresh {e}"));
             }
         }
         tokio::select! {
