@@ -73,8 +73,13 @@ fn main() {
     let seconds: f64 = arg(&args, "seconds").map_or(5.0, |s| s.parse().unwrap());
     let events: u64 = arg(&args, "events").map_or(1_000_000, |s| s.parse().unwrap());
     let lines_per: usize = arg(&args, "lines-per-datagram").map_or(20, |s| s.parse().unwrap());
+    statsd_flood(statsd, web, pid, seconds, lines_per);
+    events_backlog(web, &log, pid, events);
+    println!("exporter RSS at end: {:.1} MiB", rss_kib(pid) / 1024.0);
+}
 
-    // StatsD: one sender thread at full speed for `seconds`.
+/// StatsD: one sender thread at full speed for `seconds`.
+fn statsd_flood(statsd: SocketAddr, web: SocketAddr, pid: u32, seconds: f64, lines_per: usize) {
     let metric = |name: &str| scrape(web, name);
     let lines0 = metric("tx_exporter_statsd_lines_total{listener=\"udp\"}");
     let cpu0 = cpu_seconds(pid);
@@ -101,8 +106,11 @@ fn main() {
         "statsd: exporter CPU {cpu:.2} s -> {:.0} lines/s per core",
         lines / cpu
     );
+}
 
-    // Events: append `events` lines, time until the follower has read them all.
+/// Events: append `events` lines, time until the follower has read them all.
+fn events_backlog(web: SocketAddr, log: &str, pid: u32, events: u64) {
+    let metric = |name: &str| scrape(web, name);
     let read_series = format!("tx_exporter_log_lines_read_total{{path=\"{log}\"}}");
     let read0 = metric(&read_series);
     let cpu0 = cpu_seconds(pid);
@@ -111,7 +119,7 @@ fn main() {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log)
+            .open(log)
             .unwrap();
         let mut buf = String::with_capacity(1 << 20);
         for i in 0..events {
@@ -138,7 +146,6 @@ fn main() {
         "events: exporter CPU {cpu:.2} s -> {:.0} events/s per core",
         read / cpu
     );
-    println!("exporter RSS at end: {:.1} MiB", rss_kib(pid) / 1024.0);
 }
 
 /// Parser + mapper alone, single thread.

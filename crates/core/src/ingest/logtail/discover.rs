@@ -153,106 +153,75 @@ impl Follower {
         failed: &HashSet<usize>,
     ) {
         for (glob, pattern) in self.options.globs.clone().iter().enumerate() {
-            if !scan::is_literal(pattern) || failed.contains(&glob) {
+            if scan::is_literal(pattern) && !failed.contains(&glob) {
+                self.follow_literal_glob(glob, pattern, rotated.contains(&glob));
+            }
+        }
+    }
+
+    /// One literal glob's directory: generations at rotated names that were not seen before
+    /// are followed from their beginning when the live path rotated (`rotated`: its reader saw
+    /// it).
+    fn follow_literal_glob(&mut self, glob: usize, pattern: &str, rotated: bool) {
+        let live = scan::literal_path(pattern);
+        let (Some(dir), Some(base)) = (live.parent(), live.file_name()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        // A rotation while the exporter was down: the stored file at the path is another.
+        let rotated_while_down = self.first_scan
+            && self.stored_paths.get(&live).is_some_and(|stored| {
+                self.path_ids
+                    .get(live.as_os_str())
+                    .is_some_and(|now| !stored.contains(now))
+            });
+        // The directory is read before the live path is looked at: a generation seen
+        // under its rotated name was renamed before that look, so the look sees the
+        // path changed since the last poll and the generation is taken as new.
+        let entries = match scan::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                self.count(FollowerError::Scan);
+                self.glob_error(Some(glob), format!("{}: {e}", dir.display()));
+                return;
+            }
+        };
+        let look = self.look_at_live_path(glob, &live, base, &entries);
+        let rotated_now = rotated || rotated_while_down || look.changed;
+        for (name, ino) in &entries.entries {
+            if !scan::is_rotated_name(base, name) {
                 continue;
             }
-            let live = scan::literal_path(pattern);
-            let (Some(dir), Some(base)) = (live.parent(), live.file_name()) else {
+            let id = FileId {
+                dev: entries.dev,
+                ino: *ino,
+            };
+            let path = dir.join(name);
+            if self.files.contains_key(&id) {
+                self.revisit_generation(id, path);
+                continue;
+            }
+            if !rotated_now {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
+            let new = if look.first {
+                // At start-up, a generation written since the positions were last
+                // written was made while the exporter was down.
+                rotated_while_down
+                    && meta.modified().ok() > self.stored_modified
+                    && self.stored_modified.is_some()
             } else {
-                dir
+                !look.seen_before.contains(ino)
             };
-            // A rotation while the exporter was down: the stored file at the path is another.
-            let rotated_while_down = self.first_scan
-                && self.stored_paths.get(&live).is_some_and(|stored| {
-                    self.path_ids
-                        .get(live.as_os_str())
-                        .is_some_and(|now| !stored.contains(now))
-                });
-            // The directory is read before the live path is looked at: a generation seen
-            // under its rotated name was renamed before that look, so the look sees the
-            // path changed since the last poll and the generation is taken as new.
-            let entries = match scan::read_dir(dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    self.count(FollowerError::Scan);
-                    self.glob_error(Some(glob), format!("{}: {e}", dir.display()));
-                    continue;
-                }
-            };
-            let live_now = std::fs::metadata(&live).ok().map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                FileId {
-                    dev: m.dev(),
-                    ino: m.ino(),
-                }
-            });
-            let known = self.literal_dirs.entry(glob).or_default();
-            let first_look = !known.looked;
-            let rotated_now = rotated.contains(&glob)
-                || rotated_while_down
-                || (!first_look && live_now != known.live);
-            known.looked = true;
-            known.live = live_now;
-            // Only rotated names: the file at the live name is not a generation yet.
-            let seen_before = std::mem::replace(
-                &mut known.seen,
-                (entries.entries.iter())
-                    .filter(|(name, _)| scan::is_rotated_name(base, name))
-                    .map(|(_, ino)| *ino)
-                    .collect(),
-            );
-            for (name, ino) in &entries.entries {
-                if !scan::is_rotated_name(base, name) {
-                    continue;
-                }
-                let id = FileId {
-                    dev: entries.dev,
-                    ino: *ino,
-                };
-                let path = dir.join(name);
-                if let Some(t) = self.files.get_mut(&id) {
-                    if !t.matched && !t.reader.is_open() {
-                        // Renamed while closed, or a new generation that reuses the inode
-                        // of a file deleted while closed: looked at again (its first bytes
-                        // tell which, when it is opened).
-                        if let Ok(meta) = std::fs::metadata(&path) {
-                            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                            t.reader.observed(meta.len(), modified);
-                            if t.drained && t.reader.wants_reading() {
-                                t.drained = false;
-                                t.unmatched_since = Some(Instant::now());
-                            }
-                        }
-                        if t.reader.path != path {
-                            t.reader.path = path;
-                            self.ledger.lock().moved(id, &t.reader.path);
-                        }
-                    }
-                    continue;
-                }
-                if !rotated_now {
-                    continue;
-                }
-                let Ok(meta) = std::fs::metadata(&path) else {
-                    continue;
-                };
-                let new = if first_look {
-                    // At start-up, a generation written since the positions were last
-                    // written was made while the exporter was down.
-                    rotated_while_down
-                        && meta.modified().ok() > self.stored_modified
-                        && self.stored_modified.is_some()
-                } else {
-                    !seen_before.contains(ino)
-                };
-                if !new || !meta.is_file() {
-                    continue;
-                }
+            if new && meta.is_file() {
                 tracing::info!(target: "ingest", event = "rotated_generation", path = %path.display(), "a generation rotated before it was seen: read from its beginning");
                 self.rotated(&live);
                 self.follow(path, id, live.to_string_lossy().into_owned(), None, 0);
@@ -263,6 +232,66 @@ impl Follower {
                     );
                 }
             }
+        }
+    }
+
+    /// Notes what is at a literal glob's live path now and which generations sit at its
+    /// rotated names, against the last poll's look.
+    fn look_at_live_path(
+        &mut self,
+        glob: usize,
+        live: &Path,
+        base: &std::ffi::OsStr,
+        entries: &scan::DirEntries,
+    ) -> LiveLook {
+        let live_now = std::fs::metadata(live).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+            }
+        });
+        let known = self.literal_dirs.entry(glob).or_default();
+        let first = !known.looked;
+        let changed = !first && live_now != known.live;
+        known.looked = true;
+        known.live = live_now;
+        // Only rotated names: the file at the live name is not a generation yet.
+        let seen_before = std::mem::replace(
+            &mut known.seen,
+            (entries.entries.iter())
+                .filter(|(name, _)| scan::is_rotated_name(base, name))
+                .map(|(_, ino)| *ino)
+                .collect(),
+        );
+        LiveLook {
+            first,
+            changed,
+            seen_before,
+        }
+    }
+
+    /// A followed generation found at a rotated name: when it is closed and unmatched it was
+    /// renamed while closed, or is a new generation that reuses the inode of a file deleted
+    /// while closed, and is looked at again (its first bytes tell which, when it is opened).
+    fn revisit_generation(&mut self, id: FileId, path: PathBuf) {
+        let Some(t) = self.files.get_mut(&id) else {
+            return;
+        };
+        if t.matched || t.reader.is_open() {
+            return;
+        }
+        if let Ok(meta) = std::fs::metadata(&path) {
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            t.reader.observed(meta.len(), modified);
+            if t.drained && t.reader.wants_reading() {
+                t.drained = false;
+                t.unmatched_since = Some(Instant::now());
+            }
+        }
+        if t.reader.path != path {
+            t.reader.path = path;
+            self.ledger.lock().moved(id, &t.reader.path);
         }
     }
 
@@ -315,4 +344,14 @@ impl Follower {
             self.series_dirty |= t.drained;
         }
     }
+}
+
+/// What a poll saw at a literal glob's live path.
+struct LiveLook {
+    /// The first look since start-up.
+    first: bool,
+    /// Another file (or none) is at the live path since the last look.
+    changed: bool,
+    /// Inodes at rotated names at the last look.
+    seen_before: HashSet<u64>,
 }

@@ -45,8 +45,8 @@ pub struct Reader {
     read_pos: u64,
     /// End of the last complete line: where a restart, or a reopen, resumes.
     committed: u64,
-    partial: Vec<u8>,
-    skipping: bool,
+    /// Read but not yet a line.
+    pending: Pending,
     pub last_growth: Instant,
     /// File size at the last look (fstat while open, the scan's stat while closed).
     pub size: u64,
@@ -79,8 +79,7 @@ impl Reader {
             file: None,
             read_pos: start,
             committed: start,
-            partial: Vec::new(),
-            skipping: false,
+            pending: Pending::default(),
             last_growth: Instant::now(),
             size: start,
             modified: SystemTime::UNIX_EPOCH,
@@ -115,7 +114,7 @@ impl Reader {
             self.truncated_while_closed = true;
         }
         // A line being skipped goes on being skipped; a half-read one is read again.
-        if !self.skipping {
+        if !self.pending.skipping {
             self.read_pos = self.committed;
         }
         let at = self.read_pos.min(self.size);
@@ -129,7 +128,7 @@ impl Reader {
     /// Closes the file; what was committed stays, a half-read line is read again on reopen.
     pub fn close(&mut self) {
         self.file = None;
-        self.partial = Vec::new();
+        self.pending.partial = Vec::new();
     }
 
     /// Whether the file has (or, while closed, had at the scan's look) bytes not read yet.
@@ -160,8 +159,8 @@ impl Reader {
     fn restart_at_zero(&mut self) {
         self.read_pos = 0;
         self.committed = 0;
-        self.partial.clear();
-        self.skipping = false;
+        self.pending.partial.clear();
+        self.pending.skipping = false;
         self.head = None;
     }
 
@@ -261,36 +260,10 @@ impl Reader {
             // A short read reached the end: no second read to be told so.
             let at_end = n < want;
             stats.bytes += n as u64;
-            let mut data = &chunk[..n];
-            // Lines are a few hundred bytes: an inline SSE2 search finds their end in fewer
-            // instructions than memchr's dispatch and AVX2 setup.
-            while let Some(i) = crate::ingest::swar::find2(data, b'\n', b'\n') {
-                let piece = &data[..i];
-                if self.skipping {
-                    self.skipping = false;
-                } else if self.partial.is_empty() {
-                    emit(piece, max_line, &mut on_line);
-                } else if self.partial.len() + piece.len() > max_line {
-                    on_line(Line::TooLong);
-                    self.partial.clear();
-                } else {
-                    self.partial.extend_from_slice(piece);
-                    emit(&self.partial, max_line, &mut on_line);
-                    self.partial.clear();
-                }
-                stats.lines += 1;
-                data = &data[i + 1..];
-                self.committed = self.read_pos - data.len() as u64;
-            }
-            if !self.skipping {
-                if self.partial.len() + data.len() > max_line {
-                    // Never buffer more than one line's worth: report now, skip to its end.
-                    on_line(Line::TooLong);
-                    self.partial.clear();
-                    self.skipping = true;
-                } else {
-                    self.partial.extend_from_slice(data);
-                }
+            let (lines, rest) = self.pending.split(&chunk[..n], max_line, &mut on_line);
+            stats.lines += lines;
+            if let Some(rest) = rest {
+                self.committed = self.read_pos - rest as u64;
             }
             if at_end {
                 break;
@@ -308,13 +281,66 @@ impl Reader {
     /// The file will not grow any more (rotated away and idle): a last line without a
     /// newline is complete as it is.
     pub fn finish(&mut self, max_line: usize, mut on_line: impl FnMut(Line<'_>)) -> u64 {
-        if self.skipping || self.partial.is_empty() {
+        let p = &mut self.pending;
+        if p.skipping || p.partial.is_empty() {
             return 0;
         }
-        emit(&self.partial, max_line, &mut on_line);
-        self.partial.clear();
+        emit(&p.partial, max_line, &mut on_line);
+        p.partial.clear();
         self.committed = self.read_pos;
         1
+    }
+}
+
+/// Bytes read but not yet a line: a half-read one, or the rest of one too long to keep.
+#[derive(Debug, Default)]
+struct Pending {
+    partial: Vec<u8>,
+    /// Inside a line too long to keep, already reported: skipped to its end.
+    skipping: bool,
+}
+
+impl Pending {
+    /// Splits the next bytes of the file into lines for `on_line`; returns how many lines
+    /// ended and, when one did, how many bytes follow the last newline.
+    #[inline]
+    fn split(
+        &mut self,
+        mut data: &[u8],
+        max_line: usize,
+        on_line: &mut impl FnMut(Line<'_>),
+    ) -> (u64, Option<usize>) {
+        let mut lines = 0;
+        // Lines are a few hundred bytes: an inline SSE2 search finds their end in fewer
+        // instructions than memchr's dispatch and AVX2 setup.
+        while let Some(i) = crate::ingest::swar::find2(data, b'\n', b'\n') {
+            let piece = &data[..i];
+            if self.skipping {
+                self.skipping = false;
+            } else if self.partial.is_empty() {
+                emit(piece, max_line, on_line);
+            } else if self.partial.len() + piece.len() > max_line {
+                on_line(Line::TooLong);
+                self.partial.clear();
+            } else {
+                self.partial.extend_from_slice(piece);
+                emit(&self.partial, max_line, on_line);
+                self.partial.clear();
+            }
+            lines += 1;
+            data = &data[i + 1..];
+        }
+        if !self.skipping {
+            if self.partial.len() + data.len() > max_line {
+                // Never buffer more than one line's worth: report now, skip to its end.
+                on_line(Line::TooLong);
+                self.partial.clear();
+                self.skipping = true;
+            } else {
+                self.partial.extend_from_slice(data);
+            }
+        }
+        (lines, (lines > 0).then_some(data.len()))
     }
 }
 

@@ -6,7 +6,7 @@ use hashbrown::HashTable;
 use super::parse::{self, Kind, Line, Sample};
 use crate::ingest::reason::StatsdReason;
 use crate::ingest::tally::Tally;
-use crate::metrics::{Metric, Metrics, UpdateError};
+use crate::metrics::{Histogram, Metric, Metrics, UpdateError};
 use crate::schema::{Channel, Schema, SchemaError, Source, MAX_LABELS};
 
 /// Histogram samples with a rate below 1/this would need that many observations each.
@@ -136,25 +136,10 @@ impl StatsdMapper {
         if !type_ok {
             return reject(tally, StatsdReason::TypeMismatch, s.name);
         }
-        // The schema caps labels at MAX_LABELS, so they fit in fixed arrays.
         let declared = &metric.def().labels;
         let mut labels: [&str; MAX_LABELS] = [""; MAX_LABELS];
-        if !declared.is_empty() || !s.tags.is_empty() {
-            let mut values: [Option<&str>; MAX_LABELS] = [None; MAX_LABELS];
-            for (key, value) in parse::tags(s.tags) {
-                let slot = declared.iter().position(|l| l.as_bytes() == key);
-                match (slot, std::str::from_utf8(value)) {
-                    (Some(i), Ok(v)) if !v.is_empty() => values[i] = Some(v),
-                    (Some(_), _) => return reject(tally, StatsdReason::InvalidTag, s.name),
-                    (None, _) => tally.tags_dropped += 1,
-                }
-            }
-            for (i, v) in values.iter().take(declared.len()).enumerate() {
-                match v {
-                    Some(v) => labels[i] = v,
-                    None => return reject(tally, StatsdReason::MissingLabel, s.name),
-                }
-            }
+        if let Err(reason) = label_values(declared, s.tags, &mut labels, tally) {
+            return reject(tally, reason, s.name);
         }
         let labels = &labels[..declared.len()];
         let result = match (metric, s.kind) {
@@ -163,34 +148,73 @@ impl StatsdMapper {
             (Metric::Counter(c), _) => c.inc_by(labels, s.value / s.rate),
             (Metric::Gauge(g), _) if s.signed => g.add(labels, s.value),
             (Metric::Gauge(g), _) => g.set(labels, s.value),
-            (Metric::Histogram(h), kind) => {
-                let v = if kind == Kind::Timer {
-                    s.value / 1000.0
-                } else {
-                    s.value
-                };
-                // A duration below zero is a bug upstream, as the event log holds too.
-                let duration = kind == Kind::Timer || h.def().unit.as_deref() == Some("seconds");
-                if duration && v < 0.0 {
-                    return reject(tally, StatsdReason::InvalidValue, s.name);
-                }
-                // A sampled observation stands for 1/rate of them, as statsd_exporter does.
-                let repeat = (1.0 / s.rate).round();
-                if repeat > MAX_HISTOGRAM_REPEAT {
-                    return reject(tally, StatsdReason::InvalidSampleRate, s.name);
-                }
-                let mut r = Ok(());
-                for _ in 0..(repeat as u32).max(1) {
-                    r = h.observe(labels, v, None);
-                    if r.is_err() {
-                        break;
-                    }
-                }
-                r
-            }
+            (Metric::Histogram(h), kind) => match observe(h, labels, s, kind) {
+                Ok(r) => r,
+                Err(reason) => return reject(tally, reason, s.name),
+            },
         };
         counted(result, s, tally)
     }
+}
+
+/// The values of a metric's `declared` labels from a sample's tags, in declared order (the
+/// schema caps labels at MAX_LABELS, so they fit in a fixed array); a tag no label declares is
+/// dropped and counted.
+#[inline]
+fn label_values<'a>(
+    declared: &[String],
+    tags: &'a [u8],
+    labels: &mut [&'a str; MAX_LABELS],
+    tally: &mut Tally<StatsdReason>,
+) -> Result<(), StatsdReason> {
+    if declared.is_empty() && tags.is_empty() {
+        return Ok(());
+    }
+    let mut values: [Option<&str>; MAX_LABELS] = [None; MAX_LABELS];
+    for (key, value) in parse::tags(tags) {
+        let slot = declared.iter().position(|l| l.as_bytes() == key);
+        match (slot, std::str::from_utf8(value)) {
+            (Some(i), Ok(v)) if !v.is_empty() => values[i] = Some(v),
+            (Some(_), _) => return Err(StatsdReason::InvalidTag),
+            (None, _) => tally.tags_dropped += 1,
+        }
+    }
+    for (i, v) in values.iter().take(declared.len()).enumerate() {
+        labels[i] = v.ok_or(StatsdReason::MissingLabel)?;
+    }
+    Ok(())
+}
+
+/// A timer or histogram sample observed: milliseconds as seconds for a timer, and a sampled
+/// observation 1/rate times, as statsd_exporter does.
+fn observe(
+    h: &Histogram,
+    labels: &[&str],
+    s: &Sample<'_>,
+    kind: Kind,
+) -> Result<Result<(), UpdateError>, StatsdReason> {
+    let v = if kind == Kind::Timer {
+        s.value / 1000.0
+    } else {
+        s.value
+    };
+    // A duration below zero is a bug upstream, as the event log holds too.
+    let duration = kind == Kind::Timer || h.def().unit.as_deref() == Some("seconds");
+    if duration && v < 0.0 {
+        return Err(StatsdReason::InvalidValue);
+    }
+    let repeat = (1.0 / s.rate).round();
+    if repeat > MAX_HISTOGRAM_REPEAT {
+        return Err(StatsdReason::InvalidSampleRate);
+    }
+    let mut r = Ok(());
+    for _ in 0..(repeat as u32).max(1) {
+        r = h.observe(labels, v, None);
+        if r.is_err() {
+            break;
+        }
+    }
+    Ok(r)
 }
 
 /// Counts an update of `s`: accepted, or rejected for the reason the registry gave.
