@@ -63,6 +63,23 @@ fn nondefault_mixin_rendering_fires_with_other_job_names() {
     let _stack = one_stack_at_a_time();
     let tmp = TempDir::new("e2e-mixin");
     let dir = tmp.path().to_path_buf();
+    let (bundle, rules) = render_nondefault(&dir);
+    let mut ports = Ports::default();
+    let (mut procs, jobs, fault_at) = start_nondefault_stack(&dir, &mut ports);
+    let prom_port = ports.tcp();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, nondefault_scrape_config(&jobs, &rules)).unwrap();
+    ports.release(&[prom_port], &[]);
+    let prom = spawn_prometheus("mixin-prometheus", &config, prom_port, &dir);
+    let url = format!("http://127.0.0.1:{prom_port}");
+    wait_for_three_targets(&url, &prom);
+    let (fired, absent) = watch_nondefault_alerts(&url, &mut procs, fault_at);
+    judge_nondefault_alerts(&fired, &absent);
+    dashboards_show_the_stack(&bundle, &url);
+}
+
+/// The bundle rendered with the non-default config, and its rules with fast `for:`s.
+fn render_nondefault(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
     let bundle = dir.join("bundle");
     let rendered = Command::new("python3")
         .arg(root().join("mixin/render.py"))
@@ -77,8 +94,15 @@ fn nondefault_mixin_rendering_fires_with_other_job_names() {
     std::fs::create_dir_all(&rules_dir).unwrap();
     let rules = write_fast_rules_of(&bundle.join("alerts"), &rules_dir);
     check_rules(&rules);
+    (bundle, rules)
+}
 
-    let mut ports = Ports::default();
+/// Each job's name and its targets.
+type Jobs = Vec<(&'static str, Vec<String>)>;
+
+/// Two TX sidecars and one ingestion sidecar, and engine-sim's replication-lag scenario
+/// driving them: the processes, the jobs with their targets, and when the fault starts.
+fn start_nondefault_stack(dir: &Path, ports: &mut Ports) -> (Vec<Proc>, Jobs, Instant) {
     let mut procs = Vec::new();
     let mut sim_args = vec![
         "--scenario=replication-lag".to_string(),
@@ -87,7 +111,7 @@ fn nondefault_mixin_rendering_fires_with_other_job_names() {
         "--seed=7".into(),
         "--host=node-mixin".into(),
     ];
-    let mut jobs: Vec<(&str, Vec<String>)> = Vec::new();
+    let mut jobs: Jobs = Vec::new();
     let mut sim_ports = Vec::new();
     for (tier, bin, job, n) in [
         ("tx", "tx-exporter", NONDEFAULT_TX_JOB, 2),
@@ -114,7 +138,7 @@ fn nondefault_mixin_rendering_fires_with_other_job_names() {
                     format!("--ingest.log-path={}", log.display()),
                     "--log.level=warn".into(),
                 ],
-                &dir,
+                dir,
             ));
             sim_args.push(format!(
                 "--{tier}=statsd=127.0.0.1:{statsd},engine=127.0.0.1:{engine},log={}",
@@ -127,15 +151,12 @@ fn nondefault_mixin_rendering_fires_with_other_job_names() {
     std::thread::sleep(Duration::from_millis(300));
     ports.release(&sim_ports, &[]);
     let sim = PathBuf::from(env!("CARGO_BIN_EXE_engine-sim"));
-    procs.push(Proc::spawn("mixin-sim", &sim, &sim_args, &dir));
+    procs.push(Proc::spawn("mixin-sim", &sim, &sim_args, dir));
     let fault_at = Instant::now() + Duration::from_secs(FAULT_AFTER_S);
+    (procs, jobs, fault_at)
+}
 
-    let prom_port = ports.tcp();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(&config, nondefault_scrape_config(&jobs, &rules)).unwrap();
-    ports.release(&[prom_port], &[]);
-    let _prom = spawn_prometheus("mixin-prometheus", &config, prom_port, &dir);
-    let url = format!("http://127.0.0.1:{prom_port}");
+fn wait_for_three_targets(url: &str, prom: &Proc) {
     // Prometheus evaluates rules from its start but takes up to 5 s to pick up static targets
     // (its scrape manager reloads every 5 s), longer than these fast rules' `for: 5s`: watch
     // from when every target has been scraped and the start-up alerts have resolved.
@@ -147,19 +168,31 @@ fn nondefault_mixin_rendering_fires_with_other_job_names() {
         })
         .is_some(),
         "Prometheus never scraped the three sidecars:\n{}",
-        _prom.tail()
+        prom.tail()
     );
     std::thread::sleep(Duration::from_secs(2));
+}
 
+/// Alerts as they fire: the replication-lag pages with when they fired, and the jobs
+/// `ExporterTargetsAbsent` misses. Asserts meanwhile that nothing looks for the tiers under
+/// the default names.
+fn watch_nondefault_alerts(
+    url: &str,
+    procs: &mut [Proc],
+    fault_at: Instant,
+) -> (
+    BTreeMap<String, (Duration, serde_json::Value)>,
+    BTreeSet<String>,
+) {
     // The tiers run here are found under their names; those not run are missed under theirs.
     let mut fired: BTreeMap<String, (Duration, serde_json::Value)> = BTreeMap::new();
     let mut absent = BTreeSet::new();
     let deadline = fault_at + FIRE_DEADLINE;
     while Instant::now() < deadline && fired.len() < 2 {
-        for p in &mut procs {
+        for p in procs.iter_mut() {
             assert!(p.alive(), "{} exited:\n{}", p.name, p.tail());
         }
-        for (name, labels) in prometheus_alerts(&url) {
+        for (name, labels) in prometheus_alerts(url) {
             let job = labels["job"].as_str().unwrap_or_default().to_owned();
             let ours = job == NONDEFAULT_TX_JOB || job == NONDEFAULT_INGESTION_JOB;
             assert!(
@@ -178,6 +211,13 @@ fn nondefault_mixin_rendering_fires_with_other_job_names() {
         std::thread::sleep(Duration::from_millis(500));
     }
     eprintln!("e2e mixin: fired {fired:?}");
+    (fired, absent)
+}
+
+fn judge_nondefault_alerts(
+    fired: &BTreeMap<String, (Duration, serde_json::Value)>,
+    absent: &BTreeSet<String>,
+) {
     let (after, lag) = fired
         .get("HighReplicationLag")
         .expect("HighReplicationLag never fired with the non-default names");
@@ -199,7 +239,10 @@ fn nondefault_mixin_rendering_fires_with_other_job_names() {
         absent.contains("db/olap-shard-metrics") && absent.contains("db/clock-master-metrics"),
         "the tiers not run here are not missed under their configured names: {absent:?}"
     );
-    // The rendered TX and ingestion dashboards (dc, pod, the db/ jobs) show this stack.
+}
+
+/// The rendered TX and ingestion dashboards (dc, pod, the db/ jobs) show this stack.
+fn dashboards_show_the_stack(bundle: &Path, url: &str) {
     let panels: Vec<Panel> = dashboard_panels_of(&bundle.join("dashboards"))
         .into_iter()
         .filter(|p| p.title.starts_with("tx-engine.json") || p.title.starts_with("ingestion.json"))

@@ -208,182 +208,200 @@ fn outcome(m: &StatsdMapper, line: &[u8]) -> Outcome {
     }
 }
 
+/// An accepted line: its samples and dropped tags.
+const fn ok(samples: u64, tags_dropped: u64) -> Outcome {
+    Outcome::Accepted {
+        samples,
+        tags_dropped,
+    }
+}
+
+/// statsd_exporter's own parser test table (pkg/line, TestLineToEvents), with `foo` mapped
+/// onto a schema metric of the right type.
+const PARSER_CASES: &[(&str, &[u8], Outcome)] = &[
+    ("simple counter", b"tx_engine_commits:2|c", ok(1, 0)),
+    ("simple gauge", b"tx_engine_depth:3|g", ok(1, 0)),
+    (
+        "gauge with sampling (rate ignored)",
+        b"tx_engine_depth:3|g|@0.2",
+        ok(1, 0),
+    ),
+    ("gauge decrement", b"tx_engine_depth:-10|g", ok(1, 0)),
+    (
+        "simple timer",
+        b"tx_engine_latency_seconds:200|ms",
+        ok(1, 0),
+    ),
+    (
+        "simple histogram",
+        b"tx_engine_latency_seconds:200|h",
+        ok(1, 0),
+    ),
+    (
+        "simple distribution",
+        b"tx_engine_latency_seconds:200|d",
+        ok(1, 0),
+    ),
+    (
+        "distribution with sampling and #-prefixed keys",
+        b"tx_engine_latency_seconds:0.01|d|@0.2|#tag1:bar,#tag2:baz",
+        ok(1, 2),
+    ),
+    (
+        "librato tags: not parsed, the name is unknown",
+        b"tx_engine_commits#tag1=bar:100|c",
+        Outcome::Rejected("unknown_metric"),
+    ),
+    (
+        "influxdb tags: not parsed, the name is unknown",
+        b"tx_engine_commits,tag1=bar:100|c",
+        Outcome::Rejected("unknown_metric"),
+    ),
+    (
+        "signalfx tags: not parsed, the name is unknown",
+        b"tx_engine_[tag1=bar]commits:100|c",
+        Outcome::Rejected("unknown_metric"),
+    ),
+    (
+        "datadog tags",
+        b"tx_engine_commits:100|c|#tag1:bar,tag2:baz",
+        ok(1, 2),
+    ),
+    (
+        "datadog tag on a declared label",
+        b"tx_engine_lag_seconds:1|g|#server_id:s1",
+        ok(1, 0),
+    ),
+    (
+        "datadog #-prefixed declared label",
+        b"tx_engine_lag_seconds:1|g|#tag:x,#server_id:s1",
+        ok(1, 1),
+    ),
+    (
+        "valueless tag: dropped",
+        b"tx_engine_commits:100|c|#tag_without_a_value",
+        ok(1, 1),
+    ),
+    (
+        "valueless tag on a declared label",
+        b"tx_engine_lag_seconds:1|g|#server_id",
+        Outcome::Rejected("invalid_tag"),
+    ),
+    (
+        "empty tags: skipped",
+        b"tx_engine_commits:100|c|#tag:value,,",
+        ok(1, 1),
+    ),
+    (
+        "tag value with colons",
+        b"tx_engine_lag_seconds:1|g|#server_id:foo:bar",
+        ok(1, 0),
+    ),
+    (
+        "undeclared tag with invalid UTF-8: dropped",
+        b"tx_engine_commits:100|c|@0.1|#tag:\xc3\x28invalid",
+        ok(1, 1),
+    ),
+    (
+        "declared tag with invalid UTF-8",
+        b"tx_engine_lag_seconds:1|g|#server_id:\xc3\x28",
+        Outcome::Rejected("invalid_tag"),
+    ),
+    (
+        "extended aggregation on a timer",
+        b"tx_engine_latency_seconds:0.5:120:3000|ms|#tag1:bar",
+        ok(3, 3),
+    ),
+    (
+        "extended aggregation on a counter",
+        b"tx_engine_commits:0.5:120:3000|c",
+        ok(3, 0),
+    ),
+    (
+        "extended aggregation on a gauge",
+        b"tx_engine_depth:0.5:120|g",
+        ok(2, 0),
+    ),
+    ("bad line", b"foo", Outcome::Rejected("malformed_line")),
+    (
+        "bad component",
+        b"foo:1",
+        Outcome::Rejected("malformed_line"),
+    ),
+    (
+        "bad value",
+        b"tx_engine_commits:1o|c",
+        Outcome::Rejected("invalid_value"),
+    ),
+    (
+        "illegal sampling factor",
+        b"tx_engine_commits:1|c|@bar",
+        Outcome::Rejected("invalid_sample_rate"),
+    ),
+    (
+        "zero sampling factor",
+        b"tx_engine_commits:2|c|@0",
+        Outcome::Rejected("invalid_sample_rate"),
+    ),
+    (
+        "illegal stat type",
+        b"tx_engine_commits:2|t",
+        Outcome::Rejected("unknown_type"),
+    ),
+    (
+        "empty metric name",
+        b":100|ms",
+        Outcome::Rejected("malformed_line"),
+    ),
+    (
+        "empty component: ignored",
+        b"tx_engine_commits:1|c|",
+        ok(1, 0),
+    ),
+    (
+        "unknown components: ignored",
+        b"tx_engine_commits:1|c|zz|T1700000000",
+        ok(1, 0),
+    ),
+    (
+        "container id without tags",
+        b"tx_engine_commits:1|c|c:ci-4f2a|T1700000000",
+        ok(1, 0),
+    ),
+    (
+        "invalid UTF-8 name",
+        b"invalid\xc3\x28utf8:1|c",
+        Outcome::Rejected("unknown_metric"),
+    ),
+    (
+        "event split over lines, part 1",
+        b"karafka.cpu_idle_second:  0.111090  -0.055903 (  2.419002)",
+        Outcome::Rejected("malformed_line"),
+    ),
+    (
+        "container id: ignored",
+        b"tx_engine_commits:100|c|#tag1:value|c:container123",
+        ok(1, 1),
+    ),
+    (
+        "container id without a value: ignored",
+        b"tx_engine_commits:100|c|#tag1:value|c",
+        ok(1, 1),
+    ),
+    (
+        "set",
+        b"tx_engine_depth:1|s",
+        Outcome::Rejected("set_not_supported"),
+    ),
+];
+
 /// statsd_exporter's own parser test table (pkg/line, TestLineToEvents), replayed with
 /// `foo` mapped onto a schema metric of the right type. docs/ingest.md lists where the
 /// outcomes differ and why.
 #[test]
 fn statsd_exporter_parser_cases() {
-    use Outcome::*;
     let (m, _metrics) = setup(10);
-    let ok = |samples, tags_dropped| Accepted {
-        samples,
-        tags_dropped,
-    };
-    let cases: &[(&str, &[u8], Outcome)] = &[
-        ("simple counter", b"tx_engine_commits:2|c", ok(1, 0)),
-        ("simple gauge", b"tx_engine_depth:3|g", ok(1, 0)),
-        (
-            "gauge with sampling (rate ignored)",
-            b"tx_engine_depth:3|g|@0.2",
-            ok(1, 0),
-        ),
-        ("gauge decrement", b"tx_engine_depth:-10|g", ok(1, 0)),
-        (
-            "simple timer",
-            b"tx_engine_latency_seconds:200|ms",
-            ok(1, 0),
-        ),
-        (
-            "simple histogram",
-            b"tx_engine_latency_seconds:200|h",
-            ok(1, 0),
-        ),
-        (
-            "simple distribution",
-            b"tx_engine_latency_seconds:200|d",
-            ok(1, 0),
-        ),
-        (
-            "distribution with sampling and #-prefixed keys",
-            b"tx_engine_latency_seconds:0.01|d|@0.2|#tag1:bar,#tag2:baz",
-            ok(1, 2),
-        ),
-        (
-            "librato tags: not parsed, the name is unknown",
-            b"tx_engine_commits#tag1=bar:100|c",
-            Rejected("unknown_metric"),
-        ),
-        (
-            "influxdb tags: not parsed, the name is unknown",
-            b"tx_engine_commits,tag1=bar:100|c",
-            Rejected("unknown_metric"),
-        ),
-        (
-            "signalfx tags: not parsed, the name is unknown",
-            b"tx_engine_[tag1=bar]commits:100|c",
-            Rejected("unknown_metric"),
-        ),
-        (
-            "datadog tags",
-            b"tx_engine_commits:100|c|#tag1:bar,tag2:baz",
-            ok(1, 2),
-        ),
-        (
-            "datadog tag on a declared label",
-            b"tx_engine_lag_seconds:1|g|#server_id:s1",
-            ok(1, 0),
-        ),
-        (
-            "datadog #-prefixed declared label",
-            b"tx_engine_lag_seconds:1|g|#tag:x,#server_id:s1",
-            ok(1, 1),
-        ),
-        (
-            "valueless tag: dropped",
-            b"tx_engine_commits:100|c|#tag_without_a_value",
-            ok(1, 1),
-        ),
-        (
-            "valueless tag on a declared label",
-            b"tx_engine_lag_seconds:1|g|#server_id",
-            Rejected("invalid_tag"),
-        ),
-        (
-            "empty tags: skipped",
-            b"tx_engine_commits:100|c|#tag:value,,",
-            ok(1, 1),
-        ),
-        (
-            "tag value with colons",
-            b"tx_engine_lag_seconds:1|g|#server_id:foo:bar",
-            ok(1, 0),
-        ),
-        (
-            "undeclared tag with invalid UTF-8: dropped",
-            b"tx_engine_commits:100|c|@0.1|#tag:\xc3\x28invalid",
-            ok(1, 1),
-        ),
-        (
-            "declared tag with invalid UTF-8",
-            b"tx_engine_lag_seconds:1|g|#server_id:\xc3\x28",
-            Rejected("invalid_tag"),
-        ),
-        (
-            "extended aggregation on a timer",
-            b"tx_engine_latency_seconds:0.5:120:3000|ms|#tag1:bar",
-            ok(3, 3),
-        ),
-        (
-            "extended aggregation on a counter",
-            b"tx_engine_commits:0.5:120:3000|c",
-            ok(3, 0),
-        ),
-        (
-            "extended aggregation on a gauge",
-            b"tx_engine_depth:0.5:120|g",
-            ok(2, 0),
-        ),
-        ("bad line", b"foo", Rejected("malformed_line")),
-        ("bad component", b"foo:1", Rejected("malformed_line")),
-        (
-            "bad value",
-            b"tx_engine_commits:1o|c",
-            Rejected("invalid_value"),
-        ),
-        (
-            "illegal sampling factor",
-            b"tx_engine_commits:1|c|@bar",
-            Rejected("invalid_sample_rate"),
-        ),
-        (
-            "zero sampling factor",
-            b"tx_engine_commits:2|c|@0",
-            Rejected("invalid_sample_rate"),
-        ),
-        (
-            "illegal stat type",
-            b"tx_engine_commits:2|t",
-            Rejected("unknown_type"),
-        ),
-        ("empty metric name", b":100|ms", Rejected("malformed_line")),
-        (
-            "empty component: ignored",
-            b"tx_engine_commits:1|c|",
-            ok(1, 0),
-        ),
-        (
-            "unknown components: ignored",
-            b"tx_engine_commits:1|c|zz|T1700000000",
-            ok(1, 0),
-        ),
-        (
-            "container id without tags",
-            b"tx_engine_commits:1|c|c:ci-4f2a|T1700000000",
-            ok(1, 0),
-        ),
-        (
-            "invalid UTF-8 name",
-            b"invalid\xc3\x28utf8:1|c",
-            Rejected("unknown_metric"),
-        ),
-        (
-            "event split over lines, part 1",
-            b"karafka.cpu_idle_second:  0.111090  -0.055903 (  2.419002)",
-            Rejected("malformed_line"),
-        ),
-        (
-            "container id: ignored",
-            b"tx_engine_commits:100|c|#tag1:value|c:container123",
-            ok(1, 1),
-        ),
-        (
-            "container id without a value: ignored",
-            b"tx_engine_commits:100|c|#tag1:value|c",
-            ok(1, 1),
-        ),
-        ("set", b"tx_engine_depth:1|s", Rejected("set_not_supported")),
-    ];
-    for (name, line, expected) in cases {
+    for (name, line, expected) in PARSER_CASES {
         assert_eq!(
             &outcome(&m, line),
             expected,
@@ -393,7 +411,7 @@ fn statsd_exporter_parser_cases() {
     }
     // A line cut before its type (the second half of a split event) is not a sample.
     let part2 = outcome(&m, b"|h|#consumer:Kafka::Consumer,topic:shared");
-    assert!(matches!(part2, Rejected(_)), "{part2:?}");
+    assert!(matches!(part2, Outcome::Rejected(_)), "{part2:?}");
 }
 
 proptest::proptest! {
