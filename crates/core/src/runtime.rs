@@ -461,9 +461,7 @@ fn start_sources(
     if let Some(derived) = derived {
         handles.push(tokio::spawn(derived));
     }
-    handles.push(tokio::spawn(
-        engine.run(ctx.clone(), ctx.health.source("engine")),
-    ));
+    handles.push(tokio::spawn(probe::run(engine, ctx.clone())));
     Ok(Sources {
         handles,
         scrape_hooks,

@@ -157,6 +157,14 @@ pub struct EngineConfig {
     pub address: Option<String>,
 }
 
+/// Core's own `[engine]` section, loaded with the others core knows (its flags are in
+/// `cli.rs`); a `Settings` so that the engine probe is a `Probe` like any tier's. No tier
+/// registers it.
+impl Settings for EngineConfig {
+    const SECTION: &'static str = "engine";
+    const FLAGS: &'static [Flag] = &[];
+}
+
 impl Config {
     /// The embedded defaults of a tier: everything works with no file, env or flag.
     pub fn defaults(tier: &TierInfo) -> Config {

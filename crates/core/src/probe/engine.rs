@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use super::process::{ProcStat, ProcessReader};
 use crate::budget::Worker;
 use crate::config::{parse_listen_addr, EngineConfig};
-use crate::context::TaskContext;
-use crate::health::SourceHealth;
 use crate::metrics::{Gauge, Metrics, Total};
 use crate::schema::SchemaError;
 
@@ -113,7 +111,7 @@ impl EngineProbe {
     }
 
     /// Looks the engine up and checks its address; blocking, run off the async workers.
-    fn refresh(&self) -> Result<String, String> {
+    fn look(&self) -> Result<String, String> {
         let found = self.find();
         let address_ok = self
             .address
@@ -235,36 +233,38 @@ impl EngineProbe {
             }
         }
     }
+}
 
-    /// Background loop: re-find the engine and check its address every [`REFRESH`]. A look
-    /// that hangs (a /proc read of a process stuck in the kernel) is reported as failed after
-    /// [`REFRESH`] and waited for, never started twice.
-    pub async fn run(self, mut ctx: TaskContext, health: SourceHealth) {
-        let mut look = super::Budgeted::new(REFRESH);
-        loop {
-            let probe = self.clone();
-            let result = look
-                .run(move || {
-                    let span = tracing::info_span!(target: "probe", "engine.probe", configured = probe.configured(), ok = tracing::field::Empty);
-                    let _in_span = span.enter();
-                    let r = probe.refresh();
-                    probe.sample_cpu();
-                    span.record("ok", r.is_ok());
-                    r
-                })
-                .await;
-            match result {
-                Ok(Ok(detail)) => health.ok(detail),
-                Ok(Err(e)) => health.degraded("engine not reachable", e),
-                Err(e) => {
-                    health.degraded("engine probe hung", format!("looking the engine up {e}"))
-                }
-            }
-            tokio::select! {
-                _ = ctx.shutdown.wait() => return,
-                _ = tokio::time::sleep(REFRESH) => {}
-            }
-        }
+/// The background look-up: re-finds the engine and checks its address every [`REFRESH`], and
+/// takes the CPU reading. A look that hangs (a /proc read of a process stuck in the kernel)
+/// shows the source down after [`REFRESH`] and is waited for, never started twice.
+impl super::Probe for EngineProbe {
+    type Settings = EngineConfig;
+    const SOURCE: &'static str = "engine";
+    const INTERVAL: Duration = REFRESH;
+    const BUDGET: Duration = REFRESH;
+
+    /// Core's own `[engine]` section.
+    fn settings(config: &crate::Config) -> EngineConfig {
+        config.engine.clone()
+    }
+
+    fn bind(settings: &EngineConfig, metrics: &Metrics) -> Result<Vec<Self>, SchemaError> {
+        Ok(vec![EngineProbe::new(settings, metrics)?])
+    }
+
+    fn refresh(&self) -> Result<String, String> {
+        let span = tracing::info_span!(target: "probe", "engine.probe", configured = self.configured(), ok = tracing::field::Empty);
+        let _in_span = span.enter();
+        let r = self.look();
+        self.sample_cpu();
+        span.record("ok", r.is_ok());
+        r
+    }
+
+    /// The CPU reading could not be taken; what a scrape reads stays its own.
+    fn unknown(&self) {
+        let _ = self.cpu.set_unknown(&[]);
     }
 }
 

@@ -34,6 +34,14 @@ pub trait Probe: Clone + Send + Sync + 'static {
     /// and everything the probe writes shows as unknown meanwhile.
     const BUDGET: Duration;
 
+    /// Its settings from the configuration: its section (defaults when absent).
+    fn settings(config: &crate::Config) -> Self::Settings {
+        config
+            .section::<Self::Settings>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Binds the handles it writes: one probe per target its settings name (an NTP server, a
     /// device), none when they leave it off. Each runs on its own, so a dead target delays
     /// nobody else.
@@ -72,12 +80,7 @@ impl Settings for NoSettings {
 pub(crate) fn start<P: Probe>(
     ctx: TaskContext,
 ) -> Result<impl std::future::Future<Output = ()>, SchemaError> {
-    let settings = ctx
-        .config
-        .section::<P::Settings>()
-        .cloned()
-        .unwrap_or_default();
-    let probes = P::bind(&settings, &ctx.metrics)?;
+    let probes = P::bind(&P::settings(&ctx.config), &ctx.metrics)?;
     Ok(async move {
         let mut running = tokio::task::JoinSet::new();
         for probe in probes {
@@ -87,7 +90,8 @@ pub(crate) fn start<P: Probe>(
     })
 }
 
-async fn run<P: Probe>(probe: P, mut ctx: TaskContext) {
+/// Refreshes `probe` until shutdown, reporting each refresh on /health.
+pub(crate) async fn run<P: Probe>(probe: P, mut ctx: TaskContext) {
     let name = probe.source();
     let health = if P::EXPOSED {
         ctx.health.source(&name)
@@ -115,7 +119,7 @@ async fn run<P: Probe>(probe: P, mut ctx: TaskContext) {
             Ok(Err(e)) => health.degraded(format!("{name} failed"), e),
             Err(e) => {
                 probe.unknown();
-                health.degraded(format!("{name} hung"), format!("its refresh {e}"));
+                health.degraded(format!("{name} probe hung"), format!("its refresh {e}"));
             }
         }
         tokio::select! {
