@@ -21,28 +21,31 @@ impl<T: Send + 'static> Budgeted<T> {
 
     /// Runs `work` (or keeps waiting for the previous run, if it hung); an error says it did
     /// not finish within the budget, or panicked.
-    pub async fn run(&mut self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    pub async fn run(&mut self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Overrun> {
         let mut task = self
             .hung
             .take()
             .unwrap_or_else(|| tokio::task::spawn_blocking(work));
         match tokio::time::timeout(self.budget, &mut task).await {
-            Ok(done) => done.map_err(|e| format!("failed: {e}")),
+            Ok(done) => done.map_err(|e| Overrun::Failed(e.to_string())),
             Err(_) => {
                 self.hung = Some(task);
-                Err(format!("has not finished in {:?}", self.budget))
+                Err(Overrun::Hung(self.budget))
             }
         }
     }
 }
 
-/// Why a [`Worker`] call gave no answer.
+/// Why a budgeted call gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum Overrun {
     #[error("has not finished in {0:?}")]
     Hung(Duration),
     #[error("no thread to run it: {0}")]
     NoThread(String),
+    /// It panicked, or the runtime is shutting down.
+    #[error("failed: {0}")]
+    Failed(String),
 }
 
 /// For synchronous callers (a scrape hook, the positions write of a scrape): one named thread

@@ -67,9 +67,9 @@ pub enum ReloadError {
     #[error("{} changed, which needs a restart", .0.join(", "))]
     RestartOnly(Vec<String>),
     #[error("events: {0}")]
-    Events(String),
-    #[error("{0}")]
-    WebConfig(String),
+    Events(#[from] crate::schema::SchemaError),
+    #[error(transparent)]
+    WebConfig(#[from] web_config::WebConfigError),
     #[error("web config: turning TLS on or off needs a restart")]
     TlsToggled,
     #[error("web config: the new configuration has no basic_auth_users; turning authentication off needs a restart")]
@@ -125,13 +125,10 @@ impl Reloader {
             return Err(ReloadError::RestartOnly(fixed));
         }
         let mut schema = self.base_schema.clone();
-        schema
-            .add_event_rules(new.events.clone())
-            .map_err(|e| ReloadError::Events(e.to_string()))?;
-        let mapper = EventMapper::new(&self.metrics, &schema)
-            .map_err(|e| ReloadError::Events(e.to_string()))?;
+        schema.add_event_rules(new.events.clone())?;
+        let mapper = EventMapper::new(&self.metrics, &schema)?;
         let security = match &new.web.config_file {
-            Some(path) => Some(web_config::load(path).map_err(ReloadError::WebConfig)?),
+            Some(path) => Some(web_config::load(path)?),
             None => None,
         };
         let tls = security.as_ref().and_then(|s| s.tls.clone());

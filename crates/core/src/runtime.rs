@@ -121,14 +121,25 @@ enum Prepared {
     Done(ExitCode),
 }
 
+/// Why a start cannot go ahead: a bad command line or configuration (exit code 2).
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("events: {0}")]
+    Events(#[from] SchemaError),
+    #[error(transparent)]
+    WebConfig(#[from] web_config::WebConfigError),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
+}
+
 /// Loads and checks everything a start needs; an error is a bad command line or
 /// configuration (exit code 2).
-fn prepare(tier: &Tier, schema: Schema) -> Result<Prepared, String> {
+fn prepare(tier: &Tier, schema: Schema) -> Result<Prepared, PrepareError> {
     let binary = schema.tier.binary.clone();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let loaded = match config::load(&schema.tier, &tier.sections, args.iter().cloned())
-        .map_err(|e| e.to_string())?
-    {
+    let loaded = match config::load(&schema.tier, &tier.sections, args.iter().cloned())? {
         config::Invocation::Run(loaded) => *loaded,
         config::Invocation::Print(text) => {
             print!("{text}");
@@ -137,9 +148,7 @@ fn prepare(tier: &Tier, schema: Schema) -> Result<Prepared, String> {
     };
     let base_schema = schema.clone();
     let mut schema = schema;
-    schema
-        .add_event_rules(loaded.config.events.clone())
-        .map_err(|e| format!("events: {e}"))?;
+    schema.add_event_rules(loaded.config.events.clone())?;
     let security = match &loaded.config.web.config_file {
         Some(path) => Some(web_config::load(path)?),
         None => None,

@@ -48,11 +48,33 @@ impl SamplerSpec {
     }
 }
 
+/// Why the OTEL_* variables cannot be honoured (the exporter refuses to start, exit code 2).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TelemetryError {
+    /// A value this build has no support for: what it supports is said.
+    #[error("{var}={value:?}: {supported}")]
+    Unsupported {
+        var: &'static str,
+        value: String,
+        supported: &'static str,
+    },
+    /// A value that cannot be read.
+    #[error("{var}={value:?}: {why}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        why: String,
+    },
+    /// The OTLP exporter could not be built.
+    #[error("OTLP trace exporter: {0}")]
+    Exporter(String),
+}
+
 /// Reads the OTEL_* variables through `env`. `Ok(None)`: tracing stays off.
 pub fn settings_from_env(
     env: impl Fn(&str) -> Option<String>,
     default_service: &str,
-) -> Result<Option<TraceSettings>, String> {
+) -> Result<Option<TraceSettings>, TelemetryError> {
     let get = |k: &str| {
         env(k)
             .map(|v| v.trim().to_owned())
@@ -73,35 +95,47 @@ pub fn settings_from_env(
         (None, None) => return Ok(None),
     };
     if let Some(exporter) = get("OTEL_TRACES_EXPORTER").filter(|v| v != "otlp") {
-        return Err(format!(
-            "OTEL_TRACES_EXPORTER={exporter:?}: only \"otlp\" and \"none\" are supported"
-        ));
+        return Err(TelemetryError::Unsupported {
+            var: "OTEL_TRACES_EXPORTER",
+            value: exporter,
+            supported: "only \"otlp\" and \"none\" are supported",
+        });
     }
     let protocol = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .unwrap_or_else(|| "http/protobuf".into());
     if protocol != "http/protobuf" {
-        return Err(format!(
-            "OTEL_EXPORTER_OTLP_PROTOCOL={protocol:?}: only \"http/protobuf\" is built in; \
-             point the exporter at a collector's OTLP/HTTP port (4318)"
-        ));
+        return Err(TelemetryError::Unsupported {
+            var: "OTEL_EXPORTER_OTLP_PROTOCOL",
+            value: protocol,
+            supported: "only \"http/protobuf\" is built in; point the exporter at a \
+                        collector's OTLP/HTTP port (4318)",
+        });
     }
     // TLS to the collector is not built in: a node-local collector is the intended peer.
     if !endpoint.starts_with("http://") {
-        return Err(format!(
-            "OTLP traces endpoint {endpoint:?}: must be an http:// URL (TLS to the collector \
-             is not built in; run a local OpenTelemetry Collector)"
-        ));
+        return Err(TelemetryError::Unsupported {
+            var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+            value: endpoint,
+            supported: "must be an http:// URL (TLS to the collector is not built in; run a \
+                        local OpenTelemetry Collector)",
+        });
     }
-    endpoint
-        .parse::<axum::http::Uri>()
-        .map_err(|e| format!("OTLP traces endpoint {endpoint:?}: {e}"))?;
+    if let Err(e) = endpoint.parse::<axum::http::Uri>() {
+        return Err(TelemetryError::Invalid {
+            var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+            value: endpoint,
+            why: e.to_string(),
+        });
+    }
     let timeout_ms = match get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
         .or_else(|| get("OTEL_EXPORTER_OTLP_TIMEOUT"))
     {
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| format!("OTEL_EXPORTER_OTLP_TIMEOUT={v:?}: not milliseconds"))?,
+        Some(v) => v.parse::<u64>().map_err(|_| TelemetryError::Invalid {
+            var: "OTEL_EXPORTER_OTLP_TIMEOUT",
+            why: "not milliseconds".into(),
+            value: v,
+        })?,
         None => 10_000,
     };
     let service_name = get("OTEL_SERVICE_NAME")
@@ -125,15 +159,19 @@ pub fn settings_from_env(
     }))
 }
 
-fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerSpec, String> {
-    let ratio = || -> Result<f64, String> {
+fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerSpec, TelemetryError> {
+    let ratio = || -> Result<f64, TelemetryError> {
         match arg {
             None => Ok(1.0),
             Some(a) => a
                 .parse::<f64>()
                 .ok()
                 .filter(|r| (0.0..=1.0).contains(r))
-                .ok_or_else(|| format!("OTEL_TRACES_SAMPLER_ARG={a:?}: must be a ratio in [0, 1]")),
+                .ok_or_else(|| TelemetryError::Invalid {
+                    var: "OTEL_TRACES_SAMPLER_ARG",
+                    value: a.to_owned(),
+                    why: "must be a ratio in [0, 1]".into(),
+                }),
         }
     };
     let parent = |s| SamplerSpec::ParentBased(Box::new(s));
@@ -145,11 +183,13 @@ fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerSpec, S
         "parentbased_always_off" => parent(SamplerSpec::AlwaysOff),
         "parentbased_traceidratio" => parent(SamplerSpec::Ratio(ratio()?)),
         other => {
-            return Err(format!(
-                "OTEL_TRACES_SAMPLER={other:?}: supported are always_on, always_off, \
-                 traceidratio, parentbased_always_on, parentbased_always_off, \
-                 parentbased_traceidratio"
-            ))
+            return Err(TelemetryError::Unsupported {
+                var: "OTEL_TRACES_SAMPLER",
+                value: other.to_owned(),
+                supported: "supported are always_on, always_off, traceidratio, \
+                            parentbased_always_on, parentbased_always_off, \
+                            parentbased_traceidratio",
+            })
         }
     })
 }
@@ -165,7 +205,7 @@ impl Tracing {
     pub fn start(
         settings: &TraceSettings,
         runtime: tokio::runtime::Handle,
-    ) -> Result<(Tracing, SdkTracer), String> {
+    ) -> Result<(Tracing, SdkTracer), TelemetryError> {
         let client = OnRuntime {
             client: opentelemetry_http::hyper::HyperClient::with_default_connector(
                 settings.timeout,
@@ -181,7 +221,7 @@ impl Tracing {
             .with_endpoint(settings.endpoint.clone())
             .with_timeout(settings.timeout)
             .build()
-            .map_err(|e| format!("OTLP trace exporter: {e}"))?;
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         // Resource::builder() reads OTEL_RESOURCE_ATTRIBUTES; the name is set last so the
         // binary-name default applies only when neither variable names a service.
         let resource = Resource::builder()
@@ -255,7 +295,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn settings(vars: &[(&str, &str)]) -> Result<Option<TraceSettings>, String> {
+    fn settings(vars: &[(&str, &str)]) -> Result<Option<TraceSettings>, TelemetryError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -345,7 +385,7 @@ mod tests {
         ];
         for (vars, expected) in cases {
             let err = settings(vars).expect_err(expected);
-            assert!(err.contains(expected), "{vars:?}: {err}");
+            assert!(err.to_string().contains(expected), "{vars:?}: {err}");
         }
     }
 }

@@ -105,14 +105,37 @@ fn response_headers(
     Ok(out)
 }
 
-pub fn load(path: &Path) -> Result<WebSecurity, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("web config {}: {e}", path.display()))?;
+/// Why a web config file cannot be used; the exporter does not start, or a reload keeps the
+/// running one.
+#[derive(Debug, thiserror::Error)]
+pub enum WebConfigError {
+    #[error("web config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not YAML of the file's shape, or a key whose value cannot be honoured.
+    #[error("web config {}: {why}", path.display())]
+    Invalid { path: PathBuf, why: String },
+    /// A hash that does not parse would lock its user out silently.
+    #[error("web config {}: basic_auth_users.{user} is not a valid bcrypt hash", path.display())]
+    BadHash { path: PathBuf, user: String },
+}
+
+pub fn load(path: &Path) -> Result<WebSecurity, WebConfigError> {
+    let invalid = |why: String| WebConfigError::Invalid {
+        path: path.to_owned(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let file: WebConfigFile = config::Config::builder()
         .add_source(config::File::from_str(&text, config::FileFormat::Yaml))
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| format!("web config {}: {e}", path.display()))?;
+        .map_err(|e| invalid(e.to_string()))?;
     // Relative certificate paths are relative to the web config file, as in exporter-toolkit.
     let base = path.parent().unwrap_or(Path::new("."));
     let tls = file
@@ -120,7 +143,7 @@ pub fn load(path: &Path) -> Result<WebSecurity, String> {
         .as_ref()
         .map(|t| tls_config(t, base))
         .transpose()
-        .map_err(|e| format!("web config {}: {e}", path.display()))?;
+        .map_err(invalid)?;
     let auth = if file.basic_auth_users.is_empty() {
         None
     } else {
@@ -128,16 +151,15 @@ pub fn load(path: &Path) -> Result<WebSecurity, String> {
             // A hash that does not parse (truncated, wrong alphabet) would lock its user out
             // silently: refuse it here.
             if !hash.starts_with("$2") || hash.parse::<bcrypt::HashParts>().is_err() {
-                return Err(format!(
-                    "web config {}: basic_auth_users.{user} is not a valid bcrypt hash",
-                    path.display()
-                ));
+                return Err(WebConfigError::BadHash {
+                    path: path.to_owned(),
+                    user: user.clone(),
+                });
             }
         }
         Some(BasicAuth::new(file.basic_auth_users))
     };
-    let headers = response_headers(file.http_server_config.as_ref())
-        .map_err(|e| format!("web config {}: {e}", path.display()))?;
+    let headers = response_headers(file.http_server_config.as_ref()).map_err(invalid)?;
     Ok(WebSecurity { tls, auth, headers })
 }
 

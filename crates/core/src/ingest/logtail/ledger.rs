@@ -28,7 +28,7 @@ pub const WRITE_BUDGET: Duration = Duration::from_secs(2);
 
 pub struct Ledger {
     file: Option<PathBuf>,
-    writer: Worker<(PathBuf, Vec<Position>), Result<(), String>>,
+    writer: Worker<(PathBuf, Vec<Position>), Result<(), positions::PositionsError>>,
     state: Mutex<LedgerState>,
     report: Option<WriteReport>,
     /// Scrapes waiting for the lock: the follower lets them in between two slices (a
@@ -170,7 +170,12 @@ impl Ledger {
         let written = self
             .writer
             .call((path.clone(), list))
-            .unwrap_or_else(|e| Err(format!("positions file {}: the write {e}", path.display())));
+            .unwrap_or_else(|overrun| {
+                Err(positions::PositionsError::Hung {
+                    path: path.clone(),
+                    overrun,
+                })
+            });
         match written {
             Ok(()) => {
                 state.unsaved = false;
@@ -184,6 +189,7 @@ impl Ledger {
                 }
             }
             Err(e) => {
+                let e = e.to_string();
                 if let Some(report) = &self.report {
                     report.failures.add(1);
                     report.health.failed(

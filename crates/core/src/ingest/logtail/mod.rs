@@ -319,7 +319,7 @@ impl Follower {
                 // Starting without positions is better than not starting: files present now
                 // are read from their end, as on a first run.
                 tracing::error!(target: "ingest", event = "positions_unreadable", error = %e);
-                counters.health().error(e);
+                counters.health().error(e.to_string());
                 Vec::new()
             }),
             None => Vec::new(),

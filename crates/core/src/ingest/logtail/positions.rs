@@ -85,13 +85,44 @@ struct File {
     files: Vec<Position>,
 }
 
+/// Why the positions file cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PositionsError {
+    #[error("positions file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A FIFO would block the open, a device would never end: refused without a read.
+    #[error("positions file {}: not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("positions file {}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// A write on a disk that stopped answering: served as a failed write.
+    #[error("positions file {}: the write {overrun}", path.display())]
+    Hung {
+        path: PathBuf,
+        overrun: crate::budget::Overrun,
+    },
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> PositionsError + '_ {
+    move |source| PositionsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// Reads the positions file; a missing file is an empty list, an unreadable one an error.
 /// Anything but a regular file (a FIFO would block the open, a device would never end) is
 /// refused without being read.
-pub fn load(path: &Path) -> Result<Vec<Position>, String> {
+pub fn load(path: &Path) -> Result<Vec<Position>, PositionsError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |e: &dyn std::fmt::Display| format!("positions file {}: {e}", path.display());
+    let err = io_error(path);
     let mut file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -99,36 +130,44 @@ pub fn load(path: &Path) -> Result<Vec<Position>, String> {
     {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(err(&e)),
+        Err(e) => return Err(err(e)),
     };
-    let meta = file.metadata().map_err(|e| err(&e))?;
+    let meta = file.metadata().map_err(&err)?;
     if !meta.is_file() {
-        return Err(err(&"not a regular file"));
+        return Err(PositionsError::NotAFile {
+            path: path.to_owned(),
+        });
     }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|e| err(&e))?;
+    file.read_to_end(&mut bytes).map_err(&err)?;
     serde_json::from_slice::<File>(&bytes)
         .map(|f| f.files)
-        .map_err(|e| err(&e))
+        .map_err(|source| PositionsError::Json {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Writes the positions atomically: temporary file, fsync, rename.
-pub fn save(path: &Path, files: &[Position]) -> Result<(), String> {
-    let err = |e: std::io::Error| format!("positions file {}: {e}", path.display());
+pub fn save(path: &Path, files: &[Position]) -> Result<(), PositionsError> {
+    let err = io_error(path);
     let body = serde_json::to_vec_pretty(&File {
         version: 1,
         files: files.to_vec(),
     })
-    .map_err(|e| format!("positions file {}: {e}", path.display()))?;
+    .map_err(|source| PositionsError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        std::fs::create_dir_all(dir).map_err(&err)?;
     }
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(&body).map_err(err)?;
-    f.sync_all().map_err(err)?;
+    let mut f = std::fs::File::create(&tmp).map_err(&err)?;
+    f.write_all(&body).map_err(&err)?;
+    f.sync_all().map_err(&err)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(err)
 }
@@ -141,7 +180,7 @@ mod tests {
     fn round_trip_and_missing() {
         let dir = std::env::temp_dir().join(format!("positions-test-{}", std::process::id()));
         let path = dir.join("sub/positions.json");
-        assert_eq!(load(&path), Ok(Vec::new()));
+        assert!(load(&path).expect("missing is empty").is_empty());
         let files = vec![Position {
             head: Some(fingerprint(b"abc")),
             path: "/var/log/a.log".into(),
@@ -150,14 +189,14 @@ mod tests {
             offset: 3,
         }];
         save(&path, &files).expect("save");
-        assert_eq!(load(&path), Ok(files));
+        assert_eq!(load(&path).expect("load"), files);
         std::fs::write(&path, b"{broken").expect("write");
         assert!(load(&path).is_err());
         // A FIFO is refused at once, not waited on.
         std::fs::remove_file(&path).expect("rm");
         let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert!(load(&path).is_err_and(|e| e.contains("not a regular file")));
+        assert!(load(&path).is_err_and(|e| matches!(e, PositionsError::NotAFile { .. })));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
