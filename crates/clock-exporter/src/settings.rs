@@ -57,16 +57,3 @@ impl Settings for ClockSettings {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_flag_is_documented() {
-        exporter_core::docs::assert_flags_documented(
-            env!("CARGO_MANIFEST_DIR"),
-            ClockSettings::FLAGS,
-        );
-    }
-}

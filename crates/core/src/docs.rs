@@ -39,6 +39,14 @@ pub fn metrics_markdown(schemas: &[Schema]) -> String {
         for m in &schema.metrics {
             metric_row(&mut out, m);
         }
+        // The tier's own settings come from its code, not its schema: its crate's test fills
+        // the block (check_settings_reference).
+        let _ = write!(
+            out,
+            "\n<!-- generated: {} by UPDATE_DOCS=1 cargo test -p {} -->\n<!-- end generated -->\n",
+            settings_block(&t.name),
+            t.binary,
+        );
         if !schema.events.is_empty() {
             out.push_str("\nEvent rules (JSON event log):\n\n| event | effects |\n|---|---|\n");
             for rule in &schema.events {
@@ -142,6 +150,81 @@ fn describe_effect(effect: &Effect) -> String {
             )
         }
     }
+}
+
+/// The name of a tier's settings block in docs/metrics.md.
+pub fn settings_block(tier: &str) -> String {
+    format!("{tier}-settings")
+}
+
+/// A tier's own settings as markdown: every flag of its sections, its file key, its default
+/// (from the section's `Default`) and its help; empty for a tier without settings.
+pub fn settings_markdown(sections: &[crate::config::SectionSpec]) -> String {
+    let mut out = String::new();
+    for spec in sections {
+        let defaults = spec.defaults();
+        for f in spec.flags {
+            if out.is_empty() {
+                out.push_str(
+                    "\nSettings of this tier (flags, `[section]` keys in the file, environment \
+                     variables as in [configuration.md](configuration.md)):\n\n\
+                     | flag | file key | default | meaning |\n|---|---|---|---|\n",
+                );
+            }
+            let field = f.key.rsplit('.').next().unwrap_or(f.key);
+            let default = match defaults.get(field) {
+                None | Some(serde_json::Value::Null) => "none".to_owned(),
+                Some(serde_json::Value::String(v)) if v.is_empty() => "empty".to_owned(),
+                Some(serde_json::Value::String(v)) => format!("`{v}`"),
+                Some(serde_json::Value::Array(v)) if v.is_empty() => "none".to_owned(),
+                Some(v) => format!("`{v}`"),
+            };
+            let _ = writeln!(
+                out,
+                "| `--{}` | `{}` | {default} | {}. |",
+                f.name,
+                f.key,
+                f.help.trim_end_matches('.')
+            );
+        }
+    }
+    out
+}
+
+/// The test of every tier: docs/metrics.md holds `tier`'s settings as its code declares them
+/// (with `UPDATE_DOCS=1`, writes them there). `manifest_dir` is the calling crate's.
+pub fn check_settings_reference(manifest_dir: &str, tier: &crate::Tier) {
+    let name = tier.schema().map(|s| s.tier.name).unwrap_or_default();
+    let block = settings_block(&name);
+    let path = crate::workspace_root(manifest_dir).join("docs/metrics.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_default();
+    let content = settings_markdown(tier.sections());
+    let Some(updated) = fill_generated(&doc, &block, &content) else {
+        panic!("docs/metrics.md has no {block} block; regenerate it with UPDATE_DOCS=1 cargo test -p exporter-core --test docs");
+    };
+    if std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1") {
+        if updated != doc {
+            if let Err(e) = std::fs::write(&path, &updated) {
+                panic!("{}: {e}", path.display());
+            }
+        }
+        return;
+    }
+    assert!(
+        updated == doc,
+        "docs/metrics.md's {block} block is out of date with the tier's settings; run \
+         UPDATE_DOCS=1 cargo test -p {}",
+        tier.schema().map(|s| s.tier.binary).unwrap_or_default()
+    );
+}
+
+/// The body of the block `NAME` of a doc (see [`fill_generated`]).
+pub fn generated_block<'a>(doc: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<!-- generated: {name} ");
+    let start = doc.find(&open)?;
+    let body = start + doc[start..].find("-->\n")? + 4;
+    let end = body + doc[body..].find("<!-- end generated -->")?;
+    doc.get(body..end)
 }
 
 /// Flags (and their config keys) that the checkout's docs/configuration.md does not mention;

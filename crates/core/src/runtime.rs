@@ -29,6 +29,16 @@ pub struct Tier {
 }
 
 impl Tier {
+    /// Its schema, parsed.
+    pub fn schema(&self) -> Result<Schema, SchemaError> {
+        Schema::parse(self.schema_toml)
+    }
+
+    /// The settings sections it registered (its own and its probes').
+    pub fn sections(&self) -> &[SectionSpec] {
+        &self.sections
+    }
+
     pub fn new(schema_toml: &'static str) -> Tier {
         Tier {
             schema_toml,

@@ -1,6 +1,7 @@
 //! docs/architecture.md's recipes followed on a scratch copy of the checkout, so that the files
 //! each touches are measured, not claimed: "add a probe with a setting", "add an engine
-//! metric" and "add an event rule", on the fixture tier. The copy is built with its own cargo (release, in the target
+//! metric" and "add an event rule" on the fixture tier, and "add a probe with a setting" on a
+//! product tier (clock), whose docs are regenerated as the recipe says. The copy is built with its own cargo (release, in the target
 //! directory the Debian package test uses: the outer `cargo test` holds the usual one's lock),
 //! and the built exporter must serve what the recipes added.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -164,7 +165,8 @@ fn a_probe_an_engine_metric_and_an_event_rule_touch_only_their_files() {
     let dir = scratch.path();
     let before = copy_checkout(dir);
 
-    // Add a probe with a setting: its metric, its file, one line in main.rs, its flag's doc.
+    // Add a probe with a setting: its metric, its file, one line in main.rs (the fixture tier
+    // has no docs to regenerate).
     edit(dir, "crates/core/fixture/schema.toml", |t| {
         t + "\n[[metrics]]\nname = \"fixture_loadavg_1m\"\ntype = \"gauge\"\n\
              help = \"Load average over one minute\"\nsource = \"probe\"\n"
@@ -177,9 +179,6 @@ fn a_probe_an_engine_metric_and_an_event_rule_touch_only_their_files() {
             "exporter_core::Tier::new(include_str!(\"schema.toml\"))",
             "exporter_core::Tier::new(include_str!(\"schema.toml\"))\n        .probe::<loadavg::LoadAvg>()",
         )
-    });
-    edit(dir, "docs/configuration.md", |t| {
-        t + "\n| `--fixture.loadavg-file` | `fixture.loadavg_file` | `/proc/loadavg` | fixture-exporter only. |\n"
     });
     let probe_files = touched(dir, &before);
     // Add an engine metric: its schema entry (a product tier also regenerates docs/metrics.md).
@@ -209,37 +208,18 @@ fn a_probe_an_engine_metric_and_an_event_rule_touch_only_their_files() {
             "crates/core/fixture/loadavg.rs",
             "crates/core/fixture/main.rs",
             "crates/core/fixture/schema.toml",
-            "docs/configuration.md",
         ]
     );
     assert_eq!(metric_files, ["crates/core/fixture/schema.toml"]);
     assert_eq!(rule_files, ["crates/core/fixture/schema.toml"]);
 
     // The copy builds and serves both with nothing else changed.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| checkout().join("target"))
-        .join("deb");
-    let built = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--offline",
-            "--locked",
-            "-p",
-            "exporter-core",
-        ])
-        .args(["--bin", "fixture-exporter"])
-        .current_dir(dir)
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .expect("cargo build");
-    assert!(
-        built.status.success(),
-        "the recipe's copy does not build:\n{}",
-        String::from_utf8_lossy(&built.stderr)
+    scratch_cargo(
+        dir,
+        &["build", "-p", "exporter-core", "--bin", "fixture-exporter"],
+        &[],
     );
+    let target = scratch_target();
     let loadavg = dir.join("loadavg");
     std::fs::write(&loadavg, "2.50 1.00 0.50 1/100 1234\n").unwrap();
     let bin = target.join("release/fixture-exporter");
@@ -278,5 +258,130 @@ fn a_probe_an_engine_metric_and_an_event_rule_touch_only_their_files() {
         metric_files.join(", "),
         rule_files.len(),
         rule_files.join(", ")
+    );
+}
+
+/// The Debian test's target directory: the outer `cargo test` holds the usual one's lock.
+fn scratch_target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| checkout().join("target"))
+        .join("deb")
+}
+
+/// Cargo in the scratch copy: release, in [`scratch_target`].
+fn scratch_cargo(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = scratch_target();
+    let out = Command::new(&cargo)
+        .args(args)
+        .args(["--release", "--offline", "--locked"])
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .envs(env.iter().copied())
+        .output()
+        .expect("cargo");
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in the recipe's copy failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The recipe on the clock tier, docs included: the probe's metric in the schema, its file,
+/// one line in lib.rs (and its `mod`), and docs/metrics.md regenerated (its metric by core's
+/// docs test, its flag by the tier's): four files, and the built exporter serves it.
+#[test]
+fn a_probe_with_a_setting_on_a_product_tier_touches_four_files() {
+    if !require_tools(&["git"]) {
+        return;
+    }
+    let scratch = TempDir::new("recipes-clock");
+    let dir = scratch.path();
+    let before = copy_checkout(dir);
+    edit(dir, "crates/clock-exporter/schema.toml", |t| {
+        t + "\n[[metrics]]\nname = \"clock_master_loadavg_1m\"\ntype = \"gauge\"\n\
+             help = \"Load average over one minute\"\nsource = \"probe\"\n"
+    });
+    edit(dir, "crates/clock-exporter/src/loadavg.rs", |_| {
+        PROBE_FILE
+            .replace("\"fixture\"", "\"loadavg\"")
+            .replace("\"fixture.", "\"loadavg.")
+            .replace("fixture_loadavg_1m", "clock_master_loadavg_1m")
+    });
+    edit(dir, "crates/clock-exporter/src/lib.rs", |t| {
+        t.replace("pub mod kernel;", "pub mod kernel;\npub mod loadavg;")
+            .replace(
+                ".probe::<kernel::KernelProbe>()",
+                ".probe::<kernel::KernelProbe>()\n        .probe::<loadavg::LoadAvg>()",
+            )
+    });
+    // Regenerate docs/metrics.md as the recipe says: core's docs test (here its function, on
+    // the copy's schemas, keeping the tiers' settings blocks) and the tier's own test.
+    let schemas = exporter_core::Schema::discover(dir).unwrap();
+    let doc_path = dir.join("docs/metrics.md");
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    let mut regenerated = exporter_core::docs::metrics_markdown(&schemas);
+    for schema in &schemas {
+        let block = exporter_core::docs::settings_block(&schema.tier.name);
+        if let Some(kept) = exporter_core::docs::generated_block(&doc, &block) {
+            regenerated = exporter_core::docs::fill_generated(&regenerated, &block, kept).unwrap();
+        }
+    }
+    std::fs::write(&doc_path, regenerated).unwrap();
+    scratch_cargo(
+        dir,
+        &[
+            "test",
+            "-p",
+            "clock-exporter",
+            "--lib",
+            "settings_reference_is_current",
+        ],
+        &[("UPDATE_DOCS", "1")],
+    );
+    let files = touched(dir, &before);
+    assert_eq!(
+        files,
+        [
+            "crates/clock-exporter/schema.toml",
+            "crates/clock-exporter/src/lib.rs",
+            "crates/clock-exporter/src/loadavg.rs",
+            "docs/metrics.md",
+        ]
+    );
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    assert!(
+        doc.contains("| `clock_master_loadavg_1m` | gauge |"),
+        "metric row"
+    );
+    assert!(
+        doc.contains("| `--loadavg.loadavg-file` | `loadavg.loadavg_file` | `/proc/loadavg` |"),
+        "flag row"
+    );
+
+    scratch_cargo(dir, &["build", "-p", "clock-exporter"], &[]);
+    let loadavg = dir.join("loadavg");
+    std::fs::write(&loadavg, "2.50 1.00 0.50 1/100 1234\n").unwrap();
+    let target = scratch_target();
+    let bin = target.join("release/clock-exporter");
+    let exp = Exporter::start(
+        bin.to_str().unwrap(),
+        &[
+            &format!("--loadavg.loadavg-file={}", loadavg.display()),
+            "--clock.chrony-address=",
+        ],
+    );
+    let probed = eventually(Duration::from_secs(10), || {
+        let text = exp.scrape_text();
+        (sample_value(&text, "clock_exporter_source_up{source=\"loadavg\"}") == Some(1.0))
+            .then(|| sample_value(&text, "clock_master_loadavg_1m"))
+            .flatten()
+    });
+    assert_eq!(probed, Some(2.5), "{}", exp.scrape_text());
+    eprintln!(
+        "recipes: a probe with a setting on the clock tier touched {} files ({})",
+        files.len(),
+        files.join(", ")
     );
 }

@@ -1,10 +1,21 @@
 mod data_dir;
 mod settings;
 
+/// The tier: its schema, and the probes and settings it adds to core's.
+fn tier() -> exporter_core::Tier {
+    exporter_core::Tier::new(include_str!("../schema.toml"))
+        .probe::<data_dir::DataDirFilesystem>()
+        .probe::<data_dir::DataDirWalk>()
+}
+
 fn main() -> std::process::ExitCode {
-    exporter_core::run(
-        exporter_core::Tier::new(include_str!("../schema.toml"))
-            .probe::<data_dir::DataDirFilesystem>()
-            .probe::<data_dir::DataDirWalk>(),
-    )
+    exporter_core::run(tier())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn settings_reference_is_current() {
+        exporter_core::docs::check_settings_reference(env!("CARGO_MANIFEST_DIR"), &super::tier());
+    }
 }

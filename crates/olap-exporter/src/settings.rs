@@ -21,16 +21,3 @@ impl Settings for OlapSettings {
         "The shard's data directory: its allocated bytes and its filesystem's size and free space are measured",
     )];
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_flag_is_documented() {
-        exporter_core::docs::assert_flags_documented(
-            env!("CARGO_MANIFEST_DIR"),
-            OlapSettings::FLAGS,
-        );
-    }
-}

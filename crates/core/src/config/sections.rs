@@ -36,6 +36,11 @@ pub struct SectionSpec {
 }
 
 impl SectionSpec {
+    /// The section's embedded defaults, as JSON.
+    pub fn defaults(&self) -> serde_json::Value {
+        (self.defaults)()
+    }
+
     pub fn of<S: Settings>() -> SectionSpec {
         SectionSpec {
             name: S::SECTION,
