@@ -9,7 +9,7 @@ use exporter_core::probe::Probe;
 use exporter_core::schema::SchemaError;
 use exporter_core::Metrics;
 
-use crate::samples::{gauge, unlabelled_gauges, SeriesWriter, SourceMetrics, TargetSeries, Value};
+use crate::samples::{gauge, unlabelled_gauges, SourceMetrics, Target, Value};
 use crate::settings::ClockSettings;
 
 /// STA_UNSYNC: the clock is not synchronised (set by the kernel after maxerror reaches 16 s,
@@ -134,8 +134,7 @@ pub fn collect(kernel: Option<&Timex>, m: &KernelMetrics, o: &mut Vec<Value>) {
 #[derive(Clone)]
 pub struct KernelProbe {
     m: KernelMetrics,
-    target: TargetSeries,
-    out: Arc<SeriesWriter>,
+    target: Arc<Target>,
 }
 
 impl Probe for KernelProbe {
@@ -149,9 +148,10 @@ impl Probe for KernelProbe {
     fn bind(_: &ClockSettings, metrics: &Metrics) -> Result<Vec<Self>, SchemaError> {
         let m = KernelMetrics::bind(metrics)?;
         let source = SourceMetrics::bind(metrics)?;
+        let unlabelled = unlabelled_gauges(m.all());
+        let target = Target::new(crate::samples::KERNEL.into(), source, false, unlabelled);
         Ok(vec![KernelProbe {
-            out: Arc::new(SeriesWriter::new(unlabelled_gauges(m.all()))),
-            target: TargetSeries::new(crate::samples::KERNEL.into(), source, false),
+            target: Arc::new(target),
             m,
         }])
     }
@@ -161,8 +161,7 @@ impl Probe for KernelProbe {
             Ok(t) => {
                 let mut values = Vec::new();
                 collect(Some(&t), &self.m, &mut values);
-                self.out.apply(&values);
-                self.target.up();
+                self.target.read(&values);
                 let sync = if t.synchronised() {
                     "synchronised"
                 } else {
@@ -174,16 +173,14 @@ impl Probe for KernelProbe {
                 ))
             }
             Err(e) => {
-                self.out.apply(&[]);
-                self.target.down("syscall");
+                self.target.failed("syscall", &[]);
                 Err(format!("adjtimex: {e}"))
             }
         }
     }
 
     fn unknown(&self) {
-        self.out.apply(&[]);
-        self.target.down("timeout");
+        self.target.failed("timeout", &[]);
     }
 }
 

@@ -13,7 +13,7 @@ use exporter_core::probe::Probe;
 use exporter_core::schema::SchemaError;
 use exporter_core::Metrics;
 
-use crate::samples::{error_factor, gauge, SeriesWriter, SourceMetrics, TargetSeries, Value};
+use crate::samples::{error_factor, gauge, SourceMetrics, Target, Value};
 use crate::settings::ClockSettings;
 
 const PACKET_LEN: usize = 48;
@@ -303,8 +303,7 @@ pub struct NtpProbe {
     server: String,
     m: NtpMetrics,
     src: SourceMetrics,
-    target: TargetSeries,
-    out: Arc<SeriesWriter>,
+    target: Arc<Target>,
 }
 
 /// How long the server has to answer.
@@ -329,9 +328,13 @@ impl Probe for NtpProbe {
                 let server = normalize_server(server);
                 NtpProbe {
                     m: m.clone(),
-                    target: TargetSeries::new(source_label(&server), src.clone(), true),
+                    target: Arc::new(Target::new(
+                        source_label(&server),
+                        src.clone(),
+                        true,
+                        Vec::new(),
+                    )),
                     src: src.clone(),
-                    out: Arc::new(SeriesWriter::new(Vec::new())),
                     server,
                 }
             })
@@ -347,24 +350,21 @@ impl Probe for NtpProbe {
             Ok(s) => {
                 let mut values = Vec::new();
                 collect(&self.target.label, &s, &self.m, &self.src, &mut values);
-                self.out.apply(&values);
-                self.target.up();
+                self.target.read(&values);
                 Ok(format!(
                     "stratum {}, offset {:.9} s, delay {:.6} s",
                     s.stratum, s.offset_seconds, s.delay_seconds
                 ))
             }
             Err(e) => {
-                self.out.apply(&[]);
-                self.target.down(e.reason());
+                self.target.failed(e.reason(), &[]);
                 Err(e.to_string())
             }
         }
     }
 
     fn unknown(&self) {
-        self.out.apply(&[]);
-        self.target.down("timeout");
+        self.target.failed("timeout", &[]);
     }
 }
 

@@ -15,7 +15,7 @@ use exporter_core::probe::Probe;
 use exporter_core::schema::SchemaError;
 use exporter_core::Metrics;
 
-use crate::samples::{error_factor, gauge, SeriesWriter, SourceMetrics, TargetSeries, Value};
+use crate::samples::{error_factor, gauge, SourceMetrics, Target, Value};
 use crate::settings::ClockSettings;
 
 const PTP_MAX_SAMPLES: usize = 25;
@@ -212,8 +212,7 @@ pub struct PtpProbe {
     device: String,
     m: PtpMetrics,
     src: SourceMetrics,
-    target: TargetSeries,
-    out: Arc<SeriesWriter>,
+    target: Arc<Target>,
 }
 
 impl Probe for PtpProbe {
@@ -233,9 +232,13 @@ impl Probe for PtpProbe {
             .map(|device| PtpProbe {
                 device: device.clone(),
                 m: m.clone(),
-                target: TargetSeries::new(source_label(device), src.clone(), true),
+                target: Arc::new(Target::new(
+                    source_label(device),
+                    src.clone(),
+                    true,
+                    Vec::new(),
+                )),
                 src: src.clone(),
-                out: Arc::new(SeriesWriter::new(Vec::new())),
             })
             .collect())
     }
@@ -249,21 +252,18 @@ impl Probe for PtpProbe {
             Ok(s) => {
                 let mut values = Vec::new();
                 collect(&self.target.label, &s, &self.m, &self.src, &mut values);
-                self.out.apply(&values);
-                self.target.up();
+                self.target.read(&values);
                 Ok(format!("offset {:.9} s", s.offset_seconds))
             }
             Err(e) => {
-                self.out.apply(&[]);
-                self.target.down(e.reason());
+                self.target.failed(e.reason(), &[]);
                 Err(e.to_string())
             }
         }
     }
 
     fn unknown(&self) {
-        self.out.apply(&[]);
-        self.target.down("timeout");
+        self.target.failed("timeout", &[]);
     }
 }
 

@@ -140,33 +140,44 @@ impl SeriesWriter {
     }
 }
 
-/// The series one target (the kernel, chronyd, an NTP server, a PTP device) writes about
-/// itself under its `source` label: up, the last success, errors by reason, and for a time
-/// source a quality of 0 while it is down (its offset is unknown, so absent).
-#[derive(Clone)]
-pub struct TargetSeries {
+/// One target of a clock probe (the kernel, chronyd, an NTP server, a PTP device): the series
+/// it writes about itself under its `source` label (up, the last success, errors by reason,
+/// and for a time source a quality of 0 while it is down: its offset is unknown, so absent),
+/// and the writer of its readings.
+pub struct Target {
     pub label: String,
     m: SourceMetrics,
     /// An NTP server or PTP device, scored among the sources.
     scored: bool,
+    out: SeriesWriter,
 }
 
-impl TargetSeries {
-    /// A target not yet read: down until its first reading works.
-    pub fn new(label: String, m: SourceMetrics, scored: bool) -> TargetSeries {
-        let t = TargetSeries { label, m, scored };
+impl Target {
+    /// A target not yet read: down until its first reading works. `unlabelled` are the
+    /// probe's unlabelled gauges, unknown while it cannot read.
+    pub fn new(label: String, m: SourceMetrics, scored: bool, unlabelled: Vec<Gauge>) -> Target {
+        let t = Target {
+            label,
+            m,
+            scored,
+            out: SeriesWriter::new(unlabelled),
+        };
         t.mark_down();
         t
     }
 
-    pub fn up(&self) {
+    /// A reading that worked: its values written, the target up.
+    pub fn read(&self, values: &[Value]) {
+        self.out.apply(values);
         let l = [self.label.as_str()];
         let _ = self.m.up.set(&l, 1.0);
         let _ = self.m.last_success.set(&l, unix_now());
     }
 
-    /// A failed reading, counted under `reason`.
-    pub fn down(&self, reason: &'static str) {
+    /// A reading that failed, counted under `reason`: what its last reading wrote is retired
+    /// but `values` (what still holds: chronyd's known sources, down), and the target is down.
+    pub fn failed(&self, reason: &'static str, values: &[Value]) {
+        self.out.apply(values);
         self.mark_down();
         self.m.errors.add(&[self.label.as_str(), reason], 1);
     }

@@ -222,5 +222,5 @@ fn all_values_are_in_the_schema() {
 #[test]
 fn settings_reference_is_current() {
     let tier = crate::register(exporter_core::Tier::new(SCHEMA));
-    exporter_core::docs::check_settings_reference(env!("CARGO_MANIFEST_DIR"), &tier);
+    testkit::conformance::settings_reference_is_current(env!("CARGO_MANIFEST_DIR"), &tier);
 }

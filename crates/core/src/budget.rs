@@ -54,10 +54,10 @@ pub struct Worker<I, O> {
     name: &'static str,
     budget: Duration,
     work: std::sync::Arc<dyn Fn(I) -> O + Send + Sync>,
-    thread: Mutex<Option<Running<I, O>>>,
+    thread: Mutex<Option<WorkerThread<I, O>>>,
 }
 
-struct Running<I, O> {
+struct WorkerThread<I, O> {
     inputs: mpsc::Sender<I>,
     outputs: mpsc::Receiver<O>,
     /// A call that overran is still running.
@@ -115,7 +115,7 @@ impl<I: Send + 'static, O: Send + 'static> Worker<I, O> {
         }
     }
 
-    fn spawn(&self) -> std::io::Result<Running<I, O>> {
+    fn spawn(&self) -> std::io::Result<WorkerThread<I, O>> {
         let (inputs, input_rx) = mpsc::channel::<I>();
         let (output_tx, outputs) = mpsc::channel();
         let work = self.work.clone();
@@ -128,7 +128,7 @@ impl<I: Send + 'static, O: Send + 'static> Worker<I, O> {
                     }
                 }
             })?;
-        Ok(Running {
+        Ok(WorkerThread {
             inputs,
             outputs,
             pending: false,

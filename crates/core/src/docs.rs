@@ -191,14 +191,18 @@ pub fn settings_markdown(sections: &[crate::config::SectionSpec]) -> String {
     out
 }
 
-/// The test of every tier: docs/metrics.md holds `tier`'s settings as its code declares them
-/// (with `UPDATE_DOCS=1`, writes them there). `manifest_dir` is the calling crate's.
-pub fn check_settings_reference(manifest_dir: &str, tier: &crate::Tier) {
-    let name = tier.schema().map(|s| s.tier.name).unwrap_or_default();
-    let block = settings_block(&name);
+/// The test of every tier: docs/metrics.md holds the settings the tier registered
+/// (`Tier::sections`) as its code declares them (with `UPDATE_DOCS=1`, writes them there).
+/// `manifest_dir` is the calling crate's.
+pub fn check_settings_reference(
+    manifest_dir: &str,
+    tier: &crate::schema::TierInfo,
+    sections: &[crate::config::SectionSpec],
+) {
+    let block = settings_block(&tier.name);
     let path = crate::workspace_root(manifest_dir).join("docs/metrics.md");
     let doc = std::fs::read_to_string(&path).unwrap_or_default();
-    let content = settings_markdown(tier.sections());
+    let content = settings_markdown(sections);
     let Some(updated) = fill_generated(&doc, &block, &content) else {
         panic!("docs/metrics.md has no {block} block; regenerate it with UPDATE_DOCS=1 cargo test -p exporter-core --test docs");
     };
@@ -214,7 +218,7 @@ pub fn check_settings_reference(manifest_dir: &str, tier: &crate::Tier) {
         updated == doc,
         "docs/metrics.md's {block} block is out of date with the tier's settings; run \
          UPDATE_DOCS=1 cargo test -p {}",
-        tier.schema().map(|s| s.tier.binary).unwrap_or_default()
+        tier.binary
     );
 }
 

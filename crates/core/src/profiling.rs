@@ -26,9 +26,9 @@ pub struct Profiler {
 }
 
 /// Releases the profiler when the blocking profile ends, even if the client went away.
-struct Running(Arc<Profiler>);
+struct ProfileInProgress(Arc<Profiler>);
 
-impl Drop for Running {
+impl Drop for ProfileInProgress {
     fn drop(&mut self) {
         self.0.busy.store(false, Ordering::Release);
     }
@@ -69,7 +69,7 @@ pub async fn handler(State(profiler): State<Arc<Profiler>>, Query(p): Query<Para
         )
             .into_response();
     }
-    let running = Running(profiler);
+    let running = ProfileInProgress(profiler);
     tracing::info!(target: "http", event = "profile_started", seconds);
     // The profiler's guard is not Send and symbolizing is CPU work: keep both off the
     // async workers.

@@ -11,6 +11,9 @@ fn main() -> std::process::ExitCode {
 mod tests {
     #[test]
     fn settings_reference_is_current() {
-        exporter_core::docs::check_settings_reference(env!("CARGO_MANIFEST_DIR"), &super::tier());
+        testkit::conformance::settings_reference_is_current(
+            env!("CARGO_MANIFEST_DIR"),
+            &super::tier(),
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! The check every tier must pass: its real binary serves its whole schema, in both formats,
-//! parseable by the official parsers and clean under `promtool check metrics`.
+//! The checks every tier must pass: its real binary serves its whole schema, in both formats,
+//! parseable by the official parsers and clean under `promtool check metrics`; its settings are
+//! in docs/metrics.md as its code declares them.
 
 use serde_json::Value;
 
@@ -210,4 +211,12 @@ pub fn check_tier(bin: &str, schema_toml: &str) {
             "promtool check metrics: {output}"
         );
     }
+}
+
+/// The test of every tier crate: docs/metrics.md holds the settings `tier` registered (its own
+/// and its probes'), as its code declares them; `UPDATE_DOCS=1` writes them there.
+/// `manifest_dir` is the calling crate's.
+pub fn settings_reference_is_current(manifest_dir: &str, tier: &exporter_core::Tier) {
+    let schema = tier.schema().expect("the tier's schema parses");
+    exporter_core::docs::check_settings_reference(manifest_dir, &schema.tier, tier.sections());
 }

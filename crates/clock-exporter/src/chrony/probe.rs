@@ -9,7 +9,7 @@ use exporter_core::schema::SchemaError;
 use exporter_core::Metrics;
 
 use super::{collect, query, source_label, Address, ChronyMetrics, Report};
-use crate::samples::{unlabelled_gauges, SeriesWriter, SourceMetrics, TargetSeries, CHRONYD};
+use crate::samples::{unlabelled_gauges, SourceMetrics, Target, Value, CHRONYD};
 use crate::settings::ClockSettings;
 
 /// Per-attempt reply timeout.
@@ -24,8 +24,7 @@ pub struct ChronyProbe {
     address: String,
     m: ChronyMetrics,
     src: SourceMetrics,
-    target: TargetSeries,
-    out: Arc<SeriesWriter>,
+    target: Arc<Target>,
     /// Sources seen before: reported down (not dropped) while chronyd is unreachable.
     known: Arc<Mutex<BTreeSet<String>>>,
 }
@@ -47,10 +46,10 @@ impl Probe for ChronyProbe {
         }
         let m = ChronyMetrics::bind(metrics)?;
         let src = SourceMetrics::bind(metrics)?;
+        let unlabelled = unlabelled_gauges(m.all());
         Ok(vec![ChronyProbe {
             address: address.to_owned(),
-            out: Arc::new(SeriesWriter::new(unlabelled_gauges(m.all()))),
-            target: TargetSeries::new(CHRONYD.into(), src.clone(), false),
+            target: Arc::new(Target::new(CHRONYD.into(), src.clone(), false, unlabelled)),
             m,
             src,
             known: Arc::default(),
@@ -66,33 +65,31 @@ impl Probe for ChronyProbe {
                     report.tracking.stratum,
                     report.sources.len()
                 );
-                self.write(Some(&report));
-                self.target.up();
+                self.target.read(&self.values(Some(&report)));
                 Ok(detail)
             }
             Err(e) => {
-                self.write(None);
-                self.target.down(e.reason());
+                self.target.failed(e.reason(), &self.values(None));
                 Err(format!("chronyd at {}: {e}", self.address))
             }
         }
     }
 
     fn unknown(&self) {
-        self.write(None);
-        self.target.down("timeout");
+        self.target.failed("timeout", &self.values(None));
     }
 }
 
 impl ChronyProbe {
-    /// Writes a report, or with none its known sources as down and its tracking as unknown.
-    fn write(&self, report: Option<&Report>) {
+    /// The values of a report, or with none its known sources as down (its tracking is then
+    /// not written: unknown).
+    fn values(&self, report: Option<&Report>) -> Vec<Value> {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = report {
             *known = r.sources.iter().map(|s| source_label(&s.name)).collect();
         }
         let mut values = Vec::new();
         collect(report, &known, &self.m, &self.src, &mut values);
-        self.out.apply(&values);
+        values
     }
 }

@@ -245,7 +245,7 @@ impl super::Probe for EngineProbe {
     const BUDGET: Duration = REFRESH;
 
     /// Core's own `[engine]` section.
-    fn settings(config: &crate::Config) -> EngineConfig {
+    fn settings(config: &crate::config::Config) -> EngineConfig {
         config.engine.clone()
     }
 

@@ -35,7 +35,7 @@ pub trait Probe: Clone + Send + Sync + 'static {
     const BUDGET: Duration;
 
     /// Its settings from the configuration: its section (defaults when absent).
-    fn settings(config: &crate::Config) -> Self::Settings {
+    fn settings(config: &crate::config::Config) -> Self::Settings {
         config
             .section::<Self::Settings>()
             .cloned()
