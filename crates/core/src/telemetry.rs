@@ -94,40 +94,7 @@ pub fn settings_from_env(
         (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
         (None, None) => return Ok(None),
     };
-    if let Some(exporter) = get("OTEL_TRACES_EXPORTER").filter(|v| v != "otlp") {
-        return Err(TelemetryError::Unsupported {
-            var: "OTEL_TRACES_EXPORTER",
-            value: exporter,
-            supported: "only \"otlp\" and \"none\" are supported",
-        });
-    }
-    let protocol = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .unwrap_or_else(|| "http/protobuf".into());
-    if protocol != "http/protobuf" {
-        return Err(TelemetryError::Unsupported {
-            var: "OTEL_EXPORTER_OTLP_PROTOCOL",
-            value: protocol,
-            supported: "only \"http/protobuf\" is built in; point the exporter at a \
-                        collector's OTLP/HTTP port (4318)",
-        });
-    }
-    // TLS to the collector is not built in: a node-local collector is the intended peer.
-    if !endpoint.starts_with("http://") {
-        return Err(TelemetryError::Unsupported {
-            var: "OTEL_EXPORTER_OTLP_ENDPOINT",
-            value: endpoint,
-            supported: "must be an http:// URL (TLS to the collector is not built in; run a \
-                        local OpenTelemetry Collector)",
-        });
-    }
-    if let Err(e) = endpoint.parse::<axum::http::Uri>() {
-        return Err(TelemetryError::Invalid {
-            var: "OTEL_EXPORTER_OTLP_ENDPOINT",
-            value: endpoint,
-            why: e.to_string(),
-        });
-    }
+    check_transport(&get, &endpoint)?;
     let timeout_ms = match get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
         .or_else(|| get("OTEL_EXPORTER_OTLP_TIMEOUT"))
     {
@@ -157,6 +124,48 @@ pub fn settings_from_env(
         sampler,
         timeout: Duration::from_millis(timeout_ms),
     }))
+}
+
+/// Only OTLP over plain HTTP with protobuf bodies is built in: anything else is refused.
+fn check_transport(
+    get: &impl Fn(&str) -> Option<String>,
+    endpoint: &str,
+) -> Result<(), TelemetryError> {
+    if let Some(exporter) = get("OTEL_TRACES_EXPORTER").filter(|v| v != "otlp") {
+        return Err(TelemetryError::Unsupported {
+            var: "OTEL_TRACES_EXPORTER",
+            value: exporter,
+            supported: "only \"otlp\" and \"none\" are supported",
+        });
+    }
+    let protocol = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_else(|| "http/protobuf".into());
+    if protocol != "http/protobuf" {
+        return Err(TelemetryError::Unsupported {
+            var: "OTEL_EXPORTER_OTLP_PROTOCOL",
+            value: protocol,
+            supported: "only \"http/protobuf\" is built in; point the exporter at a \
+                        collector's OTLP/HTTP port (4318)",
+        });
+    }
+    // TLS to the collector is not built in: a node-local collector is the intended peer.
+    if !endpoint.starts_with("http://") {
+        return Err(TelemetryError::Unsupported {
+            var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+            value: endpoint.to_owned(),
+            supported: "must be an http:// URL (TLS to the collector is not built in; run a \
+                        local OpenTelemetry Collector)",
+        });
+    }
+    if let Err(e) = endpoint.parse::<axum::http::Uri>() {
+        return Err(TelemetryError::Invalid {
+            var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+            value: endpoint.to_owned(),
+            why: e.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn parse_sampler(name: Option<&str>, arg: Option<&str>) -> Result<SamplerSpec, TelemetryError> {

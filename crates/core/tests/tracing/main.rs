@@ -214,6 +214,8 @@ fn engine_trace_ids_come_back_from_prometheus_exemplar_storage() {
     let glob = format!("--ingest.log-path={}", dir.join("events*.log").display());
     std::fs::write(&log, "").unwrap();
     let exp = Exporter::start(BIN, &[&glob]);
+    // The file exists at start-up, so it is read from its end: write after the first scan.
+    exp.wait_for_follower();
     // A slow query from the engine, inside trace TRACE_ID.
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     writeln!(
