@@ -206,7 +206,7 @@ pub fn check_settings_reference(
     let Some(updated) = fill_generated(&doc, &block, &content) else {
         panic!("docs/metrics.md has no {block} block; regenerate it with UPDATE_DOCS=1 cargo test -p exporter-core --test docs");
     };
-    if std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1") {
+    if update_docs_requested() {
         if updated != doc {
             if let Err(e) = std::fs::write(&path, &updated) {
                 panic!("{}: {e}", path.display());
@@ -224,11 +224,39 @@ pub fn check_settings_reference(
 
 /// The body of the block `NAME` of a doc (see [`fill_generated`]).
 pub fn generated_block<'a>(doc: &'a str, name: &str) -> Option<&'a str> {
+    let (body, end) = block_body(doc, name)?;
+    doc.get(body..end)
+}
+
+/// Where the body of the block `<!-- generated: NAME ... -->` … `<!-- end generated -->`
+/// starts and ends.
+fn block_body(doc: &str, name: &str) -> Option<(usize, usize)> {
     let open = format!("<!-- generated: {name} ");
     let start = doc.find(&open)?;
     let body = start + doc[start..].find("-->\n")? + 4;
     let end = body + doc[body..].find("<!-- end generated -->")?;
-    doc.get(body..end)
+    Some((body, end))
+}
+
+/// docs/metrics.md regenerated from `schemas`, keeping each tier's settings block as `current`
+/// has it (the tier crates' tests write those).
+pub fn metrics_markdown_keeping_settings(schemas: &[Schema], current: &str) -> String {
+    let mut doc = metrics_markdown(schemas);
+    for schema in schemas {
+        let block = settings_block(&schema.tier.name);
+        if let Some(kept) = generated_block(current, &block) {
+            if let Some(filled) = fill_generated(&doc, &block, kept) {
+                doc = filled;
+            }
+        }
+    }
+    doc
+}
+
+/// Whether the tests were asked to write the generated docs (`UPDATE_DOCS=1`) rather than
+/// check them.
+pub fn update_docs_requested() -> bool {
+    std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1")
 }
 
 /// Flags (and their config keys) that the checkout's docs/configuration.md does not mention;
@@ -272,10 +300,7 @@ pub fn undocumented_flags(doc: &str, flags: &[crate::config::Flag]) -> Vec<Strin
 /// Replaces the body of the block `<!-- generated: NAME ... -->` … `<!-- end generated -->`
 /// in a hand-written doc with `content`; None when the markers are missing.
 pub fn fill_generated(doc: &str, name: &str, content: &str) -> Option<String> {
-    let open = format!("<!-- generated: {name} ");
-    let start = doc.find(&open)?;
-    let body = start + doc[start..].find("-->\n")? + 4;
-    let end = body + doc[body..].find("<!-- end generated -->")?;
+    let (body, end) = block_body(doc, name)?;
     Some(format!("{}{content}{}", &doc[..body], &doc[end..]))
 }
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use exporter_core::config::FLAGS;
-use exporter_core::docs::{fill_generated, generated_block, metrics_markdown, settings_block};
+use exporter_core::docs::{metrics_markdown_keeping_settings, update_docs_requested};
 use exporter_core::Schema;
 
 fn root() -> PathBuf {
@@ -22,17 +22,11 @@ fn metrics_reference_matches_the_schemas() {
     let root = root();
     let schemas = tier_schemas(&root);
     assert!(!schemas.is_empty(), "no crates/*/schema.toml found");
-    let mut expected = metrics_markdown(&schemas);
     let path = root.join("docs/metrics.md");
     let actual = std::fs::read_to_string(&path).unwrap_or_default();
     // Each tier's settings block is its crate's to fill (check_settings_reference): kept.
-    for schema in &schemas {
-        let block = settings_block(&schema.tier.name);
-        if let Some(kept) = generated_block(&actual, &block) {
-            expected = fill_generated(&expected, &block, kept).unwrap();
-        }
-    }
-    if update_docs() {
+    let expected = metrics_markdown_keeping_settings(&schemas, &actual);
+    if update_docs_requested() {
         std::fs::write(&path, &expected).expect("write docs/metrics.md");
         return;
     }
@@ -56,10 +50,6 @@ fn configuration_doc_names_every_flag() {
     }
 }
 
-fn update_docs() -> bool {
-    std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1")
-}
-
 #[test]
 fn ingest_reason_tables_are_generated_from_the_reason_enums() {
     let path = root().join("docs/ingest.md");
@@ -69,7 +59,7 @@ fn ingest_reason_tables_are_generated_from_the_reason_enums() {
         doc = exporter_core::docs::fill_generated(&doc, name, &content)
             .unwrap_or_else(|| panic!("docs/ingest.md lacks the generated block {name}"));
     }
-    if update_docs() {
+    if update_docs_requested() {
         std::fs::write(&path, &doc).expect("write docs/ingest.md");
         return;
     }

@@ -321,13 +321,7 @@ fn a_probe_with_a_setting_on_a_product_tier_touches_four_files() {
     let schemas = exporter_core::Schema::discover(dir).unwrap();
     let doc_path = dir.join("docs/metrics.md");
     let doc = std::fs::read_to_string(&doc_path).unwrap();
-    let mut regenerated = exporter_core::docs::metrics_markdown(&schemas);
-    for schema in &schemas {
-        let block = exporter_core::docs::settings_block(&schema.tier.name);
-        if let Some(kept) = exporter_core::docs::generated_block(&doc, &block) {
-            regenerated = exporter_core::docs::fill_generated(&regenerated, &block, kept).unwrap();
-        }
-    }
+    let regenerated = exporter_core::docs::metrics_markdown_keeping_settings(&schemas, &doc);
     std::fs::write(&doc_path, regenerated).unwrap();
     scratch_cargo(
         dir,
