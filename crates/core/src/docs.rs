@@ -259,29 +259,6 @@ pub fn update_docs_requested() -> bool {
     std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1")
 }
 
-/// Flags (and their config keys) that the checkout's docs/configuration.md does not mention;
-/// `manifest_dir` is the calling crate's.
-pub fn undocumented_flags_in_repo(
-    manifest_dir: &str,
-    flags: &[crate::config::Flag],
-) -> Vec<String> {
-    let path = crate::workspace_root(manifest_dir).join("docs/configuration.md");
-    match std::fs::read_to_string(&path) {
-        Ok(doc) => undocumented_flags(&doc, flags),
-        Err(e) => vec![format!("{}: {e}", path.display())],
-    }
-}
-
-/// The test every tier with settings of its own runs: each of `flags` and its config key is in
-/// the checkout's docs/configuration.md. `manifest_dir` is the calling crate's.
-pub fn assert_flags_documented(manifest_dir: &str, flags: &[crate::config::Flag]) {
-    let missing = undocumented_flags_in_repo(manifest_dir, flags);
-    assert!(
-        missing.is_empty(),
-        "docs/configuration.md lacks {missing:?}"
-    );
-}
-
 /// Flags (and their config keys) that a configuration doc does not mention.
 pub fn undocumented_flags(doc: &str, flags: &[crate::config::Flag]) -> Vec<String> {
     let mut missing = Vec::new();
